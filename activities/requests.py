@@ -1,0 +1,82 @@
+"""Activities of the request (approval) workflow: they make its decisions and notes durable."""
+
+import uuid
+
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from hpcinfra.db import transaction
+from hpcinfra.messages import DecisionOutcome, DecisionRecord, NoteInput
+from hpcinfra.models import Cluster, ClusterRequest, ClusterService, ClusterTool
+from hpcinfra.store import add_note, find_user, may_decide, may_see_request
+
+
+class RequestActivities:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    @activity.defn(name="RecordDecision")
+    def record_decision(self, record: DecisionRecord) -> DecisionOutcome:
+        """Write an approval or rejection, and on approval the cluster it creates, in one transaction.
+        Running it again after it succeeded finds its own decision and returns it unchanged."""
+        with transaction(self.sessions) as session:
+            request = session.get(ClusterRequest, uuid.UUID(record.request_id), with_for_update=True)
+            if request is None:
+                raise ApplicationError(f"request {record.request_id} does not exist", type="NotFound", non_retryable=True)
+            decider = None
+            if record.decided_by is not None:
+                decider = find_user(session, request.tenant_id, record.decided_by)
+                if decider is None or not may_decide(decider, request):
+                    raise ApplicationError(
+                        f"{record.decided_by!r} is not an it_manager of this request's tenant",
+                        type="NotAnApprover",
+                        non_retryable=True,
+                    )
+            if request.status != "pending":
+                if request.status == record.status and request.approved_at == record.decided_at:
+                    return _outcome(request)
+                raise ApplicationError(f"the request is already {request.status}", type="AlreadyDecided", non_retryable=True)
+
+            request.status = record.status
+            request.approved_by_id = decider.id if decider else None
+            request.approved_at = record.decided_at
+            request.rejection_reason = record.rejection_reason
+            if record.status == "approved":
+                assert record.cluster_id is not None
+                request.cluster_id = _create_cluster(session, request, uuid.UUID(record.cluster_id)).id
+            return _outcome(request)
+
+    @activity.defn(name="AddNote")
+    def add_note(self, note: NoteInput) -> None:
+        with transaction(self.sessions) as session:
+            request = session.get(ClusterRequest, uuid.UUID(note.request_id))
+            if request is None:
+                raise ApplicationError(f"request {note.request_id} does not exist", type="NotFound", non_retryable=True)
+            writer = find_user(session, request.tenant_id, note.by)
+            if writer is None or not may_see_request(writer, request):
+                raise ApplicationError(f"{note.by!r} may not write notes on this request", type="NotAllowed", non_retryable=True)
+            add_note(session, request, writer, note.note)
+
+
+def _create_cluster(session: Session, request: ClusterRequest, cluster_id: uuid.UUID) -> Cluster:
+    cluster = Cluster(
+        id=cluster_id,
+        tenant_id=request.tenant_id,
+        name=request.name,
+        cloud_provider_id=request.cloud_provider_id,
+        number_of_nodes=request.number_of_nodes,
+        node_type=request.node_type,
+        storage_gb=request.storage_gb,
+        created_by_id=request.requested_by_id,
+        request_id=request.id,
+        tools=[ClusterTool(name=t["name"], version=t["version"]) for t in request.tools],
+        services=[ClusterService(name=s["name"], version=s["version"], config=s.get("config", {})) for s in request.services],
+    )
+    session.add(cluster)
+    session.flush()
+    return cluster
+
+
+def _outcome(request: ClusterRequest) -> DecisionOutcome:
+    return DecisionOutcome(status=request.status, cluster_id=str(request.cluster_id) if request.cluster_id else None)

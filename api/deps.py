@@ -1,0 +1,75 @@
+"""Typed dependencies for the routes: the database session, the caller, the Temporal client."""
+
+import asyncio
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio.client import Client
+
+from api.errors import Problem
+from hpcinfra.accounts import user_for_token
+from hpcinfra.models import User
+from hpcinfra.settings import Settings
+from hpcinfra.temporal import connect
+
+
+class TemporalConnection:
+    """One client for the app, connected on first use so the API starts even while Temporal is down."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client: Client | None = None
+        self._lock = asyncio.Lock()
+
+    async def client(self) -> Client:
+        async with self._lock:
+            if self._client is None:
+                try:
+                    self._client = await connect(self.settings)
+                except RuntimeError as e:
+                    raise Problem(503, f"the workflow engine (Temporal at {self.settings.temporal_address}) is unreachable; try again shortly") from e
+            return self._client
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    factory: sessionmaker[Session] = request.app.state.sessions
+    with factory() as session:
+        yield session
+
+
+async def get_temporal(request: Request) -> Client:
+    return await request.app.state.temporal.client()
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+TemporalDep = Annotated[Client, Depends(get_temporal)]
+
+_bearer = HTTPBearer(auto_error=False, description="An API token from `hpcinfra users create`")
+
+
+def get_current_user(
+    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> User:
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Problem(401, "send an API token as 'Authorization: Bearer <token>'", headers=challenge)
+    user = user_for_token(session, credentials.credentials)
+    if user is None:
+        raise Problem(401, "the API token is not valid", headers=challenge)
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def require_role(user: User, *roles: str, action: str) -> None:
+    if user.role not in roles:
+        raise Problem(403, f"only {' or '.join(roles)} users may {action}; you are {user.role}")

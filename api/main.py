@@ -1,0 +1,40 @@
+"""The FastAPI application: assembles the routers under /api/v1 and the shared machinery."""
+
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from api import errors
+from api.deps import TemporalConnection
+from api.routes import clusters, meta, providers, requests
+from hpcinfra.db import make_engine, make_session_factory
+from hpcinfra.settings import Settings, get_settings
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        engine = make_engine(settings.sqlalchemy_url)
+        app.state.settings = settings
+        app.state.sessions = make_session_factory(engine)
+        app.state.temporal = TemporalConnection(settings)
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="hpcinfra",
+        version="0.1.0",
+        description="Slurm clusters for chip-design teams: request, approval, provisioning, tools, services, credits.",
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+    )
+    errors.install(app)
+    v1 = APIRouter(prefix=API_PREFIX)
+    for module in (meta, requests, clusters, providers):
+        v1.include_router(module.router)
+    app.include_router(v1)
+    return app

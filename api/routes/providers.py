@@ -1,0 +1,30 @@
+"""Cloud providers a tenant can provision on (extension): `cloudProviderId` points here."""
+
+from fastapi import APIRouter
+
+from api import schemas
+from api.access import providers_visible_to
+from api.deps import CurrentUser, SessionDep, require_role
+from api.errors import Problem
+from api.pagination import Page
+from hpcinfra.accounts import AccountError, create_provider
+from hpcinfra.models import CloudProvider
+
+router = APIRouter(prefix="/cloud-providers", tags=["cloud providers"])
+
+
+@router.get("", response_model=list[schemas.CloudProvider])
+def list_providers(session: SessionDep, user: CurrentUser, page: Page) -> list[schemas.CloudProvider]:
+    rows = session.scalars(page.apply(providers_visible_to(user).order_by(CloudProvider.name, CloudProvider.id)))
+    return [schemas.CloudProvider.model_validate(p) for p in rows]
+
+
+@router.post("", status_code=201, response_model=schemas.CloudProvider)
+def register_provider(body: schemas.CloudProviderIn, session: SessionDep, user: CurrentUser) -> schemas.CloudProvider:
+    require_role(user, "it_manager", "admin", action="register cloud providers")
+    try:
+        provider = create_provider(session, user.tenant_id, name=body.name, kind=body.kind, region=body.region, config=body.config)
+    except AccountError as e:
+        raise Problem(409, str(e)) from e
+    session.commit()
+    return schemas.CloudProvider.model_validate(provider)

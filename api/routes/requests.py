@@ -1,0 +1,135 @@
+"""Cluster requests: filed by CAD managers, decided by IT managers through the request workflow."""
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import delete
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api import schemas
+from api.access import provider_for_new_cluster, request_for, requests_visible_to
+from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, require_role
+from api.errors import Problem
+from api.pagination import Page
+from hpcinfra.messages import Decision, RequestInput, request_workflow_id
+from hpcinfra.models import ClusterRequest
+from hpcinfra.store import add_note, may_decide
+from workflows.request import RequestWorkflow
+
+router = APIRouter(prefix="/requests", tags=["requests"])
+
+
+@router.get("", response_model=list[schemas.ClusterRequest])
+def list_requests(
+    session: SessionDep,
+    user: CurrentUser,
+    page: Page,
+    status: schemas.RequestStatus | None = None,
+    requested_by: Annotated[uuid.UUID | None, Query(alias="requestedBy")] = None,
+) -> list[schemas.ClusterRequest]:
+    """All requests the caller may see: a CAD manager its own, an IT manager its tenant's."""
+    query = requests_visible_to(user)
+    if status is not None:
+        query = query.where(ClusterRequest.status == status)
+    if requested_by is not None:
+        query = query.where(ClusterRequest.requested_by_id == requested_by)
+    rows = session.scalars(page.apply(query.order_by(ClusterRequest.requested_at.desc(), ClusterRequest.id)))
+    return [schemas.ClusterRequest.from_row(r) for r in rows]
+
+
+@router.post("", status_code=201, response_model=schemas.ClusterRequest)
+async def create_request(
+    body: schemas.RequestIn, session: SessionDep, user: CurrentUser, temporal: TemporalDep, settings: SettingsDep
+) -> schemas.ClusterRequest:
+    """File a request for a cluster; it waits for an IT manager's decision."""
+    require_role(user, "cad_manager", action="file cluster requests")
+
+    def insert() -> ClusterRequest:
+        provider_for_new_cluster(session, user, body.cloud_provider_id)
+        request = ClusterRequest(
+            tenant_id=user.tenant_id,
+            name=body.name,
+            cloud_provider_id=body.cloud_provider_id,
+            number_of_nodes=body.size.number_of_nodes,
+            node_type=body.size.node_type,
+            storage_gb=body.size.storage,
+            tools=[t.model_dump() for t in body.tools],
+            services=[s.model_dump() for s in body.services],
+            requested_by_id=user.id,
+        )
+        session.add(request)
+        session.commit()
+        return request
+
+    request = await run_in_threadpool(insert)
+    try:
+        await temporal.start_workflow(
+            RequestWorkflow.run,
+            RequestInput(str(request.id), settings.request_expiry.total_seconds()),
+            id=request_workflow_id(str(request.id)),
+            task_queue=settings.task_queue,
+        )
+    except RPCError as e:
+        # Without its workflow nobody could decide the request: take it back rather than leave it stranded.
+        def remove() -> None:
+            session.execute(delete(ClusterRequest).where(ClusterRequest.id == request.id))
+            session.commit()
+
+        await run_in_threadpool(remove)
+        raise Problem(503, "the workflow engine did not accept the request; nothing was filed, try again shortly") from e
+    return await run_in_threadpool(lambda: schemas.ClusterRequest.from_row(request))
+
+
+@router.get("/{request_id}", response_model=schemas.ClusterRequest)
+def get_request(request_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> schemas.ClusterRequest:
+    return schemas.ClusterRequest.from_row(request_for(session, user, request_id))
+
+
+@router.patch("/{request_id}", response_model=schemas.ClusterRequest)
+async def decide_request(
+    request_id: uuid.UUID, body: schemas.DecisionIn, session: SessionDep, user: CurrentUser, temporal: TemporalDep
+) -> schemas.ClusterRequest:
+    """Approve or reject. The request workflow makes the decision; approval starts provisioning."""
+    request = await run_in_threadpool(request_for, session, user, request_id)
+    if not may_decide(user, request):
+        raise Problem(403, f"only it_manager users may approve or reject requests; you are {user.role}")
+    if body.status == "rejected" and not body.rejection_reason:
+        raise Problem(422, "a rejection needs a rejectionReason that tells the requester why", errors=[{"field": "rejectionReason", "message": "required when rejecting"}])
+    if request.status != "pending":
+        raise Problem(409, f"the request is already {request.status}; only a pending request can be decided")
+
+    decision = Decision(status=body.status, decided_by=str(user.id), rejection_reason=body.rejection_reason)
+    handle = temporal.get_workflow_handle(request_workflow_id(str(request_id)))
+    try:
+        await handle.execute_update(RequestWorkflow.decide, decision)
+    except WorkflowUpdateFailedError as e:
+        cause = e.cause
+        message = cause.message if isinstance(cause, ApplicationError) else str(cause or e)
+        raise Problem(409, f"the decision was refused: {message}") from e
+    except RPCError as e:
+        if e.status == RPCStatusCode.NOT_FOUND:
+            raise Problem(409, "the request's workflow has ended; it can no longer be decided") from e
+        raise Problem(503, "the workflow engine is unreachable; the request was not decided, try again") from e
+
+    def reload() -> schemas.ClusterRequest:
+        session.expire_all()
+        return schemas.ClusterRequest.from_row(request_for(session, user, request_id))
+
+    return await run_in_threadpool(reload)
+
+
+@router.get("/{request_id}/notes", response_model=list[schemas.Note])
+def list_notes(request_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> list[schemas.Note]:
+    return [schemas.Note.model_validate(n) for n in request_for(session, user, request_id).notes]
+
+
+@router.post("/{request_id}/notes", status_code=201, response_model=schemas.Note)
+def create_note(request_id: uuid.UUID, body: schemas.NoteIn, session: SessionDep, user: CurrentUser) -> schemas.Note:
+    """Add a note to a request, at any stage; the requester and IT managers may."""
+    note = add_note(session, request_for(session, user, request_id), user, body.note)
+    session.commit()
+    return schemas.Note.model_validate(note)

@@ -1,0 +1,341 @@
+"""The JSON shapes of the API, camelCase exactly as the user's API reference (the seed).
+
+Input models ignore fields the server owns (id, status, requestedBy, ...) so a client may send
+back what it received. Output models are built from the database rows with `from_row`.
+"""
+
+import re
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+from hpcinfra import models
+from infra import catalog
+
+RequestStatus = Literal["pending", "approved", "rejected"]
+ClusterStatus = Literal["pending", "provisioning", "available", "error", "deleting", "deleted"]
+ServiceStatus = Literal["pending", "provisioning", "running", "failed", "stopped"]
+ToolStatus = Literal["pending", "installing", "installed", "failed"]
+Role = Literal["cad_manager", "it_manager", "admin"]
+ProviderKind = Literal["sim", "aws", "gcp", "azure"]
+
+_CLOUD_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _cloud_name(value: str) -> str:
+    if not _CLOUD_NAME.match(value):
+        raise ValueError(
+            "must be usable as a cloud resource name: 1 to 63 lower-case letters, digits and '-', "
+            "starting with a letter and not ending with '-'"
+        )
+    return value
+
+
+CloudName = Annotated[str, AfterValidator(_cloud_name)]
+NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
+
+
+class Input(Model):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+# --- people ------------------------------------------------------------------------------------
+
+
+class User(Model):
+    id: uuid.UUID
+    name: str
+    email: str
+    role: Role
+
+
+class Me(User):
+    tenant_id: uuid.UUID
+
+
+# --- tools and services -------------------------------------------------------------------------
+
+
+class ToolIn(Input):
+    name: str
+    version: str
+
+    def check(self) -> "ToolIn":
+        tool = catalog.TOOLS.get(self.name)
+        if tool is None:
+            raise ValueError(f"tool {self.name!r} is not in the catalog; known tools: {', '.join(catalog.TOOLS)}")
+        if self.version not in tool.versions:
+            raise ValueError(f"{self.name} {self.version!r} is not in the catalog; versions: {', '.join(tool.versions)}")
+        return self
+
+
+class ServiceIn(Input):
+    name: str
+    version: str
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    def check(self) -> "ServiceIn":
+        service = catalog.SERVICES.get(self.name)
+        if service is None:
+            raise ValueError(f"service {self.name!r} is not in the catalog; known services: {', '.join(catalog.SERVICES)}")
+        if self.version not in service.versions:
+            raise ValueError(f"{self.name} {self.version!r} is not in the catalog; versions: {', '.join(service.versions)}")
+        return self
+
+
+def _known_tools(tools: list[ToolIn]) -> list[ToolIn]:
+    names = [t.check().name for t in tools]
+    if len(set(names)) != len(names):
+        raise ValueError("each tool may be named once")
+    return tools
+
+
+def _known_services(services: list[ServiceIn]) -> list[ServiceIn]:
+    names = [s.check().name for s in services]
+    if len(set(names)) != len(names):
+        raise ValueError("each service may be named once")
+    return services
+
+
+class Tool(Model):
+    id: uuid.UUID
+    name: str
+    version: str
+    status: ToolStatus
+
+
+class Service(Model):
+    id: uuid.UUID
+    name: str
+    version: str
+    config: dict[str, Any]
+    status: ServiceStatus
+    credentials: dict[str, Any] = Field(default_factory=dict)
+
+
+class RequestedTool(Model):
+    """A tool as a request names it; it gets an id and a status once the cluster exists."""
+
+    id: uuid.UUID | None = None
+    name: str
+    version: str
+
+
+class RequestedService(Model):
+    id: uuid.UUID | None = None
+    name: str
+    version: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    status: ServiceStatus = "pending"
+    credentials: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- sizes ---------------------------------------------------------------------------------------
+
+
+def _known_node_type(value: str) -> str:
+    if value not in catalog.NODE_TYPES:
+        raise ValueError(f"node type {value!r} is not in the catalog; node types: {', '.join(catalog.NODE_TYPES)}")
+    return value
+
+
+NodeTypeName = Annotated[str, AfterValidator(_known_node_type)]
+NodeCount = Annotated[int, Field(ge=catalog.MIN_NODES, le=catalog.MAX_NODES, strict=True)]
+StorageGB = Annotated[int, Field(ge=catalog.MIN_STORAGE_GB, le=catalog.MAX_STORAGE_GB, strict=True)]
+
+
+class SizeIn(Input):
+    number_of_nodes: NodeCount
+    node_type: NodeTypeName
+    # The seed's request size has no storage; a cluster's has. Optional here, with the catalog's default.
+    storage: StorageGB = catalog.DEFAULT_STORAGE_GB
+
+
+class RequestSize(Model):
+    number_of_nodes: int
+    node_type: str
+    storage: int
+
+
+class ClusterSize(Model):
+    number_of_nodes: int
+    node_type: str
+    storage: int
+
+
+# --- requests ------------------------------------------------------------------------------------
+
+
+class RequestIn(Input):
+    name: CloudName
+    cloud_provider_id: uuid.UUID
+    size: SizeIn
+    tools: Annotated[list[ToolIn], AfterValidator(_known_tools)] = Field(default_factory=list, max_length=50)
+    services: Annotated[list[ServiceIn], AfterValidator(_known_services)] = Field(default_factory=list, max_length=20)
+
+
+class DecisionIn(Model):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    status: Literal["approved", "rejected"]
+    rejection_reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=10_000)] | None = None
+
+
+class NoteIn(Input):
+    note: NonBlank
+
+
+class Note(Model):
+    time: datetime
+    by: User
+    note: str
+
+
+class ClusterRequest(Model):
+    id: uuid.UUID
+    name: str
+    cloud_provider_id: uuid.UUID
+    size: RequestSize
+    tools: list[RequestedTool]
+    services: list[RequestedService]
+    status: RequestStatus
+    requested_by: User
+    approved_by: User | None = None
+    requested_at: datetime
+    approved_at: datetime | None = None
+    notes: list[Note]
+    rejection_reason: str | None = None
+    cluster_id: uuid.UUID | None = None
+
+    @classmethod
+    def from_row(cls, row: models.ClusterRequest) -> "ClusterRequest":
+        return cls(
+            id=row.id,
+            name=row.name,
+            cloud_provider_id=row.cloud_provider_id,
+            size=RequestSize(number_of_nodes=row.number_of_nodes, node_type=row.node_type, storage=row.storage_gb),
+            tools=[RequestedTool(**t) for t in row.tools],
+            services=[RequestedService(**s) for s in row.services],
+            status=row.status,
+            requested_by=User.model_validate(row.requested_by),
+            approved_by=User.model_validate(row.approved_by) if row.approved_by else None,
+            requested_at=row.requested_at,
+            approved_at=row.approved_at,
+            notes=[Note.model_validate(n) for n in row.notes],
+            rejection_reason=row.rejection_reason,
+            cluster_id=row.cluster_id,
+        )
+
+
+# --- clusters ------------------------------------------------------------------------------------
+
+
+class ClusterIn(Input):
+    name: CloudName
+    cloud_provider_id: uuid.UUID
+    type: Literal["slurm"] = "slurm"
+    size: SizeIn
+    tools: Annotated[list[ToolIn], AfterValidator(_known_tools)] = Field(default_factory=list, max_length=50)
+    services: Annotated[list[ServiceIn], AfterValidator(_known_services)] = Field(default_factory=list, max_length=20)
+
+
+class Cluster(Model):
+    id: uuid.UUID
+    name: str
+    cloud_provider_id: uuid.UUID
+    type: Literal["slurm"]
+    size: ClusterSize
+    status: ClusterStatus
+    status_reason: str | None = None
+    tools: list[Tool]
+    services: list[Service]
+    created_at: datetime
+    created_by: User
+    request_id: uuid.UUID | None = None
+    outputs: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: models.Cluster) -> "Cluster":
+        return cls(
+            id=row.id,
+            name=row.name,
+            cloud_provider_id=row.cloud_provider_id,
+            type=row.type,
+            size=ClusterSize(number_of_nodes=row.number_of_nodes, node_type=row.node_type, storage=row.storage_gb),
+            status=row.status,
+            status_reason=row.status_reason,
+            tools=[Tool.model_validate(t) for t in row.tools],
+            services=[Service.model_validate(s) for s in row.services],
+            created_at=row.created_at,
+            created_by=User.model_validate(row.created_by),
+            request_id=row.request_id,
+            outputs=row.outputs,
+        )
+
+
+class ClusterEvent(Model):
+    step: str
+    status: str
+    time: datetime
+    message: str
+
+
+# --- cloud providers and the catalog -----------------------------------------------------------
+
+
+class CloudProviderIn(Input):
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    kind: ProviderKind
+    region: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class CloudProvider(Model):
+    id: uuid.UUID
+    name: str
+    kind: ProviderKind
+    region: str
+    config: dict[str, Any]
+
+
+class CatalogNodeType(Model):
+    name: str
+    vcpus: int
+    memory_gb: int
+    credits_per_hour: float
+    instance_types: dict[str, str]
+
+
+class CatalogTool(Model):
+    name: str
+    description: str
+    versions: list[str]
+
+
+class CatalogService(Model):
+    name: str
+    description: str
+    versions: list[str]
+    credits_per_hour: float
+    config_keys: list[str]
+
+
+class Catalog(Model):
+    node_types: list[CatalogNodeType]
+    tools: list[CatalogTool]
+    services: list[CatalogService]
+    storage_credits_per_gb_hour: float
+    nodes: dict[str, int]
+    storage_gb: dict[str, int]
+
+
+class Health(Model):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,3 @@
+from hpcinfra.cli import app
+
+app()

@@ -1,0 +1,134 @@
+"""The `hpcinfra` command: the embedded stack, the servers, migrations and administration."""
+
+import json
+from typing import Annotated
+
+import typer
+
+from hpcinfra import accounts
+from hpcinfra.db import make_engine, make_session_factory, transaction, upgrade
+from hpcinfra.settings import get_settings
+
+app = typer.Typer(help="hpcinfra: Slurm clusters for chip-design teams.", no_args_is_help=True, add_completion=False)
+db_app = typer.Typer(help="The application database.", no_args_is_help=True)
+tenants_app = typer.Typer(help="Tenants (one per customer organisation).", no_args_is_help=True)
+users_app = typer.Typer(help="Users and their API tokens.", no_args_is_help=True)
+providers_app = typer.Typer(help="Cloud providers a tenant provisions on.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(users_app, name="users")
+app.add_typer(providers_app, name="providers")
+
+
+def _sessions():
+    return make_session_factory(make_engine(get_settings().sqlalchemy_url))
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def dev() -> None:
+    """Start the embedded stack: Temporal dev server and UI, worker, API, SQLite, sim provider."""
+    from hpcinfra.devstack import run_dev_stack
+
+    raise typer.Exit(run_dev_stack(get_settings()))
+
+
+@app.command()
+def api() -> None:
+    """Serve the HTTP API (HPCINFRA_API_HOST, HPCINFRA_API_PORT)."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run("api.main:create_app", factory=True, host=settings.api_host, port=settings.api_port, log_level="info")
+
+
+@app.command()
+def worker() -> None:
+    """Run a Temporal worker for the workflows and activities."""
+    import worker as worker_module
+
+    worker_module.main()
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the database migrations."""
+    upgrade(get_settings().sqlalchemy_url)
+    typer.echo("database is up to date")
+
+
+@tenants_app.command("create")
+def tenants_create(name: str) -> None:
+    """Create a tenant; prints its id as the last line."""
+    try:
+        with transaction(_sessions()) as session:
+            tenant = accounts.create_tenant(session, name)
+    except accounts.AccountError as e:
+        _fail(str(e))
+    typer.echo(f"created tenant {name}")
+    typer.echo(str(tenant.id))
+
+
+@users_app.command("create")
+def users_create(
+    tenant: Annotated[str, typer.Option(help="the tenant's name")],
+    email: Annotated[str, typer.Option()],
+    name: Annotated[str, typer.Option()],
+    role: Annotated[str, typer.Option(help="cad_manager, it_manager or admin")],
+) -> None:
+    """Create a user; prints a new API token as the last line (it is shown only this once)."""
+    try:
+        with transaction(_sessions()) as session:
+            user = accounts.create_user(session, accounts.tenant_by_name(session, tenant), email=email, name=name, role=role)
+            token = accounts.issue_token(session, user)
+    except accounts.AccountError as e:
+        _fail(str(e))
+    typer.echo(f"created {role} {email} in {tenant} (user id {user.id}); API token, shown only now:")
+    typer.echo(token)
+
+
+@users_app.command("token")
+def users_token(
+    tenant: Annotated[str, typer.Option(help="the tenant's name")],
+    email: Annotated[str, typer.Option()],
+) -> None:
+    """Issue another API token for an existing user; prints it as the last line."""
+    try:
+        with transaction(_sessions()) as session:
+            user = accounts.user_by_email(session, accounts.tenant_by_name(session, tenant), email)
+            token = accounts.issue_token(session, user)
+    except accounts.AccountError as e:
+        _fail(str(e))
+    typer.echo(f"new API token for {email}, shown only now:")
+    typer.echo(token)
+
+
+@providers_app.command("create")
+def providers_create(
+    tenant: Annotated[str, typer.Option(help="the tenant's name")],
+    name: Annotated[str, typer.Option()],
+    kind: Annotated[str, typer.Option(help="sim, aws, gcp or azure")],
+    region: Annotated[str, typer.Option()],
+    config: Annotated[str, typer.Option(help="the provider's settings as a JSON object")] = "{}",
+) -> None:
+    """Register a cloud provider for a tenant; prints its id as the last line."""
+    try:
+        settings_object = json.loads(config)
+    except json.JSONDecodeError as e:
+        _fail(f"--config is not valid JSON: {e}")
+    if not isinstance(settings_object, dict):
+        _fail("--config must be a JSON object")
+    try:
+        with transaction(_sessions()) as session:
+            tenant_row = accounts.tenant_by_name(session, tenant)
+            provider = accounts.create_provider(
+                session, tenant_row.id, name=name, kind=kind, region=region, config=settings_object
+            )
+    except accounts.AccountError as e:
+        _fail(str(e))
+    typer.echo(f"registered {kind} provider {name} ({region}) for {tenant}")
+    typer.echo(str(provider.id))

@@ -1,0 +1,116 @@
+"""Dataclasses that travel through Temporal: one in and one out for every workflow, activity,
+signal and update. Workflow code imports this module, so it imports nothing that does I/O."""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+def request_workflow_id(request_id: str) -> str:
+    return f"request-{request_id}"
+
+
+def cluster_workflow_id(cluster_id: str) -> str:
+    return f"cluster-{cluster_id}"
+
+
+# --- the request (approval) workflow ---------------------------------------------------------
+
+
+@dataclass
+class RequestInput:
+    request_id: str
+    expires_after_seconds: float
+
+
+@dataclass
+class Decision:
+    """An approval or rejection. `decided_by` is the deciding user's id or e-mail address,
+    so that a person signalling from the Temporal CLI or web UI can name themselves."""
+
+    status: str  # "approved" or "rejected"
+    decided_by: str
+    rejection_reason: str | None = None
+
+
+@dataclass
+class NoteInput:
+    request_id: str
+    by: str  # the writer's user id or e-mail address
+    note: str
+
+
+@dataclass
+class DecisionRecord:
+    request_id: str
+    status: str
+    decided_at: datetime
+    decided_by: str | None  # None when the request expired
+    rejection_reason: str | None
+    cluster_id: str | None  # chosen by the workflow when approving, so a retry reuses it
+
+
+@dataclass
+class DecisionOutcome:
+    status: str
+    cluster_id: str | None = None
+
+
+@dataclass
+class RequestState:
+    status: str
+    cluster_id: str | None = None
+
+
+# --- the cluster workflow --------------------------------------------------------------------
+
+
+@dataclass
+class ClusterState:
+    """Everything the cluster workflow knows; carried across continue-as-new."""
+
+    status: str = "pending"
+    status_reason: str | None = None
+    health_checks: int = 0
+
+
+@dataclass
+class ClusterInput:
+    cluster_id: str
+    state: ClusterState = field(default_factory=ClusterState)
+    # Continue as new once the history is this long (Temporal also suggests it on its own).
+    history_limit: int = 10_000
+
+
+@dataclass
+class ClusterRef:
+    cluster_id: str
+
+
+@dataclass
+class StepRecord:
+    cluster_id: str
+    key: str  # made by the workflow, so writing the same step twice is a no-op
+    step: str
+    status: str  # started, succeeded, failed
+    message: str
+    time: datetime
+
+
+@dataclass
+class StatusChange:
+    cluster_id: str
+    status: str
+    reason: str | None = None
+
+
+@dataclass
+class ProvisionOutcome:
+    outputs: dict[str, Any]
+    summary: str
+
+
+@dataclass
+class HealthReport:
+    healthy: bool
+    message: str

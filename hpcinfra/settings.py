@@ -1,0 +1,54 @@
+"""One place for every setting. Every command reads the same `HPCINFRA_*` environment variables."""
+
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HPCINFRA_", extra="ignore")
+
+    # "development" allows the conveniences of the embedded stack; "production" refuses them.
+    env: str = "development"
+    data_dir: Path = Path("data")
+    # Empty means SQLite in the data folder.
+    database_url: str = ""
+
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "hpcinfra"
+    # Where operators find the Temporal web UI; printed by `hpcinfra dev`.
+    temporal_ui_port: int = 8233
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    max_body_bytes: int = 1_000_000
+
+    # A request nobody decides within this time is rejected as expired.
+    request_expiry: timedelta = timedelta(days=7)
+    # Direct `POST /clusters` by a CAD manager, without approval, up to this size.
+    self_service_max_nodes: int = 2
+    self_service_node_types: list[str] = ["small", "medium"]
+
+    # The simulated provider waits this long for each simulated step (0 in tests).
+    sim_step_seconds: float = 1.0
+
+    @model_validator(mode="after")
+    def _check(self) -> "Settings":
+        if self.env not in ("development", "production"):
+            raise ValueError("HPCINFRA_ENV must be 'development' or 'production'")
+        if self.env == "production" and not self.database_url:
+            raise ValueError("HPCINFRA_DATABASE_URL must be set in production (SQLite is for development)")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'hpcinfra.db'}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

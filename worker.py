@@ -1,0 +1,60 @@
+"""The Temporal worker: registers the workflows and activities and polls the task queue."""
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+from temporalio.worker import Worker
+
+from activities.clusters import ClusterActivities
+from activities.requests import RequestActivities
+from hpcinfra.db import make_engine, make_session_factory
+from hpcinfra.settings import Settings, get_settings
+from hpcinfra.temporal import connect
+from workflows.cluster import ClusterWorkflow
+from workflows.request import RequestWorkflow
+
+WORKFLOWS = [RequestWorkflow, ClusterWorkflow]
+
+
+def build_activities(settings: Settings) -> list:
+    sessions = make_session_factory(make_engine(settings.sqlalchemy_url))
+    requests = RequestActivities(sessions)
+    clusters = ClusterActivities(sessions, settings.sim_step_seconds)
+    return [
+        requests.record_decision,
+        requests.add_note,
+        clusters.record_step,
+        clusters.set_status,
+        clusters.provision,
+        clusters.check_health,
+    ]
+
+
+async def run(settings: Settings) -> None:
+    client = await connect(settings, wait_seconds=60)
+    with ThreadPoolExecutor(max_workers=32) as executor:
+        worker = Worker(
+            client,
+            task_queue=settings.task_queue,
+            workflows=WORKFLOWS,
+            activities=build_activities(settings),
+            activity_executor=executor,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        logging.getLogger(__name__).info("worker polling task queue %r at %s", settings.task_queue, settings.temporal_address)
+        async with worker:
+            await stop.wait()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run(get_settings()))
+
+
+if __name__ == "__main__":
+    main()

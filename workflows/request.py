@@ -1,0 +1,134 @@
+"""The request workflow: waits for an IT manager's decision, takes notes, expires a request
+nobody decided, and on approval starts the cluster's own workflow."""
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.requests import RequestActivities
+    from hpcinfra.messages import (
+        ClusterInput,
+        Decision,
+        DecisionOutcome,
+        DecisionRecord,
+        NoteInput,
+        RequestInput,
+        RequestState,
+        cluster_workflow_id,
+    )
+    from workflows.cluster import ClusterWorkflow
+
+DB_WRITE = dict(
+    start_to_close_timeout=timedelta(seconds=30),
+    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+)
+
+
+@workflow.defn(name="ClusterRequest")
+class RequestWorkflow:
+    @workflow.init
+    def __init__(self, input: RequestInput) -> None:
+        self._request_id = input.request_id
+        self._state = RequestState(status="pending")
+        # The update, the signal and expiry may race; the lock lets exactly one of them decide.
+        self._deciding = asyncio.Lock()
+
+    @workflow.run
+    async def run(self, input: RequestInput) -> RequestState:
+        expires_after = timedelta(seconds=input.expires_after_seconds)
+        try:
+            await workflow.wait_condition(lambda: self._state.status != "pending", timeout=expires_after)
+        except asyncio.TimeoutError:
+            await self._expire(expires_after)
+
+        if self._state.status == "approved" and self._state.cluster_id:
+            await workflow.start_child_workflow(
+                ClusterWorkflow.run,
+                ClusterInput(cluster_id=self._state.cluster_id),
+                id=cluster_workflow_id(self._state.cluster_id),
+                # The cluster outlives the request that asked for it.
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            )
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._state
+
+    @workflow.update(name="decide")
+    async def decide(self, decision: Decision) -> DecisionOutcome:
+        """The API's way to decide: refused before anything is written if the request is decided."""
+        return await self._decide(decision)
+
+    @decide.validator
+    def _validate_decision(self, decision: Decision) -> None:
+        if decision.status not in ("approved", "rejected"):
+            raise ValueError(f"status must be 'approved' or 'rejected', not {decision.status!r}")
+        if decision.status == "rejected" and not (decision.rejection_reason or "").strip():
+            raise ValueError("a rejection needs a rejectionReason")
+        if self._state.status != "pending":
+            raise ValueError(f"the request is already {self._state.status}")
+
+    @workflow.signal(name="decide")
+    async def decide_by_signal(self, decision: Decision) -> None:
+        """The same decision for people using the Temporal CLI or web UI. A signal cannot be
+        refused, so a decision that does not hold (already decided, not an approver) is logged and dropped."""
+        try:
+            self._validate_decision(decision)
+            await self._decide(decision)
+        except (ValueError, ApplicationError) as e:
+            workflow.logger.warning("decision signal ignored: %s", e)
+
+    @workflow.signal(name="add_note")
+    async def add_note(self, note: NoteInput) -> None:
+        try:
+            await workflow.execute_activity_method(RequestActivities.add_note, note, **DB_WRITE)
+        except ActivityError as e:
+            workflow.logger.warning("note signal ignored: %s", e.cause or e)
+
+    @workflow.query(name="state")
+    def state(self) -> RequestState:
+        return self._state
+
+    async def _decide(self, decision: Decision) -> DecisionOutcome:
+        async with self._deciding:
+            if self._state.status != "pending":
+                raise ApplicationError(f"the request is already {self._state.status}", type="AlreadyDecided")
+            cluster_id = str(workflow.uuid4()) if decision.status == "approved" else None
+            record = DecisionRecord(
+                request_id=self._request_id,
+                status=decision.status,
+                decided_at=workflow.now(),
+                decided_by=decision.decided_by,
+                rejection_reason=decision.rejection_reason if decision.status == "rejected" else None,
+                cluster_id=cluster_id,
+            )
+            return await self._record(record)
+
+    async def _expire(self, after: timedelta) -> None:
+        async with self._deciding:
+            if self._state.status != "pending":
+                return
+            reason = f"expired: nobody decided within {_human(after)}"
+            record = DecisionRecord(self._request_id, "rejected", workflow.now(), None, reason, None)
+            await self._record(record)
+
+    async def _record(self, record: DecisionRecord) -> DecisionOutcome:
+        try:
+            outcome = await workflow.execute_activity_method(RequestActivities.record_decision, record, **DB_WRITE)
+        except ActivityError as e:
+            # The database refused the decision (e.g. the signaller is no approver): still pending.
+            cause = e.cause if isinstance(e.cause, ApplicationError) else None
+            raise ApplicationError(cause.message if cause else str(e), type=cause.type if cause else None) from e
+        self._state = RequestState(status=outcome.status, cluster_id=outcome.cluster_id)
+        return outcome
+
+
+def _human(span: timedelta) -> str:
+    seconds = int(span.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} seconds"
