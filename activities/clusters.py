@@ -3,10 +3,10 @@
 import asyncio
 import uuid
 from collections.abc import Awaitable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -30,16 +30,20 @@ class ClusterActivities:
 
     @activity.defn(name="RecordClusterStep")
     def record_step(self, record: StepRecord) -> None:
-        self._write_event(uuid.UUID(record.key), record.cluster_id, record.step, record.status, record.message, record.time)
+        with transaction(self.sessions) as session:
+            _log_step(session, uuid.UUID(record.key), record.cluster_id, record.step, record.status, record.message, record.time)
 
     @activity.defn(name="SetClusterStatus")
     def set_status(self, change: StatusChange) -> None:
+        """The status and its line in the step log change together, so readers never see one without the other."""
         with transaction(self.sessions) as session:
             cluster = session.get(Cluster, uuid.UUID(change.cluster_id))
             if cluster is None:
                 raise ApplicationError(f"cluster {change.cluster_id} does not exist", type="NotFound", non_retryable=True)
             cluster.status = change.status
             cluster.status_reason = change.reason
+            message = change.reason or f"cluster is {change.status}"
+            _log_step(session, uuid.UUID(change.key), change.cluster_id, "status", change.status, message, change.time)
 
     @activity.defn(name="ProvisionCluster")
     async def provision(self, ref: ClusterRef) -> ProvisionOutcome:
@@ -119,13 +123,15 @@ class ClusterActivities:
         with self.sessions() as session:
             return dict(session.get_one(Cluster, uuid.UUID(cluster_id)).outputs)
 
-    def _write_event(self, key: uuid.UUID, cluster_id: str, step: str, status: str, message: str, time) -> None:
-        try:
-            with transaction(self.sessions) as session:
-                if session.query(ClusterEvent.id).filter_by(key=key).first() is None:
-                    session.add(ClusterEvent(key=key, cluster_id=uuid.UUID(cluster_id), step=step, status=status, message=message, time=time))
-        except IntegrityError:
-            pass  # written by an earlier attempt at the same moment: the step is logged once
+    def _write_event(self, key: uuid.UUID, cluster_id: str, step: str, status: str, message: str, time: datetime) -> None:
+        with transaction(self.sessions) as session:
+            _log_step(session, key, cluster_id, step, status, message, time)
+
+
+def _log_step(session: Session, key: uuid.UUID, cluster_id: str, step: str, status: str, message: str, time: datetime) -> None:
+    """Add a line to the step log unless a line with this key is there: a retried write adds nothing."""
+    if session.scalar(select(ClusterEvent.id).where(ClusterEvent.key == key)) is None:
+        session.add(ClusterEvent(key=key, cluster_id=uuid.UUID(cluster_id), step=step, status=status, message=message, time=time))
 
 
 async def _heartbeating(work: Awaitable[T]) -> T:

@@ -21,7 +21,7 @@ class RequestActivities:
         """Write an approval or rejection, and on approval the cluster it creates, in one transaction.
         Running it again after it succeeded finds its own decision and returns it unchanged."""
         with transaction(self.sessions) as session:
-            request = session.get(ClusterRequest, uuid.UUID(record.request_id), with_for_update=True)
+            request = session.get(ClusterRequest, uuid.UUID(record.request_id), with_for_update={"of": ClusterRequest})
             if request is None:
                 raise ApplicationError(f"request {record.request_id} does not exist", type="NotFound", non_retryable=True)
             decider = None

@@ -26,7 +26,7 @@ _CLOUD_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 def _cloud_name(value: str) -> str:
-    if not _CLOUD_NAME.match(value):
+    if not _CLOUD_NAME.fullmatch(value):
         raise ValueError(
             "must be usable as a cloud resource name: 1 to 63 lower-case letters, digits and '-', "
             "starting with a letter and not ending with '-'"

@@ -40,7 +40,7 @@ def run_dev_stack(settings: Settings) -> int:
         "--ip", host or "127.0.0.1",
         "--port", port,
         "--ui-port", str(settings.temporal_ui_port),
-        "--log-level", "warn",
+        "--log-level", "error",
     ]  # fmt: skip
     children: list[subprocess.Popen] = []
     stopping = False

@@ -99,9 +99,13 @@ class StepRecord:
 
 @dataclass
 class StatusChange:
+    """A new cluster status, written together with its entry in the step log."""
+
     cluster_id: str
+    key: str
     status: str
-    reason: str | None = None
+    reason: str | None
+    time: datetime
 
 
 @dataclass

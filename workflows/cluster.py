@@ -86,12 +86,10 @@ class ClusterWorkflow:
         return report
 
     async def _set_status(self, status: str, reason: str | None = None) -> None:
-        await workflow.execute_activity_method(
-            ClusterActivities.set_status, StatusChange(self._cluster_id, status, reason), **DB_WRITE
-        )
+        change = StatusChange(self._cluster_id, str(workflow.uuid4()), status, reason, workflow.now())
+        await workflow.execute_activity_method(ClusterActivities.set_status, change, **DB_WRITE)
         self._state.status = status
         self._state.status_reason = reason
-        await self._step("status", status, reason or f"cluster is {status}")
 
     async def _step(self, step: str, status: str, message: str) -> None:
         record = StepRecord(self._cluster_id, str(workflow.uuid4()), step, status, message, workflow.now())

