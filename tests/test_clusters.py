@@ -1,0 +1,64 @@
+"""Clusters: direct creation within the self-service limit, and failures that end in `error`
+with the reason and the failing step in the step log."""
+
+import pytest
+
+from tests.test_requests import wait_for_cluster
+from tests.utils.world import make_tenant, request_body
+
+
+@pytest.fixture
+def failing_tenant(stack):
+    return make_tenant(
+        stack.db.sessions,
+        extra_providers={
+            "sim-broken": {"kind": "sim", "config": {"failAt": "compute-nodes"}},
+            "sim-sick": {"kind": "sim", "config": {"unhealthy": True}},
+            "aws-east": {"kind": "aws"},
+        },
+    )
+
+
+def test_direct_creation_within_self_service_limit(api, tenant):
+    body = request_body(tenant.provider_id, size={"numberOfNodes": 2, "nodeType": "medium", "storage": 50})
+    created = api.post("/clusters", json=body, headers=tenant.cad.headers)
+    assert created.status_code == 201, created.text
+    cluster = created.json()
+    assert cluster["status"] == "pending"
+    assert cluster["requestId"] is None
+    assert cluster["createdBy"]["id"] == tenant.cad.id
+    available = wait_for_cluster(api, cluster["id"], tenant.cad.headers, "available")
+    assert available["size"] == {"numberOfNodes": 2, "nodeType": "medium", "storage": 50}
+    assert [c["id"] for c in api.get("/clusters", headers=tenant.it.headers).json()] == [cluster["id"]]
+
+
+@pytest.mark.parametrize(
+    "size",
+    [{"numberOfNodes": 3, "nodeType": "small"}, {"numberOfNodes": 1, "nodeType": "xlarge"}],
+    ids=["too-many-nodes", "node-type-needs-approval"],
+)
+def test_above_self_service_limit_says_to_file_a_request(api, tenant, size):
+    refused = api.post("/clusters", json=request_body(tenant.provider_id, size=size), headers=tenant.cad.headers)
+    assert refused.status_code == 403
+    assert "POST /api/v1/requests" in refused.json()["detail"]
+    assert api.get("/clusters", headers=tenant.it.headers).json() == []
+
+
+@pytest.mark.parametrize(
+    "provider, failed_step, reason",
+    [
+        ("sim-broken", "compute-nodes", "provisioning failed at step compute-nodes: simulated failure"),
+        ("sim-sick", "health-check", "health check failed: slurmd not responding"),
+        ("aws-east", "provision", "provisioning on aws is not available"),
+    ],
+)
+def test_failure_ends_in_error_with_reason_and_step(api, failing_tenant, provider, failed_step, reason):
+    tenant = failing_tenant
+    body = request_body(tenant.providers[provider])
+    cluster = api.post("/clusters", json=body, headers=tenant.cad.headers).json()
+    failed = wait_for_cluster(api, cluster["id"], tenant.cad.headers, "error")
+    assert failed["statusReason"].startswith(reason)
+    events = api.get(f"/clusters/{cluster['id']}/events", headers=tenant.cad.headers).json()
+    assert (failed_step, "failed") in [(e["step"], e["status"]) for e in events]
+    assert events[-1]["step"] == "status" and events[-1]["status"] == "error"
+    assert events[-1]["message"] == failed["statusReason"]

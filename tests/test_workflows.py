@@ -1,0 +1,145 @@
+"""Workflow behaviour that the HTTP tests cannot reach quickly: request expiry on the time-skipping
+test server, and the cluster workflow continuing as new with its state intact on the dev server.
+Both run the real workflows and the real activities against the test database."""
+
+import asyncio
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from hpcinfra.db import transaction
+from hpcinfra.messages import ClusterInput, Decision, RequestInput
+from hpcinfra.models import Cluster, ClusterEvent, ClusterRequest
+from hpcinfra.settings import Settings
+from tests.utils.servers import executable
+from tests.utils.world import make_tenant
+from worker import WORKFLOWS, build_activities
+from workflows.cluster import ClusterWorkflow
+from workflows.request import RequestWorkflow
+
+WEEK = 7 * 24 * 3600
+
+
+def insert_request(db, tenant) -> uuid.UUID:
+    with transaction(db.sessions) as session:
+        request = ClusterRequest(
+            tenant_id=uuid.UUID(tenant.id),
+            name="expiring",
+            cloud_provider_id=uuid.UUID(tenant.provider_id),
+            number_of_nodes=1,
+            node_type="small",
+            storage_gb=10,
+            requested_by_id=uuid.UUID(tenant.cad.id),
+        )
+        session.add(request)
+    return request.id
+
+
+async def on_time_skipping_server(db, scenario):
+    settings = Settings(database_url=db.url, sim_step_seconds=0)
+    async with await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=executable("temporal-test-server")
+    ) as env:
+        task_queue = f"tq-{uuid.uuid4()}"
+        with ThreadPoolExecutor(8) as executor:
+            async with Worker(
+                env.client,
+                task_queue=task_queue,
+                workflows=WORKFLOWS,
+                activities=build_activities(settings),
+                activity_executor=executor,
+            ):
+                return await scenario(env.client, task_queue)
+
+
+def test_request_nobody_decides_expires_as_rejected(db):
+    tenant = make_tenant(db.sessions)
+    request_id = insert_request(db, tenant)
+
+    async def scenario(client: Client, task_queue: str):
+        # A week passes in an instant: the test server skips time while the workflow only waits.
+        return await client.execute_workflow(
+            RequestWorkflow.run, RequestInput(str(request_id), WEEK), id=f"request-{request_id}", task_queue=task_queue
+        )
+
+    state = asyncio.run(on_time_skipping_server(db, scenario))
+    assert state.status == "rejected"
+    with db.sessions() as session:
+        request = session.get(ClusterRequest, request_id)
+        assert request.status == "rejected"
+        assert request.rejection_reason == "expired: nobody decided within 7 days"
+        assert request.approved_by_id is None
+        assert request.approved_at is not None
+        assert request.cluster_id is None
+
+
+def test_request_decided_in_time_does_not_expire(db):
+    tenant = make_tenant(db.sessions)
+    request_id = insert_request(db, tenant)
+
+    async def scenario(client: Client, task_queue: str):
+        handle = await client.start_workflow(
+            RequestWorkflow.run, RequestInput(str(request_id), WEEK), id=f"request-{request_id}", task_queue=task_queue
+        )
+        await handle.signal(RequestWorkflow.decide_by_signal, Decision("approved", tenant.it.email))
+        state = await handle.result()
+        for _ in range(200):  # the cluster provisions on the same worker (sim, no delay)
+            with db.sessions() as session:
+                if session.get(Cluster, uuid.UUID(state.cluster_id)).status == "available":
+                    break
+            await asyncio.sleep(0.05)
+        return state
+
+    state = asyncio.run(on_time_skipping_server(db, scenario))
+    assert state.status == "approved"
+    with db.sessions() as session:
+        request = session.get(ClusterRequest, request_id)
+        assert (request.status, request.rejection_reason, str(request.approved_by_id)) == ("approved", None, tenant.it.id)
+        assert session.get(Cluster, request.cluster_id).status == "available"
+
+
+def test_cluster_workflow_continues_as_new_with_its_state(stack):
+    tenant = make_tenant(stack.db.sessions)
+    with transaction(stack.db.sessions) as session:
+        cluster = Cluster(
+            tenant_id=uuid.UUID(tenant.id),
+            name="long-lived",
+            cloud_provider_id=uuid.UUID(tenant.provider_id),
+            number_of_nodes=1,
+            node_type="small",
+            storage_gb=10,
+            created_by_id=uuid.UUID(tenant.cad.id),
+        )
+        session.add(cluster)
+    checks = 6
+
+    async def scenario():
+        client = await Client.connect(stack.temporal_address)
+        # A small history limit, so that a few operations are enough to make the workflow continue as new.
+        handle = await client.start_workflow(
+            ClusterWorkflow.run,
+            ClusterInput(str(cluster.id), history_limit=60),
+            id=f"cluster-{cluster.id}",
+            task_queue=stack.task_queue,
+        )
+        first_run = handle.first_execution_run_id
+        for _ in range(200):
+            if (await handle.query(ClusterWorkflow.state)).status == "available":
+                break
+            await asyncio.sleep(0.05)
+        for _ in range(checks):
+            report = await client.get_workflow_handle(handle.id).execute_update(ClusterWorkflow.check_health)
+            assert report.healthy
+        latest = client.get_workflow_handle(handle.id)
+        return first_run, (await latest.describe()).run_id, await latest.query(ClusterWorkflow.state)
+
+    first_run, latest_run, state = asyncio.run(scenario())
+    assert latest_run != first_run
+    assert state.status == "available"
+    assert state.health_checks == checks
+    with stack.db.sessions() as session:
+        steps = session.query(ClusterEvent).filter_by(cluster_id=cluster.id, step="health-check", status="succeeded").count()
+    assert steps == checks + 1  # one after provisioning, one per check
