@@ -13,7 +13,7 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
-from hpcinfra.models import Cluster, ClusterRequest, RequestNote
+from hpcinfra.models import CloudProvider, Cluster, ClusterRequest, RequestNote
 from infra import catalog
 from tests.utils.world import file_request, request_body
 
@@ -24,23 +24,23 @@ CREATE = ["/requests", "/clusters"]
 
 
 def snapshot(stack, tenant) -> tuple:
-    """What a bad input must not change: the tenant's requests with their statuses, clusters, notes."""
+    """What a bad input must not change: the tenant's requests with their statuses, clusters, notes, providers."""
+    tid = uuid.UUID(tenant.id)
     with stack.db.sessions() as s:
-        requests = s.execute(
-            select(ClusterRequest.id, ClusterRequest.status).where(ClusterRequest.tenant_id == uuid.UUID(tenant.id))
-        ).all()
-        clusters = s.scalar(select(func.count()).select_from(Cluster).where(Cluster.tenant_id == uuid.UUID(tenant.id)))
+        requests = s.execute(select(ClusterRequest.id, ClusterRequest.status).where(ClusterRequest.tenant_id == tid)).all()
+        clusters = s.scalar(select(func.count()).select_from(Cluster).where(Cluster.tenant_id == tid))
         notes = s.scalar(
             select(func.count()).select_from(RequestNote).join(ClusterRequest, RequestNote.request_id == ClusterRequest.id)
-            .where(ClusterRequest.tenant_id == uuid.UUID(tenant.id))
+            .where(ClusterRequest.tenant_id == tid)
         )  # fmt: skip
-    return sorted((str(i), st) for i, st in requests), clusters, notes
+        providers = s.scalar(select(func.count()).select_from(CloudProvider).where(CloudProvider.tenant_id == tid))
+    return sorted((str(i), st) for i, st in requests), clusters, notes, providers
 
 
 def assert_problem(response, status: int, *mentions: str) -> None:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json"), (response.headers, response.text)
-    detail = response.json().get("detail"); print("DETAIL", response.request.method, response.request.url.path, response.status_code, detail)
+    detail = response.json().get("detail")
     assert isinstance(detail, str) and detail.strip(), response.text
     for word in mentions:
         assert word in detail, f"{word!r} not in detail {detail!r}"
@@ -67,6 +67,8 @@ BAD_BODIES = [
     ("size.numberOfNodes", 2.5, ("numberOfNodes",)),
     ("size", [2, "small"], ("size",)),
     ("tools", {"name": "iverilog", "version": "12.0"}, ("tools",)),
+    ("tools", [{"name": "iverilog"}], ("tools.0.version",)),
+    ("services", [{"name": "postgresql", "version": "16", "config": "x"}], ("services.0.config",)),
     # not in the catalog
     ("size.nodeType", "gigantic", ("gigantic", *catalog.NODE_TYPES)),
     ("tools", [{"name": "vivado", "version": "2024.1"}], ("vivado",)),
@@ -86,6 +88,7 @@ BAD_BODIES = [
     ("name", "trail-", NAME),
     ("name", "1abc", NAME),
     ("name", "a" * 64, NAME),
+    ("name", "abc\n", NAME),  # a regex's `$` would let a trailing newline through
     # cloud providers that are not the tenant's, or not ids at all
     ("cloudProviderId", RANDOM_UUID, ("cloudProviderId", RANDOM_UUID)),
     ("cloudProviderId", "not-a-uuid", ("cloudProviderId",)),
@@ -116,30 +119,60 @@ def test_another_tenants_provider_is_refused(api, stack, tenant, other_tenant, e
     assert snapshot(stack, other_tenant) == others_before
 
 
+MALFORMED = [
+    pytest.param(b'{"name": ', "JSON", id="truncated"),
+    pytest.param(b'{"name": "x"} trailing', "JSON", id="trailing-garbage"),
+    pytest.param(b"[]", "object", id="array"),
+    pytest.param(b"null", "object", id="null"),
+    pytest.param(
+        b'{"name": "\xff\xfe"}', "JSON", id="not-utf8",
+        marks=pytest.mark.xfail(strict=True, reason="400 'There was an error parsing the body' instead of 422 like other malformed JSON"),
+    ),
+]
+
+
 @pytest.mark.parametrize("endpoint", CREATE)
-def test_malformed_json_is_refused(api, stack, tenant, endpoint):
+@pytest.mark.parametrize(("content", "mention"), MALFORMED)
+def test_malformed_json_is_refused(api, stack, tenant, endpoint, content, mention):
     before = snapshot(stack, tenant)
-    r = api.post(endpoint, content=b'{"name": ', headers={**tenant.cad.headers, "content-type": "application/json"})
-    assert_problem(r, 422, "JSON")
+    r = api.post(endpoint, content=content, headers={**tenant.cad.headers, "content-type": "application/json"})
+    assert_problem(r, 422, mention)
     assert snapshot(stack, tenant) == before
+
+
+def post_oversized(api, tenant, endpoint: str, transfer: str):
+    """POST a valid JSON body of about 2 MB (a 2 MB name), with Content-Length or chunked."""
+    payload = api.build_request("POST", endpoint, json=request_body(tenant.provider_id, name="a" * 2_000_000)).content
+    assert len(payload) > LIMIT
+    headers = {**tenant.cad.headers, "content-type": "application/json"}
+    if transfer == "chunked":
+        r = api.post(endpoint, content=(payload[i : i + 65_536] for i in range(0, len(payload), 65_536)), headers=headers)
+        assert r.request.headers.get("transfer-encoding") == "chunked" and "content-length" not in r.request.headers
+    else:
+        r = api.post(endpoint, content=payload, headers=headers)
+        assert r.request.headers["content-length"] == str(len(payload))
+    return r
 
 
 @pytest.mark.parametrize("endpoint", CREATE)
 @pytest.mark.parametrize("transfer", ["content-length", "chunked"])
 def test_oversized_body_is_refused(api, stack, tenant, endpoint, transfer):
     before = snapshot(stack, tenant)
-    payload = api.build_request("POST", endpoint, json=request_body(tenant.provider_id, name="a" * 2_000_000)).content
-    assert len(payload) > LIMIT
-    headers = {**tenant.cad.headers, "content-type": "application/json"}
-    if transfer == "chunked":
-        content = (payload[i : i + 65_536] for i in range(0, len(payload), 65_536))
-        r = api.post(endpoint, content=content, headers=headers)
-        assert r.request.headers.get("transfer-encoding") == "chunked"
-    else:
-        r = api.post(endpoint, content=payload, headers=headers)
-        assert r.request.headers["content-length"] == str(len(payload))
-    assert_problem(r, 413, "1000000")
+    assert post_oversized(api, tenant, endpoint, transfer).status_code == 413
     assert snapshot(stack, tenant) == before
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the 413 comes from Starlette's body-limit middleware (api/main.py max_body_size) outside the app's "
+    "exception handlers: text/plain 'Content Too Large', not problem+json, and it does not say what the limit is",
+)
+@pytest.mark.parametrize("endpoint", CREATE)
+@pytest.mark.parametrize("transfer", ["content-length", "chunked"])
+def test_oversized_body_answer_says_what_the_limit_is(api, tenant, endpoint, transfer):
+    r = post_oversized(api, tenant, endpoint, transfer)
+    assert_problem(r, 413)
+    assert any(limit in r.json()["detail"] for limit in ("1000000", "1,000,000", "1 MB", "1MB")), r.text
 
 
 @pytest.mark.parametrize("endpoint", CREATE)
@@ -219,37 +252,26 @@ def test_path_id_that_is_not_a_uuid_is_refused(api, stack, tenant, method, url, 
     assert snapshot(stack, tenant) == before
 
 
-@pytest.mark.parametrize("case", range(20))
-def test_probe(api, stack, tenant, case):
-    req = file_request(api, tenant.cad, tenant.provider_id)
-    rid = req["id"]
-    H = {**tenant.cad.headers, "content-type": "application/json"}
-    probes = [
-        ("POST", "/requests", dict(json=request_body(tenant.provider_id, name="abc\n")), H),
-        ("POST", "/requests", dict(json=request_body(tenant.provider_id, tools=[{"name": "iverilog"}])), H),
-        ("POST", "/requests", dict(json=request_body(tenant.provider_id, tools=[None])), H),
-        ("POST", "/requests", dict(json=request_body(tenant.provider_id, services=[{"name": "postgresql", "version": "16", "config": "x"}])), H),
-        ("POST", "/requests", dict(json=request_body(tenant.provider_id, services=[{"name": "postgresql", "version": "16", "config": {"databaseName": "a\x00b"}}])), H),
-        ("POST", "/requests", dict(json=request_body(tenant.provider_id, size={"numberOfNodes": True, "nodeType": "small"})), H),
-        ("POST", "/requests", dict(json=request_body(tenant.provider_id, size={"numberOfNodes": 10**30, "nodeType": "small"})), H),
-        ("POST", "/requests", dict(content=b"[]"), H),
-        ("POST", "/requests", dict(content=b"null"), H),
-        ("POST", "/requests", dict(content=b"\xff\xfe{"), H),
-        ("POST", "/requests", dict(content=b'{"name": "x"} x'), H),
-        ("POST", f"/requests/{rid}/notes", dict(json={"note": "a\x00b"}), H),
-        ("POST", f"/requests/{rid}/notes", dict(json={"note": "x" * 10001}), H),
-        ("PATCH", f"/requests/{rid}", dict(json={"status": "rejected", "rejectionReason": "x" * 10001}), {**tenant.it.headers}),
-        ("POST", "/cloud-providers", dict(json={"name": "a\x00b", "kind": "sim", "region": "r"}), {**tenant.it.headers}),
-        ("POST", "/requests", dict(content=request_body(tenant.provider_id).__repr__().encode()), {**tenant.cad.headers, "content-type": "text/plain"}),
-        ("POST", "/requests", dict(json=request_body(tenant.provider_id, size={"numberOfNodes": 2.0, "nodeType": "small"})), H),
-        ("POST", "/requests", dict(json=request_body(tenant.provider_id, name="a"*63+"\n")), H),
-        ("GET", "/requests?limit=1e3", {}, H),
-        ("PATCH", f"/requests/{rid}", dict(json={"status": "rejected", "rejectionReason": "a\x00b"}), {**tenant.it.headers}),
-    ]
-    m, u, kw, h = probes[case]
-    r = api.request(m, u, headers=h, **kw)
-    print("PROBE", stack.db.kind, case, m, u, r.status_code, r.headers.get("content-type"), r.text[:300])
-    print("AFTER", api.get(f"/requests/{rid}", headers=tenant.cad.headers).json()["status"], snapshot(stack, tenant)[1:])
+NUL_FIELDS = ["note", "rejectionReason", "name"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a NUL character passes validation: SQLite stores it, PostgreSQL refuses it (note and provider name: 500; "
+    "rejectionReason: the decision activity fails 5 times, then 503 'try again')",
+)
+@pytest.mark.parametrize("field", NUL_FIELDS)
+def test_text_with_a_nul_character_is_refused(api, stack, tenant, field):
+    """Text PostgreSQL cannot store must be refused the same way on every database, not be a 5xx."""
+    request = file_request(api, tenant.cad, tenant.provider_id)
+    before = snapshot(stack, tenant)
+    method, url, body, who = {
+        "note": ("POST", f"/requests/{request['id']}/notes", {"note": "a\x00b"}, tenant.cad),
+        "rejectionReason": ("PATCH", f"/requests/{request['id']}", {"status": "rejected", "rejectionReason": "no\x00"}, tenant.it),
+        "name": ("POST", "/cloud-providers", {"name": "a\x00b", "kind": "sim", "region": "r-1"}, tenant.it),
+    }[field]
+    assert_problem(api.request(method, url, json=body, headers=who.headers), 422, field)
+    assert snapshot(stack, tenant) == before
 
 
 def test_server_owned_fields_are_ignored(api, stack, tenant):
