@@ -33,13 +33,15 @@ def problem_response(status: int, detail: str, *, instance: str | None = None, h
 
 
 def _describe(error: dict[str, Any]) -> dict[str, Any]:
-    location = [str(part) for part in error.get("loc", ()) if part != "body"]
+    location = list(error.get("loc", ()))
+    if location and location[0] in ("body", "path", "query", "header"):
+        location = location[1:]
     message = error.get("msg", "invalid")
     if error.get("type") == "json_invalid":
-        message = "the body is not valid JSON"
-    elif message.startswith("Value error, "):
-        message = message.removeprefix("Value error, ")
-    return {"field": ".".join(location), "message": message}
+        # Its location is a character offset, not a field.
+        return {"field": "", "message": f"the body is not valid JSON (error at character {location[0] if location else 0})"}
+    message = message.removeprefix("Value error, ")
+    return {"field": ".".join(str(part) for part in location), "message": message}
 
 
 def install(app: FastAPI) -> None:
@@ -56,6 +58,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        if exc.status_code == 400 and detail == "There was an error parsing the body":
+            # FastAPI's answer to a body that is not even text (e.g. not UTF-8): malformed JSON like any other.
+            return problem_response(422, "the body is not valid JSON: send UTF-8 encoded JSON", instance=request.url.path)
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"there is no {request.url.path}"
         if exc.status_code == 405:

@@ -5,7 +5,9 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from api import errors
+from api.auth import Authentication
 from api.deps import TemporalConnection
+from api.limits import BodySizeLimit
 from api.routes import clusters, meta, providers, requests
 from hpcinfra.db import make_engine, make_session_factory
 from hpcinfra.settings import Settings, get_settings
@@ -30,9 +32,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Slurm clusters for chip-design teams: request, approval, provisioning, tools, services, credits.",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
     )
     errors.install(app)
+    # Added last, so it runs first: no body is read for a caller without a valid token.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(Authentication, prefix=API_PREFIX, public=frozenset({f"{API_PREFIX}/healthz", f"{API_PREFIX}/readyz"}))
     v1 = APIRouter(prefix=API_PREFIX)
     for module in (meta, requests, clusters, providers):
         v1.include_router(module.router)

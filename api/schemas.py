@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.alias_generators import to_camel
 
 from hpcinfra import models
@@ -44,6 +44,14 @@ class Model(BaseModel):
 
 class Input(Model):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL cannot store NUL in text; refuse it here on every database alike.
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
 
 
 # --- people ------------------------------------------------------------------------------------
@@ -90,17 +98,19 @@ class ServiceIn(Input):
         return self
 
 
+def _named_once(names: list[str], what: str) -> None:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"each {what} may be named once; named more than once: {', '.join(repeated)}")
+
+
 def _known_tools(tools: list[ToolIn]) -> list[ToolIn]:
-    names = [t.check().name for t in tools]
-    if len(set(names)) != len(names):
-        raise ValueError("each tool may be named once")
+    _named_once([t.check().name for t in tools], "tool")
     return tools
 
 
 def _known_services(services: list[ServiceIn]) -> list[ServiceIn]:
-    names = [s.check().name for s in services]
-    if len(set(names)) != len(names):
-        raise ValueError("each service may be named once")
+    _named_once([s.check().name for s in services], "service")
     return services
 
 
@@ -181,9 +191,7 @@ class RequestIn(Input):
     services: Annotated[list[ServiceIn], AfterValidator(_known_services)] = Field(default_factory=list, max_length=20)
 
 
-class DecisionIn(Model):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-
+class DecisionIn(Input):
     status: Literal["approved", "rejected"]
     rejection_reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=10_000)] | None = None
 

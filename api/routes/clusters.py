@@ -3,7 +3,7 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import delete, select
 from temporalio.service import RPCError
@@ -16,6 +16,8 @@ from api.pagination import Page
 from hpcinfra.messages import ClusterInput, cluster_workflow_id
 from hpcinfra.models import Cluster, ClusterEvent, ClusterService, ClusterTool
 from workflows.cluster import ClusterWorkflow
+
+ClusterId = Annotated[uuid.UUID, Path(alias="clusterId")]
 
 router = APIRouter(prefix="/clusters", tags=["clusters"])
 
@@ -90,24 +92,24 @@ async def create_cluster(
     return await run_in_threadpool(lambda: schemas.Cluster.from_row(cluster))
 
 
-@router.get("/{cluster_id}", response_model=schemas.Cluster)
-def get_cluster(cluster_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> schemas.Cluster:
+@router.get("/{clusterId}", response_model=schemas.Cluster)
+def get_cluster(cluster_id: ClusterId, session: SessionDep, user: CurrentUser) -> schemas.Cluster:
     return schemas.Cluster.from_row(cluster_for(session, user, cluster_id))
 
 
-@router.get("/{cluster_id}/events", response_model=list[schemas.ClusterEvent])
-def list_events(cluster_id: uuid.UUID, session: SessionDep, user: CurrentUser, page: Page) -> list[schemas.ClusterEvent]:
+@router.get("/{clusterId}/events", response_model=list[schemas.ClusterEvent])
+def list_events(cluster_id: ClusterId, session: SessionDep, user: CurrentUser, page: Page) -> list[schemas.ClusterEvent]:
     """The durable step log of the cluster's provisioning, oldest first."""
     cluster = cluster_for(session, user, cluster_id)
     query = select(ClusterEvent).where(ClusterEvent.cluster_id == cluster.id).order_by(ClusterEvent.id)
     return [schemas.ClusterEvent.model_validate(e) for e in session.scalars(page.apply(query))]
 
 
-@router.get("/{cluster_id}/tools", response_model=list[schemas.Tool])
-def list_tools(cluster_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> list[schemas.Tool]:
+@router.get("/{clusterId}/tools", response_model=list[schemas.Tool])
+def list_tools(cluster_id: ClusterId, session: SessionDep, user: CurrentUser) -> list[schemas.Tool]:
     return [schemas.Tool.model_validate(t) for t in cluster_for(session, user, cluster_id).tools]
 
 
-@router.get("/{cluster_id}/services", response_model=list[schemas.Service])
-def list_services(cluster_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> list[schemas.Service]:
+@router.get("/{clusterId}/services", response_model=list[schemas.Service])
+def list_services(cluster_id: ClusterId, session: SessionDep, user: CurrentUser) -> list[schemas.Service]:
     return [schemas.Service.model_validate(s) for s in cluster_for(session, user, cluster_id).services]

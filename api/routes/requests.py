@@ -1,9 +1,10 @@
 """Cluster requests: filed by CAD managers, decided by IT managers through the request workflow."""
 
 import uuid
+from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import delete
 from temporalio.client import WorkflowUpdateFailedError
@@ -19,6 +20,11 @@ from hpcinfra.messages import Decision, RequestInput, request_workflow_id
 from hpcinfra.models import ClusterRequest
 from hpcinfra.store import add_note, may_decide
 from workflows.request import RequestWorkflow
+
+RequestId = Annotated[uuid.UUID, Path(alias="requestId")]
+
+# How long a PATCH waits for the workflow to record a decision.
+DECISION_TIMEOUT = timedelta(seconds=20)
 
 router = APIRouter(prefix="/requests", tags=["requests"])
 
@@ -84,14 +90,14 @@ async def create_request(
     return await run_in_threadpool(lambda: schemas.ClusterRequest.from_row(request))
 
 
-@router.get("/{request_id}", response_model=schemas.ClusterRequest)
-def get_request(request_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> schemas.ClusterRequest:
+@router.get("/{requestId}", response_model=schemas.ClusterRequest)
+def get_request(request_id: RequestId, session: SessionDep, user: CurrentUser) -> schemas.ClusterRequest:
     return schemas.ClusterRequest.from_row(request_for(session, user, request_id))
 
 
-@router.patch("/{request_id}", response_model=schemas.ClusterRequest)
+@router.patch("/{requestId}", response_model=schemas.ClusterRequest)
 async def decide_request(
-    request_id: uuid.UUID, body: schemas.DecisionIn, session: SessionDep, user: CurrentUser, temporal: TemporalDep
+    request_id: RequestId, body: schemas.DecisionIn, session: SessionDep, user: CurrentUser, temporal: TemporalDep
 ) -> schemas.ClusterRequest:
     """Approve or reject. The request workflow makes the decision; approval starts provisioning."""
     request = await run_in_threadpool(request_for, session, user, request_id)
@@ -105,7 +111,7 @@ async def decide_request(
     decision = Decision(status=body.status, decided_by=str(user.id), rejection_reason=body.rejection_reason)
     handle = temporal.get_workflow_handle(request_workflow_id(str(request_id)))
     try:
-        await handle.execute_update(RequestWorkflow.decide, decision)
+        await handle.execute_update(RequestWorkflow.decide, decision, rpc_timeout=DECISION_TIMEOUT)
     except WorkflowUpdateFailedError as e:
         cause = e.cause
         if isinstance(cause, ApplicationError) and cause.type == "NotRecorded":
@@ -115,6 +121,10 @@ async def decide_request(
     except RPCError as e:
         if e.status == RPCStatusCode.NOT_FOUND:
             raise Problem(409, "the request's workflow has ended; it can no longer be decided") from e
+        if e.status == RPCStatusCode.DEADLINE_EXCEEDED:
+            raise Problem(
+                503, "no worker took the decision in time; it may still be applied, so look at the request before trying again"
+            ) from e
         raise Problem(503, "the workflow engine is unreachable; the request was not decided, try again") from e
 
     def reload() -> schemas.ClusterRequest:
@@ -124,13 +134,13 @@ async def decide_request(
     return await run_in_threadpool(reload)
 
 
-@router.get("/{request_id}/notes", response_model=list[schemas.Note])
-def list_notes(request_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> list[schemas.Note]:
+@router.get("/{requestId}/notes", response_model=list[schemas.Note])
+def list_notes(request_id: RequestId, session: SessionDep, user: CurrentUser) -> list[schemas.Note]:
     return [schemas.Note.model_validate(n) for n in request_for(session, user, request_id).notes]
 
 
-@router.post("/{request_id}/notes", status_code=201, response_model=schemas.Note)
-def create_note(request_id: uuid.UUID, body: schemas.NoteIn, session: SessionDep, user: CurrentUser) -> schemas.Note:
+@router.post("/{requestId}/notes", status_code=201, response_model=schemas.Note)
+def create_note(request_id: RequestId, body: schemas.NoteIn, session: SessionDep, user: CurrentUser) -> schemas.Note:
     """Add a note to a request, at any stage; the requester and IT managers may."""
     note = add_note(session, request_for(session, user, request_id), user, body.note)
     session.commit()
