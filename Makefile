@@ -16,6 +16,8 @@ dev: $(STAMP)
 	$(VENV)/bin/hpcinfra dev
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest
 
 clean:

@@ -46,7 +46,9 @@ async def run(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        logging.getLogger(__name__).info("worker polling task queue %r at %s", settings.task_queue, settings.temporal_address)
+        logging.getLogger(__name__).info(
+            "worker polling task queue %r at %s", settings.task_queue, settings.temporal_address
+        )
         async with worker:
             await stop.wait()
 

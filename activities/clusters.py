@@ -13,7 +13,7 @@ from temporalio.exceptions import ApplicationError
 
 from hpcinfra.db import transaction
 from hpcinfra.messages import ClusterRef, HealthReport, ProvisionOutcome, StatusChange, StepRecord
-from hpcinfra.models import Cluster, ClusterEvent, CloudProvider, Tenant, utcnow
+from hpcinfra.models import CloudProvider, Cluster, ClusterEvent, Tenant, utcnow
 from infra.catalog import NODE_TYPES
 from infra.providers import get_provider
 from infra.providers.base import ClusterSpec, Provider, ProviderUnavailable, ProvisioningFailed
@@ -31,7 +31,15 @@ class ClusterActivities:
     @activity.defn(name="RecordClusterStep")
     def record_step(self, record: StepRecord) -> None:
         with transaction(self.sessions) as session:
-            _log_step(session, uuid.UUID(record.key), record.cluster_id, record.step, record.status, record.message, record.time)
+            _log_step(
+                session,
+                uuid.UUID(record.key),
+                record.cluster_id,
+                record.step,
+                record.status,
+                record.message,
+                record.time,
+            )
 
     @activity.defn(name="SetClusterStatus")
     def set_status(self, change: StatusChange) -> None:
@@ -39,7 +47,9 @@ class ClusterActivities:
         with transaction(self.sessions) as session:
             cluster = session.get(Cluster, uuid.UUID(change.cluster_id))
             if cluster is None:
-                raise ApplicationError(f"cluster {change.cluster_id} does not exist", type="NotFound", non_retryable=True)
+                raise ApplicationError(
+                    f"cluster {change.cluster_id} does not exist", type="NotFound", non_retryable=True
+                )
             cluster.status = change.status
             cluster.status_reason = change.reason
             message = change.reason or f"cluster is {change.status}"
@@ -80,7 +90,9 @@ class ClusterActivities:
             await writer
         await asyncio.to_thread(self._save_outputs, ref.cluster_id, outputs.as_dict())
         n = spec.node_type
-        summary = f"{spec.number_of_nodes} x {n.name} nodes, {spec.storage_gb} GB storage; head node {outputs.head_node}"
+        summary = (
+            f"{spec.number_of_nodes} x {n.name} nodes, {spec.storage_gb} GB storage; head node {outputs.head_node}"
+        )
         return ProvisionOutcome(outputs=outputs.as_dict(), summary=summary)
 
     @activity.defn(name="CheckClusterHealth")
@@ -123,15 +135,23 @@ class ClusterActivities:
         with self.sessions() as session:
             return dict(session.get_one(Cluster, uuid.UUID(cluster_id)).outputs)
 
-    def _write_event(self, key: uuid.UUID, cluster_id: str, step: str, status: str, message: str, time: datetime) -> None:
+    def _write_event(
+        self, key: uuid.UUID, cluster_id: str, step: str, status: str, message: str, time: datetime
+    ) -> None:
         with transaction(self.sessions) as session:
             _log_step(session, key, cluster_id, step, status, message, time)
 
 
-def _log_step(session: Session, key: uuid.UUID, cluster_id: str, step: str, status: str, message: str, time: datetime) -> None:
+def _log_step(
+    session: Session, key: uuid.UUID, cluster_id: str, step: str, status: str, message: str, time: datetime
+) -> None:
     """Add a line to the step log unless a line with this key is there: a retried write adds nothing."""
     if session.scalar(select(ClusterEvent.id).where(ClusterEvent.key == key)) is None:
-        session.add(ClusterEvent(key=key, cluster_id=uuid.UUID(cluster_id), step=step, status=status, message=message, time=time))
+        session.add(
+            ClusterEvent(
+                key=key, cluster_id=uuid.UUID(cluster_id), step=step, status=status, message=message, time=time
+            )
+        )
 
 
 async def _heartbeating(work: Awaitable[T]) -> T:

@@ -23,7 +23,9 @@ class RequestActivities:
         with transaction(self.sessions) as session:
             request = session.get(ClusterRequest, uuid.UUID(record.request_id), with_for_update={"of": ClusterRequest})
             if request is None:
-                raise ApplicationError(f"request {record.request_id} does not exist", type="NotFound", non_retryable=True)
+                raise ApplicationError(
+                    f"request {record.request_id} does not exist", type="NotFound", non_retryable=True
+                )
             decider = None
             if record.decided_by is not None:
                 decider = find_user(session, request.tenant_id, record.decided_by)
@@ -36,7 +38,9 @@ class RequestActivities:
             if request.status != "pending":
                 if request.status == record.status and request.approved_at == record.decided_at:
                     return _outcome(request)
-                raise ApplicationError(f"the request is already {request.status}", type="AlreadyDecided", non_retryable=True)
+                raise ApplicationError(
+                    f"the request is already {request.status}", type="AlreadyDecided", non_retryable=True
+                )
 
             request.status = record.status
             request.approved_by_id = decider.id if decider else None
@@ -55,7 +59,9 @@ class RequestActivities:
                 raise ApplicationError(f"request {note.request_id} does not exist", type="NotFound", non_retryable=True)
             writer = find_user(session, request.tenant_id, note.by)
             if writer is None or not may_see_request(writer, request):
-                raise ApplicationError(f"{note.by!r} may not write notes on this request", type="NotAllowed", non_retryable=True)
+                raise ApplicationError(
+                    f"{note.by!r} may not write notes on this request", type="NotAllowed", non_retryable=True
+                )
             add_note(session, request, writer, note.note)
 
 
@@ -70,8 +76,11 @@ def _create_cluster(session: Session, request: ClusterRequest, cluster_id: uuid.
         storage_gb=request.storage_gb,
         created_by_id=request.requested_by_id,
         request_id=request.id,
-        tools=[ClusterTool(name=t["name"], version=t["version"]) for t in request.tools],
-        services=[ClusterService(name=s["name"], version=s["version"], config=s.get("config", {})) for s in request.services],
+        tools=[ClusterTool(id=uuid.UUID(t["id"]), name=t["name"], version=t["version"]) for t in request.tools],
+        services=[
+            ClusterService(id=uuid.UUID(s["id"]), name=s["name"], version=s["version"], config=s["config"])
+            for s in request.services
+        ],
     )
     session.add(cluster)
     session.flush()

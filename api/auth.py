@@ -26,11 +26,15 @@ class Authentication:
             return
         scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            await problem_response(401, "send an API token as 'Authorization: Bearer <token>'", instance=path, headers=CHALLENGE)(scope, receive, send)
+            await problem_response(
+                401, "send an API token as 'Authorization: Bearer <token>'", instance=path, headers=CHALLENGE
+            )(scope, receive, send)
             return
         user = await run_in_threadpool(self._lookup, scope, token.strip())
         if user is None:
-            await problem_response(401, "the API token is not valid", instance=path, headers=CHALLENGE)(scope, receive, send)
+            await problem_response(401, "the API token is not valid", instance=path, headers=CHALLENGE)(
+                scope, receive, send
+            )
             return
         scope.setdefault("state", {})["user"] = user
         await self.app(scope, receive, send)

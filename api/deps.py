@@ -29,7 +29,10 @@ class TemporalConnection:
                 try:
                     self._client = await connect(self.settings)
                 except RuntimeError as e:
-                    raise Problem(503, f"the workflow engine (Temporal at {self.settings.temporal_address}) is unreachable; try again shortly") from e
+                    raise Problem(
+                        503,
+                        f"the workflow engine (Temporal at {self.settings.temporal_address}) is unreachable; try again shortly",
+                    ) from e
             return self._client
 
 

@@ -24,7 +24,9 @@ class Problem(Exception):
         self.extra = extra
 
 
-def problem_response(status: int, detail: str, *, instance: str | None = None, headers=None, **extra: Any) -> JSONResponse:
+def problem_response(
+    status: int, detail: str, *, instance: str | None = None, headers=None, **extra: Any
+) -> JSONResponse:
     body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
     if instance:
         body["instance"] = instance
@@ -39,7 +41,10 @@ def _describe(error: dict[str, Any]) -> dict[str, Any]:
     message = error.get("msg", "invalid")
     if error.get("type") == "json_invalid":
         # Its location is a character offset, not a field.
-        return {"field": "", "message": f"the body is not valid JSON (error at character {location[0] if location else 0})"}
+        return {
+            "field": "",
+            "message": f"the body is not valid JSON (error at character {location[0] if location else 0})",
+        }
     message = message.removeprefix("Value error, ")
     return {"field": ".".join(str(part) for part in location), "message": message}
 
@@ -60,12 +65,16 @@ def install(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         if exc.status_code == 400 and detail == "There was an error parsing the body":
             # FastAPI's answer to a body that is not even text (e.g. not UTF-8): malformed JSON like any other.
-            return problem_response(422, "the body is not valid JSON: send UTF-8 encoded JSON", instance=request.url.path)
+            return problem_response(
+                422, "the body is not valid JSON: send UTF-8 encoded JSON", instance=request.url.path
+            )
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"there is no {request.url.path}"
         if exc.status_code == 405:
             detail = f"{request.method} is not allowed on {request.url.path}"
-        return problem_response(exc.status_code, detail, instance=request.url.path, headers=getattr(exc, "headers", None))
+        return problem_response(
+            exc.status_code, detail, instance=request.url.path, headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -36,7 +36,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     # Added last, so it runs first: no body is read for a caller without a valid token.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(Authentication, prefix=API_PREFIX, public=frozenset({f"{API_PREFIX}/healthz", f"{API_PREFIX}/readyz"}))
+    app.add_middleware(
+        Authentication, prefix=API_PREFIX, public=frozenset({f"{API_PREFIX}/healthz", f"{API_PREFIX}/readyz"})
+    )
     v1 = APIRouter(prefix=API_PREFIX)
     for module in (meta, requests, clusters, providers):
         v1.include_router(module.router)

@@ -80,7 +80,9 @@ class ToolIn(Input):
         if tool is None:
             raise ValueError(f"tool {self.name!r} is not in the catalog; known tools: {', '.join(catalog.TOOLS)}")
         if self.version not in tool.versions:
-            raise ValueError(f"{self.name} {self.version!r} is not in the catalog; versions: {', '.join(tool.versions)}")
+            raise ValueError(
+                f"{self.name} {self.version!r} is not in the catalog; versions: {', '.join(tool.versions)}"
+            )
         return self
 
 
@@ -92,9 +94,13 @@ class ServiceIn(Input):
     def check(self) -> "ServiceIn":
         service = catalog.SERVICES.get(self.name)
         if service is None:
-            raise ValueError(f"service {self.name!r} is not in the catalog; known services: {', '.join(catalog.SERVICES)}")
+            raise ValueError(
+                f"service {self.name!r} is not in the catalog; known services: {', '.join(catalog.SERVICES)}"
+            )
         if self.version not in service.versions:
-            raise ValueError(f"{self.name} {self.version!r} is not in the catalog; versions: {', '.join(service.versions)}")
+            raise ValueError(
+                f"{self.name} {self.version!r} is not in the catalog; versions: {', '.join(service.versions)}"
+            )
         return self
 
 
@@ -131,15 +137,15 @@ class Service(Model):
 
 
 class RequestedTool(Model):
-    """A tool as a request names it; it gets an id and a status once the cluster exists."""
+    """A tool as a request names it; it keeps its id on the cluster, where it also gets a status."""
 
-    id: uuid.UUID | None = None
+    id: uuid.UUID
     name: str
     version: str
 
 
 class RequestedService(Model):
-    id: uuid.UUID | None = None
+    id: uuid.UUID
     name: str
     version: str
     config: dict[str, Any] = Field(default_factory=dict)

@@ -85,10 +85,14 @@ def create_provider(
         raise AccountError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
     if not name.strip() or not region.strip():
         raise AccountError("a cloud provider needs a name and a region")
-    exists = session.scalar(select(CloudProvider).where(CloudProvider.tenant_id == tenant_id, CloudProvider.name == name))
+    exists = session.scalar(
+        select(CloudProvider).where(CloudProvider.tenant_id == tenant_id, CloudProvider.name == name)
+    )
     if exists is not None:
         raise AccountError(f"this tenant has a cloud provider named {name!r} already")
-    provider = CloudProvider(tenant_id=tenant_id, name=name.strip(), kind=kind, region=region.strip(), config=config or {})
+    provider = CloudProvider(
+        tenant_id=tenant_id, name=name.strip(), kind=kind, region=region.strip(), config=config or {}
+    )
     session.add(provider)
     session.flush()
     return provider

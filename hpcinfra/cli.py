@@ -83,7 +83,9 @@ def users_create(
     """Create a user; prints a new API token as the last line (it is shown only this once)."""
     try:
         with transaction(_sessions()) as session:
-            user = accounts.create_user(session, accounts.tenant_by_name(session, tenant), email=email, name=name, role=role)
+            user = accounts.create_user(
+                session, accounts.tenant_by_name(session, tenant), email=email, name=name, role=role
+            )
             token = accounts.issue_token(session, user)
     except accounts.AccountError as e:
         _fail(str(e))

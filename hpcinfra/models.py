@@ -140,8 +140,12 @@ class Cluster(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     created_by: Mapped[User] = relationship(lazy="joined")
-    tools: Mapped[list["ClusterTool"]] = relationship(order_by="ClusterTool.name", lazy="selectin")
-    services: Mapped[list["ClusterService"]] = relationship(order_by="ClusterService.name", lazy="selectin")
+    tools: Mapped[list["ClusterTool"]] = relationship(
+        order_by="ClusterTool.name", lazy="selectin", cascade="all, delete-orphan"
+    )
+    services: Mapped[list["ClusterService"]] = relationship(
+        order_by="ClusterService.name", lazy="selectin", cascade="all, delete-orphan"
+    )
 
 
 class ClusterTool(Base):

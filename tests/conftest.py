@@ -12,14 +12,13 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
 from hpcinfra.db import make_engine, make_session_factory, upgrade
-from tests.utils.servers import Process, free_port, start_temporal_dev_server, wait_for_http
+from tests.utils.servers import Process, free_port, start_temporal_dev_server, wait_for_http, wait_until
 from tests.utils.world import TenantWorld, make_tenant
 
 POSTGRES_URL = os.environ.get("HPCINFRA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -109,6 +108,8 @@ def stack(db: Database, temporal_address: str, tmp_path_factory) -> Iterator[Sta
     base_url = f"http://127.0.0.1:{port}/api/v1"
     try:
         wait_for_http(f"{base_url}/healthz", api)
+        wait_until(lambda: "worker polling task queue" in worker.output() or not worker.alive(), what="the worker")
+        assert worker.alive(), worker.output()
         yield Stack(db, temporal_address, task_queue, base_url, env, worker, api)
     finally:
         api.stop()

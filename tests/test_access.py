@@ -20,8 +20,9 @@ until a rule is added here (`ids_of` and `BODIES`).
 import itertools
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -105,7 +106,11 @@ BODIES: dict[str, Callable[[str], dict[str, Any]]] = {
     "POST /requests/{requestId}/notes": lambda provider: {"note": "a note that must not land"},
     "POST /cloud-providers": lambda provider: {"name": f"p-{uuid.uuid4().hex[:8]}", "kind": "sim", "region": "sim-2"},
     "POST /clusters/{clusterId}/tools": lambda provider: {"name": "yosys", "version": "0.40"},
-    "POST /clusters/{clusterId}/services": lambda provider: {"name": "postgresql", "version": "16", "config": {"databaseName": "x"}},
+    "POST /clusters/{clusterId}/services": lambda provider: {
+        "name": "postgresql",
+        "version": "16",
+        "config": {"databaseName": "x"},
+    },
     "POST /tenants/{tenantId}/credits": lambda provider: {"amount": 100, "note": "a grant that must not land"},
 }
 
@@ -123,7 +128,9 @@ def body_for(op: Operation, provider_id: str) -> dict[str, Any] | None:
 def query_for(op: Operation) -> dict[str, str]:
     unknown = [name for name in op.required_query if name not in QUERY_VALUES]
     if unknown:
-        pytest.fail(f"{op.key} requires query parameters {unknown} this file has no value for: add them to QUERY_VALUES")
+        pytest.fail(
+            f"{op.key} requires query parameters {unknown} this file has no value for: add them to QUERY_VALUES"
+        )
     return {name: QUERY_VALUES[name] for name in op.required_query}
 
 
@@ -131,7 +138,9 @@ def server_root(client: httpx.Client) -> str:
     return str(client.base_url).rstrip("/").removesuffix(API_PREFIX)
 
 
-def call(client: httpx.Client, op: Operation, ids: dict[str, str], provider_id: str, headers: dict[str, str]) -> httpx.Response:
+def call(
+    client: httpx.Client, op: Operation, ids: dict[str, str], provider_id: str, headers: dict[str, str]
+) -> httpx.Response:
     """`op` with its path filled from `ids`, its required query parameters and a valid body."""
     url = server_root(client) + op.url(ids)
     return client.request(op.method, url, params=query_for(op), json=body_for(op, provider_id), headers=headers)
@@ -179,7 +188,7 @@ class World:
 
     def id_combinations(self, op: Operation) -> list[dict[str, str]]:
         choices = [self.ids_of(p) for p in op.path_params]
-        return [dict(zip(op.path_params, combo)) for combo in itertools.product(*choices)]
+        return [dict(zip(op.path_params, combo, strict=True)) for combo in itertools.product(*choices)]
 
     def snapshot(self) -> dict[str, Any]:
         """All of A as its IT manager sees it: what must not change when others poke at it."""
@@ -190,7 +199,9 @@ class World:
             seen[request_id] = get_ok(self.client, f"/requests/{request_id}", self.a.it)
             seen[f"{request_id}/notes"] = get_ok(self.client, f"/requests/{request_id}/notes", self.a.it)
         for op in CLUSTER_READS:
-            response = call(self.client, op, {op.path_params[0]: self.cluster_id}, self.a.provider_id, self.a.it.headers)
+            response = call(
+                self.client, op, {op.path_params[0]: self.cluster_id}, self.a.provider_id, self.a.it.headers
+            )
             assert response.status_code == 200, response.text
             seen[op.key] = response.json()
         return seen
@@ -216,7 +227,9 @@ def approve(client: httpx.Client, who: Person, request_id: str) -> dict[str, Any
 def cluster_of(client: httpx.Client, who: Person, request_id: str) -> str:
     """The id of the cluster an approved request gained."""
     return wait_until(
-        lambda: get_ok(client, f"/requests/{request_id}", who).get("clusterId"), timeout=30, what=f"request {request_id} to gain a cluster"
+        lambda: get_ok(client, f"/requests/{request_id}", who).get("clusterId"),
+        timeout=30,
+        what=f"request {request_id} to gain a cluster",
     )
 
 
@@ -242,7 +255,9 @@ def world(stack):
         pending = file_request(client, a.cad, a.provider_id)
         note = client.post(f"/requests/{pending['id']}/notes", json={"note": "please size it up"}, headers=a.it.headers)
         assert note.status_code == 201, note.text
-        approved = file_request(client, a.cad, a.provider_id, services=[{"name": "redis", "version": "7.2", "config": {}}])
+        approved = file_request(
+            client, a.cad, a.provider_id, services=[{"name": "redis", "version": "7.2", "config": {}}]
+        )
         approve(client, a.it, approved["id"])
         cluster_id = cluster_of(client, a.it, approved["id"])
         wait_available(client, a.it, cluster_id)
@@ -255,7 +270,9 @@ def world(stack):
 def assert_a_unchanged(world: World, after: str) -> None:
     now = world.snapshot()
     changed = sorted(k for k in set(now) | set(world.baseline) if now.get(k) != world.baseline.get(k))
-    assert not changed, f"tenant A changed after {after}: {changed}\nbefore: {[world.baseline.get(k) for k in changed]}\nafter: {[now.get(k) for k in changed]}"
+    assert not changed, (
+        f"tenant A changed after {after}: {changed}\nbefore: {[world.baseline.get(k) for k in changed]}\nafter: {[now.get(k) for k in changed]}"
+    )
     assert now[world.pending_id]["status"] == "pending"
 
 
@@ -293,7 +310,10 @@ def test_authentication_comes_before_reading_the_body(world, op):
     authenticated learns nothing about the input an operation expects."""
     path_ids = world.id_combinations(op)[0] if op.path_params else {}
     response = world.client.request(
-        op.method, server_root(world.client) + op.url(path_ids), content=b"{not json", headers={"Content-Type": "application/json"}
+        op.method,
+        server_root(world.client) + op.url(path_ids),
+        content=b"{not json",
+        headers={"Content-Type": "application/json"},
     )
     assert_problem(response, 401, f"{op.key} without a token and with a body that is not JSON")
 
@@ -313,16 +333,26 @@ def test_only_cad_managers_create_requests_and_clusters(api, tenant, path):
     refused = api.post(path, json=request_body(tenant.provider_id), headers=tenant.it.headers)
     problem = assert_problem(refused, 403, f"POST {path} as it_manager")
     assert "cad_manager" in problem["detail"]
-    assert ids(get_ok(api, path, tenant.it)) == {created.json()["id"]}, "the refused create must not have created anything"
+    assert ids(get_ok(api, path, tenant.it)) == {created.json()["id"]}, (
+        "the refused create must not have created anything"
+    )
 
 
 def test_only_it_managers_decide_requests(api, tenant):
     request_id = file_request(api, tenant.cad, tenant.provider_id)["id"]
 
-    problem = assert_problem(api.patch(f"/requests/{request_id}", json={"status": "approved"}, headers=tenant.cad.headers), 403, "requester approves")
+    problem = assert_problem(
+        api.patch(f"/requests/{request_id}", json={"status": "approved"}, headers=tenant.cad.headers),
+        403,
+        "requester approves",
+    )
     assert "it_manager" in problem["detail"]
     # cad2 cannot even see the request: not found, not forbidden.
-    assert_problem(api.patch(f"/requests/{request_id}", json={"status": "approved"}, headers=tenant.cad2.headers), 404, "cad2 approves")
+    assert_problem(
+        api.patch(f"/requests/{request_id}", json={"status": "approved"}, headers=tenant.cad2.headers),
+        404,
+        "cad2 approves",
+    )
     assert get_ok(api, f"/requests/{request_id}", tenant.it)["status"] == "pending"
 
     decided = approve(api, tenant.it, request_id)
@@ -332,7 +362,9 @@ def test_only_it_managers_decide_requests(api, tenant):
 
 def test_only_it_managers_and_admins_register_cloud_providers(api, tenant, stack):
     body = BODIES["POST /cloud-providers"]
-    problem = assert_problem(api.post("/cloud-providers", json=body(""), headers=tenant.cad.headers), 403, "cad registers a provider")
+    problem = assert_problem(
+        api.post("/cloud-providers", json=body(""), headers=tenant.cad.headers), 403, "cad registers a provider"
+    )
     assert "it_manager" in problem["detail"]
     assert ids(get_ok(api, "/cloud-providers", tenant.it)) == {tenant.provider_id}
 
@@ -366,12 +398,17 @@ def test_a_request_and_its_notes_are_for_the_requester_and_it_managers(api, tena
         added = api.post(f"/requests/{request_id}/notes", json={"note": f"from {who.role}"}, headers=who.headers)
         assert added.status_code == 201, added.text
         assert added.json()["by"]["id"] == who.id
-    assert [n["by"]["id"] for n in get_ok(api, f"/requests/{request_id}/notes", tenant.it)] == [tenant.cad.id, tenant.it.id]
+    assert [n["by"]["id"] for n in get_ok(api, f"/requests/{request_id}/notes", tenant.it)] == [
+        tenant.cad.id,
+        tenant.it.id,
+    ]
 
     cad2 = tenant.cad2.headers
     assert_problem(api.get(f"/requests/{request_id}", headers=cad2), 404, "cad2 reads the request")
     assert_problem(api.get(f"/requests/{request_id}/notes", headers=cad2), 404, "cad2 reads the notes")
-    assert_problem(api.post(f"/requests/{request_id}/notes", json={"note": "hi"}, headers=cad2), 404, "cad2 adds a note")
+    assert_problem(
+        api.post(f"/requests/{request_id}/notes", json={"note": "hi"}, headers=cad2), 404, "cad2 adds a note"
+    )
     assert len(get_ok(api, f"/requests/{request_id}/notes", tenant.cad)) == 2
 
 

@@ -28,7 +28,9 @@ def snapshot(stack, tenant) -> tuple:
     """What a bad input must not change: the tenant's requests with their statuses, clusters, notes, providers."""
     tid = uuid.UUID(tenant.id)
     with stack.db.sessions() as s:
-        requests = s.execute(select(ClusterRequest.id, ClusterRequest.status).where(ClusterRequest.tenant_id == tid)).all()
+        requests = s.execute(
+            select(ClusterRequest.id, ClusterRequest.status).where(ClusterRequest.tenant_id == tid)
+        ).all()
         clusters = s.scalar(select(func.count()).select_from(Cluster).where(Cluster.tenant_id == tid))
         notes = s.scalar(
             select(func.count()).select_from(RequestNote).join(ClusterRequest, RequestNote.request_id == ClusterRequest.id)
@@ -102,7 +104,9 @@ BAD_BODIES = [
 
 @pytest.mark.parametrize("endpoint", CREATE)
 @pytest.mark.parametrize(
-    ("path", "value", "mentions"), BAD_BODIES, ids=[f"{p}=<missing>" if v is MISSING else f"{p}={v!r:.45}" for p, v, _ in BAD_BODIES]
+    ("path", "value", "mentions"),
+    BAD_BODIES,
+    ids=[f"{p}=<missing>" if v is MISSING else f"{p}={v!r:.45}" for p, v, _ in BAD_BODIES],
 )
 def test_bad_body_is_refused(api, stack, tenant, endpoint, path, value, mentions):
     before = snapshot(stack, tenant)
@@ -144,7 +148,9 @@ def post_oversized(api, tenant, endpoint: str, transfer: str):
     assert len(payload) > LIMIT
     headers = {**tenant.cad.headers, "content-type": "application/json"}
     if transfer == "chunked":
-        r = api.post(endpoint, content=(payload[i : i + 65_536] for i in range(0, len(payload), 65_536)), headers=headers)
+        r = api.post(
+            endpoint, content=(payload[i : i + 65_536] for i in range(0, len(payload), 65_536)), headers=headers
+        )
         assert r.request.headers.get("transfer-encoding") == "chunked" and "content-length" not in r.request.headers
     else:
         r = api.post(endpoint, content=payload, headers=headers)
@@ -198,7 +204,9 @@ def test_bad_decision_leaves_the_request_pending(api, stack, tenant, decision, m
     assert again["status"] == "pending" and again["approvedBy"] is None and again["rejectionReason"] is None
 
 
-@pytest.mark.parametrize("note", [{"note": ""}, {"note": "   "}, {}, {"note": 5}], ids=["empty", "spaces", "missing", "number"])
+@pytest.mark.parametrize(
+    "note", [{"note": ""}, {"note": "   "}, {}, {"note": 5}], ids=["empty", "spaces", "missing", "number"]
+)
 def test_bad_note_is_refused(api, stack, tenant, note):
     request = file_request(api, tenant.cad, tenant.provider_id)
     before = snapshot(stack, tenant)
@@ -255,7 +263,12 @@ def test_text_with_a_nul_character_is_refused(api, stack, tenant, field):
     before = snapshot(stack, tenant)
     method, url, body, who = {
         "note": ("POST", f"/requests/{request['id']}/notes", {"note": "a\x00b"}, tenant.cad),
-        "rejectionReason": ("PATCH", f"/requests/{request['id']}", {"status": "rejected", "rejectionReason": "no\x00"}, tenant.it),
+        "rejectionReason": (
+            "PATCH",
+            f"/requests/{request['id']}",
+            {"status": "rejected", "rejectionReason": "no\x00"},
+            tenant.it,
+        ),
         "name": ("POST", "/cloud-providers", {"name": "a\x00b", "kind": "sim", "region": "r-1"}, tenant.it),
     }[field]
     assert_problem(api.request(method, url, json=body, headers=who.headers), 422, field)
@@ -284,4 +297,9 @@ def test_server_owned_fields_are_ignored(api, stack, tenant):
     with stack.db.sessions() as s:
         row = s.get(ClusterRequest, uuid.UUID(made["id"]))
         assert row is not None and s.get(ClusterRequest, uuid.UUID(RANDOM_UUID)) is None
-        assert (row.status, str(row.requested_by_id), row.approved_by_id, row.notes) == ("pending", tenant.cad.id, None, [])
+        assert (row.status, str(row.requested_by_id), row.approved_by_id, row.notes) == (
+            "pending",
+            tenant.cad.id,
+            None,
+            [],
+        )

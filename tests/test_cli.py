@@ -25,7 +25,19 @@ def test_tenant_user_and_provider_set_up_from_the_command_line(stack, api):
     name = f"acme-{uuid.uuid4().hex[:6]}"
     tenant_id = uuid.UUID(last_line(hpcinfra(db, "tenants", "create", name)))
     token = last_line(
-        hpcinfra(db, "users", "create", "--tenant", name, "--email", "Ada@Acme.example", "--name", "Ada", "--role", "it_manager")
+        hpcinfra(
+            db,
+            "users",
+            "create",
+            "--tenant",
+            name,
+            "--email",
+            "Ada@Acme.example",
+            "--name",
+            "Ada",
+            "--role",
+            "it_manager",
+        )
     )
     provider_id = last_line(
         hpcinfra(db, "providers", "create", "--tenant", name, "--name", "lab", "--kind", "sim", "--region", "eu-1",
@@ -35,7 +47,9 @@ def test_tenant_user_and_provider_set_up_from_the_command_line(stack, api):
     me = api.get("/me", headers={"Authorization": f"Bearer {token}"}).json()
     assert (me["email"], me["role"], me["tenantId"]) == ("ada@acme.example", "it_manager", str(tenant_id))
     providers = api.get("/cloud-providers", headers={"Authorization": f"Bearer {token}"}).json()
-    assert [(p["id"], p["kind"], p["region"], p["config"]) for p in providers] == [(provider_id, "sim", "eu-1", {"stepSeconds": 0})]
+    assert [(p["id"], p["kind"], p["region"], p["config"]) for p in providers] == [
+        (provider_id, "sim", "eu-1", {"stepSeconds": 0})
+    ]
 
     second = last_line(hpcinfra(db, "users", "token", "--tenant", name, "--email", "ada@acme.example"))
     assert second != token
@@ -45,7 +59,21 @@ def test_tenant_user_and_provider_set_up_from_the_command_line(stack, api):
 def test_tokens_are_stored_only_as_hashes(stack):
     name = f"acme-{uuid.uuid4().hex[:6]}"
     hpcinfra(stack.db, "tenants", "create", name)
-    token = last_line(hpcinfra(stack.db, "users", "create", "--tenant", name, "--email", "a@b.example", "--name", "A", "--role", "cad_manager"))
+    token = last_line(
+        hpcinfra(
+            stack.db,
+            "users",
+            "create",
+            "--tenant",
+            name,
+            "--email",
+            "a@b.example",
+            "--name",
+            "A",
+            "--role",
+            "cad_manager",
+        )
+    )
     with stack.db.engine.connect() as connection:
         dump = "\n".join(str(row) for row in connection.exec_driver_sql("SELECT * FROM api_tokens"))
     assert token not in dump
@@ -55,12 +83,65 @@ def test_tokens_are_stored_only_as_hashes(stack):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["users", "create", "--tenant", "no-such-tenant", "--email", "a@b.example", "--name", "A", "--role", "it_manager"], "no tenant named"),
-        (["providers", "create", "--tenant", "no-such-tenant", "--name", "x", "--kind", "sim", "--region", "r"], "no tenant named"),
-        (["providers", "create", "--tenant", "TENANT", "--name", "x", "--kind", "openstack", "--region", "r"], "kind must be one of"),
-        (["providers", "create", "--tenant", "TENANT", "--name", "x", "--kind", "sim", "--region", "r", "--config", "{"], "not valid JSON"),
-        (["users", "create", "--tenant", "TENANT", "--email", "not-an-address", "--name", "A", "--role", "it_manager"], "not an e-mail address"),
-        (["users", "create", "--tenant", "TENANT", "--email", "a@b.example", "--name", "A", "--role", "boss"], "role must be one of"),
+        (
+            [
+                "users",
+                "create",
+                "--tenant",
+                "no-such-tenant",
+                "--email",
+                "a@b.example",
+                "--name",
+                "A",
+                "--role",
+                "it_manager",
+            ],
+            "no tenant named",
+        ),
+        (
+            ["providers", "create", "--tenant", "no-such-tenant", "--name", "x", "--kind", "sim", "--region", "r"],
+            "no tenant named",
+        ),
+        (
+            ["providers", "create", "--tenant", "TENANT", "--name", "x", "--kind", "openstack", "--region", "r"],
+            "kind must be one of",
+        ),
+        (
+            [
+                "providers",
+                "create",
+                "--tenant",
+                "TENANT",
+                "--name",
+                "x",
+                "--kind",
+                "sim",
+                "--region",
+                "r",
+                "--config",
+                "{",
+            ],
+            "not valid JSON",
+        ),
+        (
+            [
+                "users",
+                "create",
+                "--tenant",
+                "TENANT",
+                "--email",
+                "not-an-address",
+                "--name",
+                "A",
+                "--role",
+                "it_manager",
+            ],
+            "not an e-mail address",
+        ),
+        (
+            ["users", "create", "--tenant", "TENANT", "--email", "a@b.example", "--name", "A", "--role", "boss"],
+            "role must be one of",
+        ),
         (["tenants", "create", "TENANT"], "exists already"),
     ],
 )
@@ -68,12 +149,18 @@ def test_bad_input_is_refused_with_a_message_and_changes_nothing(stack, args, me
     name = f"acme-{uuid.uuid4().hex[:6]}"
     last_line(hpcinfra(stack.db, "tenants", "create", name))
     with stack.db.engine.connect() as connection:
-        before = [connection.exec_driver_sql(f"SELECT count(*) FROM {t}").scalar() for t in ("tenants", "users", "cloud_providers")]
+        before = [
+            connection.exec_driver_sql(f"SELECT count(*) FROM {t}").scalar()
+            for t in ("tenants", "users", "cloud_providers")
+        ]
     result = hpcinfra(stack.db, *[name if a == "TENANT" else a for a in args])
     assert result.returncode == 1
     assert message in result.stderr
     with stack.db.engine.connect() as connection:
-        after = [connection.exec_driver_sql(f"SELECT count(*) FROM {t}").scalar() for t in ("tenants", "users", "cloud_providers")]
+        after = [
+            connection.exec_driver_sql(f"SELECT count(*) FROM {t}").scalar()
+            for t in ("tenants", "users", "cloud_providers")
+        ]
     assert after == before
 
 

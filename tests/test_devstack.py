@@ -48,7 +48,11 @@ class DevStack:
         self.process = subprocess.Popen(
             [executable("hpcinfra"), "dev"], cwd=workdir, env=env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT
         )
-        wait_until(lambda: "Ctrl-C stops everything" in self.output() or self.process.poll() is not None, timeout=120, what="the banner")
+        wait_until(
+            lambda: "Ctrl-C stops everything" in self.output() or self.process.poll() is not None,
+            timeout=120,
+            what="the banner",
+        )
         assert self.process.poll() is None, self.output()
         self.children = children_of(self.process.pid)
 
@@ -79,11 +83,20 @@ def test_dev_stack_runs_a_request_end_to_end_and_stops_cleanly(tmp_path):
             assert (provider["name"], provider["kind"]) == ("sim", "sim")
             request = api.post(
                 "/requests",
-                json={"name": "demo", "cloudProviderId": provider["id"], "size": {"numberOfNodes": 2, "nodeType": "small"}},
+                json={
+                    "name": "demo",
+                    "cloudProviderId": provider["id"],
+                    "size": {"numberOfNodes": 2, "nodeType": "small"},
+                },
                 headers=cad,
             ).json()
-            cluster_id = api.patch(f"/requests/{request['id']}", json={"status": "approved"}, headers=it).json()["clusterId"]
-            wait_until(lambda: api.get(f"/clusters/{cluster_id}", headers=cad).json()["status"] == "available", what="available")
+            cluster_id = api.patch(f"/requests/{request['id']}", json={"status": "approved"}, headers=it).json()[
+                "clusterId"
+            ]
+            wait_until(
+                lambda: api.get(f"/clusters/{cluster_id}", headers=cad).json()["status"] == "available",
+                what="available",
+            )
     finally:
         code = stack.interrupt()
     assert code == 0, stack.output()

@@ -78,6 +78,8 @@ def test_filed_approved_provisioned(api, tenant):
     assert cluster["createdBy"]["id"] == tenant.cad.id
     assert len(cluster["outputs"]["nodeIds"]) == 3
     assert [(t["name"], t["version"]) for t in cluster["tools"]] == [("verilator", "5.024")]
+    assert [t["id"] for t in cluster["tools"]] == [t["id"] for t in request["tools"]]
+    assert [s["id"] for s in cluster["services"]] == [s["id"] for s in request["services"]]
     assert [(s["name"], s["config"]) for s in cluster["services"]] == [("postgresql", {"databaseName": "results"})]
 
     events = api.get(f"/clusters/{cluster['id']}/events", headers=tenant.cad.headers).json()
@@ -153,7 +155,12 @@ def test_signal_from_someone_who_may_not_decide_is_ignored(api, tenant, stack):
     signal(stack, f"request-{request['id']}", "decide", {"status": "approved", "decided_by": tenant.cad.email})
     signal(stack, f"request-{request['id']}", "decide", {"status": "approved", "decided_by": "nobody@nowhere.example"})
     # A note through the same workflow is processed after the signals, so once it shows, they were handled.
-    signal(stack, f"request-{request['id']}", "add_note", {"request_id": request["id"], "by": tenant.it.email, "note": "looking"})
+    signal(
+        stack,
+        f"request-{request['id']}",
+        "add_note",
+        {"request_id": request["id"], "by": tenant.it.email, "note": "looking"},
+    )
     wait_until(lambda: api.get(f"/requests/{request['id']}/notes", headers=tenant.it.headers).json(), what="the note")
     assert api.get(f"/requests/{request['id']}", headers=tenant.it.headers).json()["status"] == "pending"
     # The request can still be decided properly.
@@ -194,10 +201,14 @@ def test_concurrent_decisions_give_exactly_one(api, tenant, stack):
 
 def test_notes_oldest_first_from_requester_and_approver(api, tenant):
     request = file_request(api, tenant.cad, tenant.provider_id)
-    first = api.post(f"/requests/{request['id']}/notes", json={"note": "needed for tape-out"}, headers=tenant.cad.headers)
+    first = api.post(
+        f"/requests/{request['id']}/notes", json={"note": "needed for tape-out"}, headers=tenant.cad.headers
+    )
     assert first.status_code == 201, first.text
     assert first.json()["by"]["id"] == tenant.cad.id
-    second = api.post(f"/requests/{request['id']}/notes", json={"note": "how many nodes really?"}, headers=tenant.it.headers)
+    second = api.post(
+        f"/requests/{request['id']}/notes", json={"note": "how many nodes really?"}, headers=tenant.it.headers
+    )
     assert second.status_code == 201
     notes = api.get(f"/requests/{request['id']}/notes", headers=tenant.cad.headers).json()
     assert [(n["note"], n["by"]["email"]) for n in notes] == [
@@ -207,6 +218,12 @@ def test_notes_oldest_first_from_requester_and_approver(api, tenant):
     assert notes[0]["time"] <= notes[1]["time"]
     # Notes appear on the request itself too, and may still be added once it is decided.
     assert api.get(f"/requests/{request['id']}", headers=tenant.it.headers).json()["notes"] == notes
-    api.patch(f"/requests/{request['id']}", json={"status": "rejected", "rejectionReason": "too big"}, headers=tenant.it.headers)
-    late = api.post(f"/requests/{request['id']}/notes", json={"note": "ok, resubmitting smaller"}, headers=tenant.cad.headers)
+    api.patch(
+        f"/requests/{request['id']}",
+        json={"status": "rejected", "rejectionReason": "too big"},
+        headers=tenant.it.headers,
+    )
+    late = api.post(
+        f"/requests/{request['id']}/notes", json={"note": "ok, resubmitting smaller"}, headers=tenant.cad.headers
+    )
     assert late.status_code == 201

@@ -97,7 +97,11 @@ def test_request_decided_in_time_does_not_expire(db):
     assert state.status == "approved"
     with db.sessions() as session:
         request = session.get(ClusterRequest, request_id)
-        assert (request.status, request.rejection_reason, str(request.approved_by_id)) == ("approved", None, tenant.it.id)
+        assert (request.status, request.rejection_reason, str(request.approved_by_id)) == (
+            "approved",
+            None,
+            tenant.it.id,
+        )
         assert session.get(Cluster, request.cluster_id).status == "available"
 
 
@@ -141,5 +145,9 @@ def test_cluster_workflow_continues_as_new_with_its_state(stack):
     assert state.status == "available"
     assert state.health_checks == checks
     with stack.db.sessions() as session:
-        steps = session.query(ClusterEvent).filter_by(cluster_id=cluster.id, step="health-check", status="succeeded").count()
+        steps = (
+            session.query(ClusterEvent)
+            .filter_by(cluster_id=cluster.id, step="health-check", status="succeeded")
+            .count()
+        )
     assert steps == checks + 1  # one after provisioning, one per check

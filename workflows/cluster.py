@@ -81,7 +81,9 @@ class ClusterWorkflow:
 
     async def _health_check(self) -> HealthReport:
         await self._step("health-check", "started", "asking the provider")
-        report = await workflow.execute_activity_method(ClusterActivities.check_health, ClusterRef(self._cluster_id), **PROVIDER_RUN)
+        report = await workflow.execute_activity_method(
+            ClusterActivities.check_health, ClusterRef(self._cluster_id), **PROVIDER_RUN
+        )
         await self._step("health-check", "succeeded" if report.healthy else "failed", report.message)
         return report
 

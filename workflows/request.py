@@ -49,7 +49,7 @@ class RequestWorkflow:
         expires_after = timedelta(seconds=input.expires_after_seconds)
         try:
             await workflow.wait_condition(lambda: self._state.status != "pending", timeout=expires_after)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self._expire(expires_after)
 
         if self._state.status == "approved" and self._state.cluster_id:
@@ -111,7 +111,7 @@ class RequestWorkflow:
                 rejection_reason=decision.rejection_reason if decision.status == "rejected" else None,
                 cluster_id=cluster_id,
             )
-            return await self._record(record)
+            return await self._record(record, DECISION_WRITE)
 
     async def _expire(self, after: timedelta) -> None:
         async with self._deciding:
@@ -119,11 +119,12 @@ class RequestWorkflow:
                 return
             reason = f"expired: nobody decided within {_human(after)}"
             record = DecisionRecord(self._request_id, "rejected", workflow.now(), None, reason, None)
-            await self._record(record)
+            # Nobody waits on an expiry, so it retries until the database takes it.
+            await self._record(record, DB_WRITE)
 
-    async def _record(self, record: DecisionRecord) -> DecisionOutcome:
+    async def _record(self, record: DecisionRecord, options: dict) -> DecisionOutcome:
         try:
-            outcome = await workflow.execute_activity_method(RequestActivities.record_decision, record, **DECISION_WRITE)
+            outcome = await workflow.execute_activity_method(RequestActivities.record_decision, record, **options)
         except ActivityError as e:
             # Nothing was recorded: the request is still pending.
             cause = e.cause

@@ -5,14 +5,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import delete, select
-from temporalio.service import RPCError
+from sqlalchemy import select
 
 from api import schemas
 from api.access import cluster_for, clusters_visible_to, provider_for_new_cluster
 from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, require_role
 from api.errors import Problem
 from api.pagination import Page
+from api.starting import start_or_take_back
 from hpcinfra.messages import ClusterInput, cluster_workflow_id
 from hpcinfra.models import Cluster, ClusterEvent, ClusterService, ClusterTool
 from workflows.cluster import ClusterWorkflow
@@ -73,22 +73,13 @@ async def create_cluster(
         return cluster
 
     cluster = await run_in_threadpool(insert)
-    try:
-        await temporal.start_workflow(
-            ClusterWorkflow.run,
-            ClusterInput(cluster_id=str(cluster.id)),
-            id=cluster_workflow_id(str(cluster.id)),
-            task_queue=settings.task_queue,
-        )
-    except RPCError as e:
-        def remove() -> None:
-            for table in (ClusterTool, ClusterService):
-                session.execute(delete(table).where(table.cluster_id == cluster.id))
-            session.execute(delete(Cluster).where(Cluster.id == cluster.id))
-            session.commit()
-
-        await run_in_threadpool(remove)
-        raise Problem(503, "the workflow engine did not accept the cluster; nothing was created, try again shortly") from e
+    start = temporal.start_workflow(
+        ClusterWorkflow.run,
+        ClusterInput(cluster_id=str(cluster.id)),
+        id=cluster_workflow_id(str(cluster.id)),
+        task_queue=settings.task_queue,
+    )
+    await start_or_take_back(start, session, cluster, "cluster")
     return await run_in_threadpool(lambda: schemas.Cluster.from_row(cluster))
 
 
@@ -98,7 +89,9 @@ def get_cluster(cluster_id: ClusterId, session: SessionDep, user: CurrentUser) -
 
 
 @router.get("/{clusterId}/events", response_model=list[schemas.ClusterEvent])
-def list_events(cluster_id: ClusterId, session: SessionDep, user: CurrentUser, page: Page) -> list[schemas.ClusterEvent]:
+def list_events(
+    cluster_id: ClusterId, session: SessionDep, user: CurrentUser, page: Page
+) -> list[schemas.ClusterEvent]:
     """The durable step log of the cluster's provisioning, oldest first."""
     cluster = cluster_for(session, user, cluster_id)
     query = select(ClusterEvent).where(ClusterEvent.cluster_id == cluster.id).order_by(ClusterEvent.id)

@@ -22,7 +22,10 @@ def get_catalog(user: CurrentUser) -> schemas.Catalog:
     """Node types, tools and services that requests may name, with their rates in credits per hour."""
     return schemas.Catalog(
         node_types=[schemas.CatalogNodeType.model_validate(n) for n in catalog.NODE_TYPES.values()],
-        tools=[schemas.CatalogTool(name=t.name, description=t.description, versions=list(t.versions)) for t in catalog.TOOLS.values()],
+        tools=[
+            schemas.CatalogTool(name=t.name, description=t.description, versions=list(t.versions))
+            for t in catalog.TOOLS.values()
+        ],
         services=[
             schemas.CatalogService(
                 name=s.name,
@@ -35,7 +38,11 @@ def get_catalog(user: CurrentUser) -> schemas.Catalog:
         ],
         storage_credits_per_gb_hour=catalog.STORAGE_CREDITS_PER_GB_HOUR,
         nodes={"min": catalog.MIN_NODES, "max": catalog.MAX_NODES},
-        storage_gb={"min": catalog.MIN_STORAGE_GB, "max": catalog.MAX_STORAGE_GB, "default": catalog.DEFAULT_STORAGE_GB},
+        storage_gb={
+            "min": catalog.MIN_STORAGE_GB,
+            "max": catalog.MAX_STORAGE_GB,
+            "default": catalog.DEFAULT_STORAGE_GB,
+        },
     )
 
 
@@ -50,6 +57,7 @@ async def readyz(request: Request) -> JSONResponse:
     """Readiness: the database and Temporal both answer."""
     checks = {}
     try:
+
         def ping() -> None:
             with request.app.state.sessions() as session:
                 session.execute(text("SELECT 1"))

@@ -23,7 +23,9 @@ def list_providers(session: SessionDep, user: CurrentUser, page: Page) -> list[s
 def register_provider(body: schemas.CloudProviderIn, session: SessionDep, user: CurrentUser) -> schemas.CloudProvider:
     require_role(user, "it_manager", "admin", action="register cloud providers")
     try:
-        provider = create_provider(session, user.tenant_id, name=body.name, kind=body.kind, region=body.region, config=body.config)
+        provider = create_provider(
+            session, user.tenant_id, name=body.name, kind=body.kind, region=body.region, config=body.config
+        )
     except AccountError as e:
         raise Problem(409, str(e)) from e
     session.commit()

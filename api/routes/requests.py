@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import delete
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
@@ -16,6 +15,7 @@ from api.access import provider_for_new_cluster, request_for, requests_visible_t
 from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, require_role
 from api.errors import Problem
 from api.pagination import Page
+from api.starting import start_or_take_back
 from hpcinfra.messages import Decision, RequestInput, request_workflow_id
 from hpcinfra.models import ClusterRequest
 from hpcinfra.store import add_note, may_decide
@@ -63,8 +63,9 @@ async def create_request(
             number_of_nodes=body.size.number_of_nodes,
             node_type=body.size.node_type,
             storage_gb=body.size.storage,
-            tools=[t.model_dump() for t in body.tools],
-            services=[s.model_dump() for s in body.services],
+            # Ids given now stay with each tool and service on the cluster the request becomes.
+            tools=[{"id": str(uuid.uuid4()), **t.model_dump()} for t in body.tools],
+            services=[{"id": str(uuid.uuid4()), **s.model_dump()} for s in body.services],
             requested_by_id=user.id,
         )
         session.add(request)
@@ -72,21 +73,13 @@ async def create_request(
         return request
 
     request = await run_in_threadpool(insert)
-    try:
-        await temporal.start_workflow(
-            RequestWorkflow.run,
-            RequestInput(str(request.id), settings.request_expiry.total_seconds()),
-            id=request_workflow_id(str(request.id)),
-            task_queue=settings.task_queue,
-        )
-    except RPCError as e:
-        # Without its workflow nobody could decide the request: take it back rather than leave it stranded.
-        def remove() -> None:
-            session.execute(delete(ClusterRequest).where(ClusterRequest.id == request.id))
-            session.commit()
-
-        await run_in_threadpool(remove)
-        raise Problem(503, "the workflow engine did not accept the request; nothing was filed, try again shortly") from e
+    start = temporal.start_workflow(
+        RequestWorkflow.run,
+        RequestInput(str(request.id), settings.request_expiry.total_seconds()),
+        id=request_workflow_id(str(request.id)),
+        task_queue=settings.task_queue,
+    )
+    await start_or_take_back(start, session, request, "request")
     return await run_in_threadpool(lambda: schemas.ClusterRequest.from_row(request))
 
 
@@ -104,7 +97,11 @@ async def decide_request(
     if not may_decide(user, request):
         raise Problem(403, f"only it_manager users may approve or reject requests; you are {user.role}")
     if body.status == "rejected" and not body.rejection_reason:
-        raise Problem(422, "a rejection needs a rejectionReason that tells the requester why", errors=[{"field": "rejectionReason", "message": "required when rejecting"}])
+        raise Problem(
+            422,
+            "a rejection needs a rejectionReason that tells the requester why",
+            errors=[{"field": "rejectionReason", "message": "required when rejecting"}],
+        )
     if request.status != "pending":
         raise Problem(409, f"the request is already {request.status}; only a pending request can be decided")
 
@@ -123,7 +120,8 @@ async def decide_request(
             raise Problem(409, "the request's workflow has ended; it can no longer be decided") from e
         if e.status == RPCStatusCode.DEADLINE_EXCEEDED:
             raise Problem(
-                503, "no worker took the decision in time; it may still be applied, so look at the request before trying again"
+                503,
+                "no worker took the decision in time; it may still be applied, so look at the request before trying again",
             ) from e
         raise Problem(503, "the workflow engine is unreachable; the request was not decided, try again") from e
 

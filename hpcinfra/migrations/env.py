@@ -1,6 +1,7 @@
 """Alembic environment: the URL comes from the caller (`hpcinfra db upgrade`) or from settings."""
 
 from alembic import context
+
 from hpcinfra.db import make_engine
 from hpcinfra.models import Base
 from hpcinfra.settings import get_settings

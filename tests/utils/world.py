@@ -48,7 +48,9 @@ def make_tenant(sessions, *, extra_providers: dict[str, dict[str, Any]] | None =
         sim = accounts.create_provider(session, tenant.id, name="sim", kind="sim", region="sim-1")
         providers = {"sim": str(sim.id)}
         for pname, spec in (extra_providers or {}).items():
-            p = accounts.create_provider(session, tenant.id, name=pname, kind=spec["kind"], region="r-1", config=spec.get("config", {}))
+            p = accounts.create_provider(
+                session, tenant.id, name=pname, kind=spec["kind"], region="r-1", config=spec.get("config", {})
+            )
             providers[pname] = str(p.id)
     return TenantWorld(str(tenant.id), name, cad, cad2, it, str(sim.id), providers)
 
