@@ -14,29 +14,25 @@ from hpcinfra.models import CloudProvider, Cluster, ClusterRequest, User
 from hpcinfra.store import may_see_request
 
 
-def requests_visible_to(user: User) -> Select[tuple[ClusterRequest]]:
-    query = select(ClusterRequest)
+def _visible(model, owner, user: User) -> Select:
+    """Admins see everything; others their tenant's; a CAD manager only what it owns (`owner`)."""
+    query = select(model)
     if user.role == "admin":
         return query
-    query = query.where(ClusterRequest.tenant_id == user.tenant_id)
-    if user.role == "cad_manager":
-        query = query.where(ClusterRequest.requested_by_id == user.id)
-    return query
+    query = query.where(model.tenant_id == user.tenant_id)
+    return query.where(owner == user.id) if user.role == "cad_manager" and owner is not None else query
+
+
+def requests_visible_to(user: User) -> Select[tuple[ClusterRequest]]:
+    return _visible(ClusterRequest, ClusterRequest.requested_by_id, user)
 
 
 def clusters_visible_to(user: User) -> Select[tuple[Cluster]]:
-    query = select(Cluster)
-    if user.role == "admin":
-        return query
-    query = query.where(Cluster.tenant_id == user.tenant_id)
-    if user.role == "cad_manager":
-        query = query.where(Cluster.created_by_id == user.id)
-    return query
+    return _visible(Cluster, Cluster.created_by_id, user)
 
 
 def providers_visible_to(user: User) -> Select[tuple[CloudProvider]]:
-    query = select(CloudProvider)
-    return query if user.role == "admin" else query.where(CloudProvider.tenant_id == user.tenant_id)
+    return _visible(CloudProvider, None, user)
 
 
 def request_for(session: Session, user: User, request_id: uuid.UUID) -> ClusterRequest:
