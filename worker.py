@@ -9,6 +9,7 @@ from temporalio.worker import Worker
 
 from activities.clusters import ClusterActivities
 from activities.requests import RequestActivities
+from hpcinfra.credentials import credential_box
 from hpcinfra.db import make_engine, make_session_factory
 from hpcinfra.settings import Settings, get_settings
 from hpcinfra.temporal import connect
@@ -21,14 +22,24 @@ WORKFLOWS = [RequestWorkflow, ClusterWorkflow]
 def build_activities(settings: Settings) -> list:
     sessions = make_session_factory(make_engine(settings.sqlalchemy_url))
     requests = RequestActivities(sessions)
-    clusters = ClusterActivities(sessions, settings.sim_step_seconds)
+    clusters = ClusterActivities(
+        sessions, credential_box(settings), sim_step_seconds=settings.sim_step_seconds, data_dir=settings.data_dir
+    )
     return [
         requests.record_decision,
         requests.add_note,
         clusters.record_step,
         clusters.set_status,
+        clusters.mark_item_failed,
         clusters.provision,
+        clusters.destroy,
         clusters.check_health,
+        clusters.install_tool,
+        clusters.start_service,
+        clusters.stop_services,
+        clusters.register_tool,
+        clusters.register_service,
+        clusters.pending_installs,
     ]
 
 

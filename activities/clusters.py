@@ -1,32 +1,67 @@
-"""Activities of the cluster workflow: the step log, status changes, and provider runs."""
+"""Activities of the cluster workflow: the step log, statuses, and provider runs (provision, health,
+installs, services, teardown). Provider failures become `ApplicationError`s of type "ProviderFailure"
+whose details are (step, failure class); only the retryable classes are retried by Temporal."""
 
 import asyncio
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from hpcinfra.credentials import CredentialBox, generate_password
 from hpcinfra.db import transaction
-from hpcinfra.messages import ClusterRef, HealthReport, ProvisionOutcome, StatusChange, StepRecord
-from hpcinfra.models import CloudProvider, Cluster, ClusterEvent, Tenant, utcnow
-from infra.catalog import NODE_TYPES
+from hpcinfra.messages import (
+    AddService,
+    AddTool,
+    ClusterRef,
+    HealthReport,
+    ItemFailed,
+    ItemRef,
+    Operation,
+    PendingInstalls,
+    ProvisionOutcome,
+    Registration,
+    StatusChange,
+    StepOutcome,
+    StepRecord,
+)
+from hpcinfra.models import CloudProvider, Cluster, ClusterEvent, ClusterService, ClusterTool, Tenant, utcnow
+from infra.catalog import NODE_TYPES, SERVICES
 from infra.providers import get_provider
-from infra.providers.base import ClusterSpec, Provider, ProviderUnavailable, ProvisioningFailed
+from infra.providers.base import (
+    ClusterSpec,
+    FailureClass,
+    Progress,
+    Provider,
+    ProviderFailure,
+    ProviderUnavailable,
+    ServiceSecret,
+    ServiceSpec,
+    ToolSpec,
+)
 
 T = TypeVar("T")
 
 HEARTBEAT_EVERY = timedelta(seconds=5)
+SERVICE_USER = "hpcinfra"
 
 
 class ClusterActivities:
-    def __init__(self, sessions: sessionmaker[Session], sim_step_seconds: float) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], credentials: CredentialBox, *, sim_step_seconds: float, data_dir: Path
+    ) -> None:
         self.sessions = sessions
+        self.credentials = credentials
         self.sim_step_seconds = sim_step_seconds
+        self.data_dir = data_dir
+
+    # --- the step log and statuses -----------------------------------------------------------
 
     @activity.defn(name="RecordClusterStep")
     def record_step(self, record: StepRecord) -> None:
@@ -45,55 +80,52 @@ class ClusterActivities:
     def set_status(self, change: StatusChange) -> None:
         """The status and its line in the step log change together, so readers never see one without the other."""
         with transaction(self.sessions) as session:
-            cluster = session.get(Cluster, uuid.UUID(change.cluster_id))
-            if cluster is None:
-                raise ApplicationError(
-                    f"cluster {change.cluster_id} does not exist", type="NotFound", non_retryable=True
-                )
+            cluster = _cluster(session, change.cluster_id)
             cluster.status = change.status
             cluster.status_reason = change.reason
             message = change.reason or f"cluster is {change.status}"
             _log_step(session, uuid.UUID(change.key), change.cluster_id, "status", change.status, message, change.time)
+
+    @activity.defn(name="MarkItemFailed")
+    def mark_item_failed(self, failure: ItemFailed) -> None:
+        with transaction(self.sessions) as session:
+            item = _item(session, failure.kind, failure.item_id)
+            item.status, item.status_reason = "failed", failure.reason
+            _log_step(
+                session,
+                uuid.UUID(failure.key),
+                failure.cluster_id,
+                failure.step,
+                "failed",
+                failure.reason,
+                failure.time,
+            )
+
+    # --- provider runs -------------------------------------------------------------------------
 
     @activity.defn(name="ProvisionCluster")
     async def provision(self, ref: ClusterRef) -> ProvisionOutcome:
         """Bring the cluster up through its provider. Each step the provider reports goes to the
         step log as it happens and to the heartbeat, so a stalled run is noticed and retried."""
         spec, provider = await asyncio.to_thread(self._load, ref.cluster_id)
-        info = activity.info()
-        lines: asyncio.Queue[str | None] = asyncio.Queue()
-
-        async def write_lines() -> None:
-            # One writer, so the step log keeps the order the provider reported in.
-            while (line := await lines.get()) is not None:
-                step, _, message = line.partition(": ")
-                # Keyed by run, activity and line: a retried attempt that reports the same step adds nothing.
-                key = uuid.uuid5(uuid.NAMESPACE_URL, f"{info.workflow_run_id}/{info.activity_id}/{line}")
-                await asyncio.to_thread(self._write_event, key, ref.cluster_id, step, "succeeded", message, utcnow())
-
-        def progress(line: str) -> None:
-            lines.put_nowait(line)
-            activity.heartbeat(line)
-
-        writer = asyncio.create_task(write_lines())
-        try:
-            outputs = await _heartbeating(provider.up(spec, progress))
-        except ProvisioningFailed as failure:
-            raise ApplicationError(
-                f"provisioning failed at step {failure.step}: {failure.message}",
-                failure.step,
-                type="ProvisioningFailed",
-                non_retryable=True,
-            ) from None
-        finally:
-            lines.put_nowait(None)
-            await writer
+        attempt = activity.info().attempt
+        if attempt > 1:
+            await asyncio.to_thread(self._progress_line, ref.cluster_id, f"provision: attempt {attempt}", "retrying")
+        outputs = await self._run(ref.cluster_id, lambda progress: provider.up(spec, progress))
         await asyncio.to_thread(self._save_outputs, ref.cluster_id, outputs.as_dict())
         n = spec.node_type
         summary = (
             f"{spec.number_of_nodes} x {n.name} nodes, {spec.storage_gb} GB storage; head node {outputs.head_node}"
         )
         return ProvisionOutcome(outputs=outputs.as_dict(), summary=summary)
+
+    @activity.defn(name="DestroyCluster")
+    async def destroy(self, ref: ClusterRef) -> StepOutcome:
+        """Remove whatever the provider created for the cluster: teardown, and compensation of a failed provisioning."""
+        spec, provider = await asyncio.to_thread(self._load, ref.cluster_id)
+        await self._run(ref.cluster_id, lambda progress: provider.destroy(spec, progress))
+        await asyncio.to_thread(self._save_outputs, ref.cluster_id, {})
+        return StepOutcome("everything the provider created for the cluster is gone")
 
     @activity.defn(name="CheckClusterHealth")
     async def check_health(self, ref: ClusterRef) -> HealthReport:
@@ -104,11 +136,154 @@ class ClusterActivities:
             return HealthReport(healthy=False, message="; ".join(problems))
         return HealthReport(healthy=True, message=f"all {spec.number_of_nodes} nodes healthy")
 
-    def _load(self, cluster_id: str) -> tuple[ClusterSpec, Provider]:
+    @activity.defn(name="InstallTool")
+    async def install_tool(self, ref: ItemRef) -> StepOutcome:
+        spec, provider = await asyncio.to_thread(self._load, ref.cluster_id)
+        tool = await asyncio.to_thread(self._mark, "tool", ref.item_id, "installing")
+        await self._run(
+            ref.cluster_id, lambda progress: provider.install_tool(spec, ToolSpec(tool.name, tool.version), progress)
+        )
+        summary = f"{tool.name} {tool.version} installed"
+        await asyncio.to_thread(self._finished, ref, "tool", "installed", "install-tool", summary)
+        return StepOutcome(summary)
+
+    @activity.defn(name="StartService")
+    async def start_service(self, ref: ItemRef) -> StepOutcome:
+        """Start a service with credentials the platform generates here, inside the activity, so the
+        password never passes through the workflow's history; it is stored only encrypted."""
+        spec, provider = await asyncio.to_thread(self._load, ref.cluster_id)
+        service, secret = await asyncio.to_thread(self._service_with_secret, ref.item_id)
+        endpoint = await self._run(
+            ref.cluster_id, lambda progress: provider.start_service(spec, _service_spec(service), secret, progress)
+        )
+        summary = f"{service.name} {service.version} running at {endpoint['host']}:{endpoint['port']}"
+        await asyncio.to_thread(self._finished, ref, "service", "running", "start-service", summary, endpoint)
+        return StepOutcome(summary)
+
+    @activity.defn(name="StopServices")
+    async def stop_services(self, ref: ClusterRef) -> StepOutcome:
+        """Before teardown: stop every service; what was still waiting to be installed never will be."""
+        spec, provider = await asyncio.to_thread(self._load, ref.cluster_id)
+        services = await asyncio.to_thread(self._services_to_stop, ref.cluster_id)
+        for service in services:
+            if service.status in ("provisioning", "running"):
+                await self._run(
+                    ref.cluster_id, lambda progress, s=service: provider.stop_service(spec, _service_spec(s), progress)
+                )
+            await asyncio.to_thread(self._mark, "service", str(service.id), "stopped")
+        await asyncio.to_thread(self._abandon_tool_installs, ref.cluster_id)
+        return StepOutcome(f"{len(services)} service(s) stopped")
+
+    # --- tools and services asked for --------------------------------------------------------
+
+    @activity.defn(name="RegisterTool")
+    def register_tool(self, request: AddTool) -> Registration:
+        """Record a tool on the cluster. The same tool twice is the same tool; a failed one is tried again."""
         with transaction(self.sessions) as session:
-            cluster = session.get(Cluster, uuid.UUID(cluster_id))
-            if cluster is None:
-                raise ApplicationError(f"cluster {cluster_id} does not exist", type="NotFound", non_retryable=True)
+            wanted = request.tool
+            tool = session.scalar(
+                select(ClusterTool).where(
+                    ClusterTool.cluster_id == uuid.UUID(request.cluster_id),
+                    ClusterTool.name == wanted.name,
+                    ClusterTool.version == wanted.version,
+                )
+            )
+            label = f"{wanted.name} {wanted.version}"
+            if tool is not None and tool.status != "failed":
+                return Registration(str(tool.id), label, tool.status, install=False)
+            if tool is None:
+                tool = ClusterTool(cluster_id=uuid.UUID(request.cluster_id), name=wanted.name, version=wanted.version)
+                session.add(tool)
+            tool.status, tool.status_reason = "pending", None
+            session.flush()
+            return Registration(str(tool.id), label, tool.status, install=True)
+
+    @activity.defn(name="RegisterService")
+    def register_service(self, request: AddService) -> Registration:
+        """Record a service on the cluster: one of each kind. Asking again for the same version is the
+        same service; a failed one may be tried again, with another version or config too."""
+        with transaction(self.sessions) as session:
+            wanted = request.service
+            service = session.scalar(
+                select(ClusterService).where(
+                    ClusterService.cluster_id == uuid.UUID(request.cluster_id), ClusterService.name == wanted.name
+                )
+            )
+            if service is not None and service.status not in ("failed", "stopped"):
+                if service.version != wanted.version:
+                    raise ApplicationError(
+                        f"{wanted.name} {service.version} is already on this cluster ({service.status}); "
+                        "one of each service per cluster",
+                        type="Conflict",
+                        non_retryable=True,
+                    )
+                return Registration(str(service.id), f"{service.name} {service.version}", service.status, install=False)
+            if service is None:
+                service = ClusterService(cluster_id=uuid.UUID(request.cluster_id), name=wanted.name)
+                session.add(service)
+            service.version, service.config = wanted.version, wanted.config
+            service.status, service.status_reason, service.endpoint = "pending", None, {}
+            session.flush()
+            return Registration(str(service.id), f"{service.name} {service.version}", service.status, install=True)
+
+    @activity.defn(name="PendingInstalls")
+    def pending_installs(self, ref: ClusterRef) -> PendingInstalls:
+        """The tools and services of the cluster still to install (asked for with the cluster itself)."""
+        with self.sessions() as session:
+            cluster = _cluster(session, ref.cluster_id)
+            operations = [
+                Operation("install_tool", str(t.id), f"{t.name} {t.version}")
+                for t in cluster.tools
+                if t.status == "pending"
+            ]
+            operations += [
+                Operation("start_service", str(s.id), f"{s.name} {s.version}")
+                for s in cluster.services
+                if s.status == "pending"
+            ]
+            return PendingInstalls(operations)
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    async def _run(self, cluster_id: str, work: Callable[[Progress], Awaitable[T]]) -> T:
+        """Run provider work, writing each line it reports to the step log (in order) and the
+        heartbeat, and turning its failures into classified, never secret-bearing errors."""
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+        async def write_lines() -> None:
+            while (line := await lines.get()) is not None:
+                await asyncio.to_thread(self._progress_line, cluster_id, line, "succeeded")
+
+        def progress(line: str) -> None:
+            lines.put_nowait(line)
+            activity.heartbeat(line)
+
+        writer = asyncio.create_task(write_lines())
+        try:
+            return await _heartbeating(work(progress))
+        except ProviderFailure as failure:
+            raise ApplicationError(
+                failure.message,
+                failure.step,
+                str(failure.failure_class),
+                type="ProviderFailure",
+                non_retryable=not failure.failure_class.retryable,
+            ) from None
+        finally:
+            lines.put_nowait(None)
+            await writer
+
+    def _progress_line(self, cluster_id: str, line: str, status: str) -> None:
+        info = activity.info()
+        step, _, message = line.partition(": ")
+        # Keyed by run, activity and line: a retried attempt reporting the same line adds nothing.
+        key = uuid.uuid5(uuid.NAMESPACE_URL, f"{info.workflow_run_id}/{info.activity_id}/{line}")
+        with transaction(self.sessions) as session:
+            _log_step(session, key, cluster_id, step, status, message, utcnow())
+
+    def _load(self, cluster_id: str) -> tuple[ClusterSpec, Provider]:
+        with self.sessions() as session:
+            cluster = _cluster(session, cluster_id)
             cloud = session.get_one(CloudProvider, cluster.cloud_provider_id)
             tenant = session.get_one(Tenant, cluster.tenant_id)
             spec = ClusterSpec(
@@ -123,23 +298,78 @@ class ClusterActivities:
             )
             kind = cloud.kind
         try:
-            return spec, get_provider(kind, sim_step_seconds=self.sim_step_seconds)
+            return spec, get_provider(kind, sim_step_seconds=self.sim_step_seconds, data_dir=self.data_dir)
         except ProviderUnavailable as e:
-            raise ApplicationError(str(e), type="ProviderUnavailable", non_retryable=True) from None
+            raise ApplicationError(
+                str(e), "provision", str(FailureClass.CONFIGURATION), type="ProviderFailure", non_retryable=True
+            ) from None
 
-    def _save_outputs(self, cluster_id: str, outputs: dict) -> None:
+    def _save_outputs(self, cluster_id: str, outputs: dict[str, Any]) -> None:
         with transaction(self.sessions) as session:
-            session.get_one(Cluster, uuid.UUID(cluster_id)).outputs = outputs
+            _cluster(session, cluster_id).outputs = outputs
 
-    def _outputs(self, cluster_id: str) -> dict:
+    def _outputs(self, cluster_id: str) -> dict[str, Any]:
         with self.sessions() as session:
-            return dict(session.get_one(Cluster, uuid.UUID(cluster_id)).outputs)
+            return dict(_cluster(session, cluster_id).outputs)
 
-    def _write_event(
-        self, key: uuid.UUID, cluster_id: str, step: str, status: str, message: str, time: datetime
-    ) -> None:
+    def _mark(self, kind: str, item_id: str, status: str) -> ClusterTool | ClusterService:
         with transaction(self.sessions) as session:
-            _log_step(session, key, cluster_id, step, status, message, time)
+            item = _item(session, kind, item_id)
+            item.status, item.status_reason = status, None
+            return item
+
+    def _service_with_secret(self, service_id: str) -> tuple[ClusterService, ServiceSecret]:
+        """The service, marked provisioning, with its credentials: made once, reused on every retry."""
+        with transaction(self.sessions) as session:
+            service = _item(session, "service", service_id)
+            service.status, service.status_reason = "provisioning", None
+            if service.credentials_encrypted is None:
+                service.credentials_encrypted = self.credentials.seal(
+                    {"username": SERVICE_USER, "password": generate_password()}
+                )
+            stored = self.credentials.open(service.credentials_encrypted)
+            return service, ServiceSecret(stored["username"], stored["password"])
+
+    def _finished(
+        self, ref: ItemRef, kind: str, status: str, step: str, summary: str, endpoint: dict[str, Any] | None = None
+    ) -> None:
+        """A tool or service is done: its status and its line in the step log are written together."""
+        info = activity.info()
+        key = uuid.uuid5(uuid.NAMESPACE_URL, f"{info.workflow_run_id}/{info.activity_id}/{step}/succeeded")
+        with transaction(self.sessions) as session:
+            item = _item(session, kind, ref.item_id)
+            item.status, item.status_reason = status, None
+            if endpoint is not None:
+                item.endpoint = endpoint
+            _log_step(session, key, ref.cluster_id, step, "succeeded", summary, utcnow())
+
+    def _abandon_tool_installs(self, cluster_id: str) -> None:
+        with transaction(self.sessions) as session:
+            for tool in _cluster(session, cluster_id).tools:
+                if tool.status in ("pending", "installing"):
+                    tool.status, tool.status_reason = "failed", "the cluster was deleted before the tool was installed"
+
+    def _services_to_stop(self, cluster_id: str) -> list[ClusterService]:
+        with self.sessions() as session:
+            return [s for s in _cluster(session, cluster_id).services if s.status != "stopped"]
+
+
+def _cluster(session: Session, cluster_id: str) -> Cluster:
+    cluster = session.get(Cluster, uuid.UUID(cluster_id))
+    if cluster is None:
+        raise ApplicationError(f"cluster {cluster_id} does not exist", type="NotFound", non_retryable=True)
+    return cluster
+
+
+def _item(session: Session, kind: str, item_id: str) -> ClusterTool | ClusterService:
+    item = session.get(ClusterTool if kind == "tool" else ClusterService, uuid.UUID(item_id))
+    if item is None:
+        raise ApplicationError(f"{kind} {item_id} does not exist", type="NotFound", non_retryable=True)
+    return item
+
+
+def _service_spec(service: ClusterService) -> ServiceSpec:
+    return ServiceSpec(service.name, service.version, dict(service.config), SERVICES[service.name].port)
 
 
 def _log_step(
@@ -157,8 +387,11 @@ def _log_step(
 async def _heartbeating(work: Awaitable[T]) -> T:
     """Await `work` while heartbeating on a timer, for providers that report no progress of their own."""
     task = asyncio.ensure_future(work)
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY.total_seconds())
-        if done:
-            return task.result()
-        activity.heartbeat()
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY.total_seconds())
+            if done:
+                return task.result()
+            activity.heartbeat()
+    finally:
+        task.cancel()

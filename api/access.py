@@ -58,3 +58,13 @@ def provider_for_new_cluster(session: Session, user: User, provider_id: uuid.UUI
             f"cloudProviderId {provider_id} is not a cloud provider of your tenant; GET /api/v1/cloud-providers lists them",
         )
     return provider
+
+
+def require_creator(user: User, cluster: Cluster, action: str) -> None:
+    if cluster.created_by_id != user.id:
+        raise Problem(403, f"only the cluster's creator may {action}")
+
+
+def may_see_credentials(user: User, cluster: Cluster) -> bool:
+    """Service credentials are for the cluster's creator and its tenant's IT managers, nobody else."""
+    return cluster.created_by_id == user.id or (user.role == "it_manager" and user.tenant_id == cluster.tenant_id)

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
 from api.errors import Problem
+from hpcinfra.credentials import CredentialBox
 from hpcinfra.models import User
 from hpcinfra.settings import Settings
 from hpcinfra.temporal import connect
@@ -50,9 +51,14 @@ async def get_temporal(request: Request) -> Client:
     return await request.app.state.temporal.client()
 
 
+def get_credentials(request: Request) -> CredentialBox:
+    return request.app.state.credentials
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
+CredentialsDep = Annotated[CredentialBox, Depends(get_credentials)]
 
 # Declared for the OpenAPI document; the token itself is checked by api.auth.Authentication.
 _bearer = HTTPBearer(auto_error=False, description="An API token from `hpcinfra users create`")

@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from hpcinfra import models
@@ -75,7 +75,8 @@ class ToolIn(Input):
     name: str
     version: str
 
-    def check(self) -> "ToolIn":
+    @model_validator(mode="after")
+    def _in_catalog(self) -> "ToolIn":
         tool = catalog.TOOLS.get(self.name)
         if tool is None:
             raise ValueError(f"tool {self.name!r} is not in the catalog; known tools: {', '.join(catalog.TOOLS)}")
@@ -91,7 +92,8 @@ class ServiceIn(Input):
     version: str
     config: dict[str, Any] = Field(default_factory=dict)
 
-    def check(self) -> "ServiceIn":
+    @model_validator(mode="after")
+    def _in_catalog(self) -> "ServiceIn":
         service = catalog.SERVICES.get(self.name)
         if service is None:
             raise ValueError(
@@ -110,13 +112,13 @@ def _named_once(names: list[str], what: str) -> None:
         raise ValueError(f"each {what} may be named once; named more than once: {', '.join(repeated)}")
 
 
-def _known_tools(tools: list[ToolIn]) -> list[ToolIn]:
-    _named_once([t.check().name for t in tools], "tool")
+def _tools_once(tools: list[ToolIn]) -> list[ToolIn]:
+    _named_once([t.name for t in tools], "tool")
     return tools
 
 
-def _known_services(services: list[ServiceIn]) -> list[ServiceIn]:
-    _named_once([s.check().name for s in services], "service")
+def _services_once(services: list[ServiceIn]) -> list[ServiceIn]:
+    _named_once([s.name for s in services], "service")
     return services
 
 
@@ -125,6 +127,7 @@ class Tool(Model):
     name: str
     version: str
     status: ToolStatus
+    status_reason: str | None = None
 
 
 class Service(Model):
@@ -133,7 +136,25 @@ class Service(Model):
     version: str
     config: dict[str, Any]
     status: ServiceStatus
+    status_reason: str | None = None
+    # Filled only on a cluster's or service's detail, for its creator and IT managers, once running.
     credentials: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: models.ClusterService, secret: dict[str, str] | None = None) -> "Service":
+        service = cls(
+            id=row.id,
+            name=row.name,
+            version=row.version,
+            config=row.config,
+            status=row.status,
+            status_reason=row.status_reason,
+        )
+        if secret is not None and row.status == "running":
+            service.credentials = {**row.endpoint, **secret}
+            if row.name == "postgresql":
+                service.credentials["database"] = row.config.get("databaseName", "postgres")
+        return service
 
 
 class RequestedTool(Model):
@@ -193,8 +214,8 @@ class RequestIn(Input):
     name: CloudName
     cloud_provider_id: uuid.UUID
     size: SizeIn
-    tools: Annotated[list[ToolIn], AfterValidator(_known_tools)] = Field(default_factory=list, max_length=50)
-    services: Annotated[list[ServiceIn], AfterValidator(_known_services)] = Field(default_factory=list, max_length=20)
+    tools: Annotated[list[ToolIn], AfterValidator(_tools_once)] = Field(default_factory=list, max_length=50)
+    services: Annotated[list[ServiceIn], AfterValidator(_services_once)] = Field(default_factory=list, max_length=20)
 
 
 class DecisionIn(Input):
@@ -256,8 +277,8 @@ class ClusterIn(Input):
     cloud_provider_id: uuid.UUID
     type: Literal["slurm"] = "slurm"
     size: SizeIn
-    tools: Annotated[list[ToolIn], AfterValidator(_known_tools)] = Field(default_factory=list, max_length=50)
-    services: Annotated[list[ServiceIn], AfterValidator(_known_services)] = Field(default_factory=list, max_length=20)
+    tools: Annotated[list[ToolIn], AfterValidator(_tools_once)] = Field(default_factory=list, max_length=50)
+    services: Annotated[list[ServiceIn], AfterValidator(_services_once)] = Field(default_factory=list, max_length=20)
 
 
 class Cluster(Model):
@@ -276,7 +297,9 @@ class Cluster(Model):
     outputs: dict[str, Any]
 
     @classmethod
-    def from_row(cls, row: models.Cluster) -> "Cluster":
+    def from_row(cls, row: models.Cluster, secrets: dict[uuid.UUID, dict[str, str]] | None = None) -> "Cluster":
+        """`secrets` (service id -> decrypted credentials) only where the caller may see them."""
+        secrets = secrets or {}
         return cls(
             id=row.id,
             name=row.name,
@@ -286,7 +309,7 @@ class Cluster(Model):
             status=row.status,
             status_reason=row.status_reason,
             tools=[Tool.model_validate(t) for t in row.tools],
-            services=[Service.model_validate(s) for s in row.services],
+            services=[Service.from_row(s, secrets.get(s.id)) for s in row.services],
             created_at=row.created_at,
             created_by=User.model_validate(row.created_by),
             request_id=row.request_id,
@@ -331,6 +354,7 @@ class CatalogTool(Model):
     name: str
     description: str
     versions: list[str]
+    credits_per_hour: float
 
 
 class CatalogService(Model):
@@ -338,6 +362,7 @@ class CatalogService(Model):
     description: str
     versions: list[str]
     credits_per_hour: float
+    port: int
     config_keys: list[str]
 
 

@@ -4,9 +4,11 @@ import json
 from typing import Annotated
 
 import typer
+from sqlalchemy import select
 
-from hpcinfra import accounts
+from hpcinfra import accounts, credentials
 from hpcinfra.db import make_engine, make_session_factory, transaction, upgrade
+from hpcinfra.models import ClusterService
 from hpcinfra.settings import get_settings
 
 app = typer.Typer(help="hpcinfra: Slurm clusters for chip-design teams.", no_args_is_help=True, add_completion=False)
@@ -18,6 +20,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(users_app, name="users")
 app.add_typer(providers_app, name="providers")
+credentials_app = typer.Typer(help="The keys that encrypt service credentials.", no_args_is_help=True)
+app.add_typer(credentials_app, name="credentials")
 
 
 def _sessions():
@@ -134,3 +138,32 @@ def providers_create(
         _fail(str(e))
     typer.echo(f"registered {kind} provider {name} ({region}) for {tenant}")
     typer.echo(str(provider.id))
+
+
+@credentials_app.command("new-key")
+def credentials_new_key() -> None:
+    """Print a new key for HPCINFRA_CREDENTIAL_KEYS (put it first to make it the current key)."""
+    typer.echo(credentials.new_key())
+
+
+@credentials_app.command("rotate")
+def credentials_rotate() -> None:
+    """Re-encrypt every stored service credential with the first key of HPCINFRA_CREDENTIAL_KEYS;
+    afterwards the older keys can be dropped. Changes nothing unless every credential can be read."""
+    box = credentials.credential_box(get_settings())
+    with transaction(_sessions()) as session:
+        services = session.scalars(
+            select(ClusterService).where(ClusterService.credentials_encrypted.is_not(None))
+        ).all()
+        unreadable = 0
+        for service in services:
+            try:
+                service.credentials_encrypted = box.reseal(service.credentials_encrypted)
+            except ValueError:
+                unreadable += 1
+        if unreadable:  # _fail raises, so the transaction is rolled back
+            _fail(
+                f"{unreadable} of {len(services)} credential(s) cannot be decrypted with HPCINFRA_CREDENTIAL_KEYS; "
+                "add the key they were encrypted with (after the new one) and run this again. Nothing was changed."
+            )
+    typer.echo(f"re-encrypted {len(services)} service credential(s) with the current key")

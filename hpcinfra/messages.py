@@ -66,12 +66,23 @@ class RequestState:
 
 
 @dataclass
+class Operation:
+    """Work queued on a cluster, run one at a time by its workflow."""
+
+    kind: str  # "provision", "install_tool" or "start_service"
+    item_id: str | None = None  # the tool or service, for installs
+    label: str = ""  # what a person reads in the step log, e.g. "iverilog 12.0"
+
+
+@dataclass
 class ClusterState:
     """Everything the cluster workflow knows; carried across continue-as-new."""
 
     status: str = "pending"
     status_reason: str | None = None
     health_checks: int = 0
+    queue: list[Operation] = field(default_factory=lambda: [Operation("provision")])
+    delete_requested: bool = False
 
 
 @dataclass
@@ -88,11 +99,67 @@ class ClusterRef:
 
 
 @dataclass
+class ItemRef:
+    """A tool or service of a cluster."""
+
+    cluster_id: str
+    item_id: str
+
+
+@dataclass
+class ToolRequest:
+    name: str
+    version: str
+
+
+@dataclass
+class ServiceRequest:
+    name: str
+    version: str
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AddTool:
+    cluster_id: str
+    tool: ToolRequest
+
+
+@dataclass
+class AddService:
+    cluster_id: str
+    service: ServiceRequest
+
+
+@dataclass
+class Registration:
+    """A tool or service as recorded on the cluster; `install` says whether it still needs installing."""
+
+    item_id: str
+    label: str
+    status: str
+    install: bool
+
+
+@dataclass
+class ItemFailed:
+    """A tool or service that failed, written together with its line in the step log."""
+
+    cluster_id: str
+    kind: str  # "tool" or "service"
+    item_id: str
+    reason: str
+    step: str
+    key: str
+    time: datetime
+
+
+@dataclass
 class StepRecord:
     cluster_id: str
     key: str  # made by the workflow, so writing the same step twice is a no-op
     step: str
-    status: str  # started, succeeded, failed
+    status: str  # started, succeeded, failed, retrying
     message: str
     time: datetime
 
@@ -115,6 +182,16 @@ class ProvisionOutcome:
 
 
 @dataclass
+class StepOutcome:
+    summary: str
+
+
+@dataclass
 class HealthReport:
     healthy: bool
     message: str
+
+
+@dataclass
+class PendingInstalls:
+    operations: list[Operation]

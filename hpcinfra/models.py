@@ -157,6 +157,7 @@ class ClusterTool(Base):
     name: Mapped[str] = mapped_column(String(50))
     version: Mapped[str] = mapped_column(String(50))
     status: Mapped[str] = mapped_column(String(20), default="pending")
+    status_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class ClusterService(Base):
@@ -169,6 +170,11 @@ class ClusterService(Base):
     version: Mapped[str] = mapped_column(String(50))
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status: Mapped[str] = mapped_column(String(20), default="pending")
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    # Where the service answers (host, port): not secret.
+    endpoint: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The generated user name and password, encrypted with the platform's credential keys (Fernet).
+    credentials_encrypted: Mapped[str | None] = mapped_column(Text)
 
 
 class ClusterEvent(Base):

@@ -36,12 +36,20 @@ class Settings(BaseSettings):
     # The simulated provider waits this long for each simulated step (0 in tests).
     sim_step_seconds: float = 1.0
 
+    # Fernet keys for service credentials, comma-separated; the first encrypts, all decrypt.
+    # Empty in development means a key kept in the data folder; production requires keys.
+    credential_keys: str = ""
+
     @model_validator(mode="after")
     def _check(self) -> "Settings":
         if self.env not in ("development", "production"):
             raise ValueError("HPCINFRA_ENV must be 'development' or 'production'")
         if self.env == "production" and not self.database_url:
             raise ValueError("HPCINFRA_DATABASE_URL must be set in production (SQLite is for development)")
+        if self.env == "production" and not self.credential_keys.strip():
+            raise ValueError(
+                "HPCINFRA_CREDENTIAL_KEYS must be set in production (`hpcinfra credentials new-key` makes one)"
+            )
         return self
 
     @property

@@ -22,6 +22,8 @@ class Tool:
     name: str
     description: str
     versions: tuple[str, ...]
+    # The listed tools are open source: installing one costs nothing beyond the cluster itself.
+    credits_per_hour: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class Service:
     description: str
     versions: tuple[str, ...]
     credits_per_hour: float
+    port: int
     config_keys: tuple[str, ...] = field(default=())
 
 
@@ -63,8 +66,8 @@ TOOLS: dict[str, Tool] = {
 SERVICES: dict[str, Service] = {
     s.name: s
     for s in (
-        Service("postgresql", "PostgreSQL database", ("16", "15", "14"), 0.5, ("databaseName",)),
-        Service("redis", "Redis in-memory store", ("7.2", "7.0"), 0.25, ("maxMemoryMB",)),
+        Service("postgresql", "PostgreSQL database", ("16", "15", "14"), 0.5, 5432, ("databaseName",)),
+        Service("redis", "Redis in-memory store", ("7.2", "7.0"), 0.25, 6379, ("maxMemoryMB",)),
     )
 }
 

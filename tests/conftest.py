@@ -11,6 +11,7 @@
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -68,10 +69,10 @@ def _postgres_schema_url(tmp_name: str) -> tuple[str, sa.Engine]:
     return f"{POSTGRES_URL}{separator}options=-csearch_path%3D{tmp_name}", admin
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def db(request, tmp_path_factory) -> Iterator[Database]:
+@contextmanager
+def _database(kind: str, tmp_path_factory) -> Iterator[Database]:
     """A migrated, empty application database: SQLite in a temporary folder, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
+    if kind == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'hpcinfra.db'}"
         upgrade(url)
         database = Database("sqlite", url)
@@ -80,13 +81,29 @@ def db(request, tmp_path_factory) -> Iterator[Database]:
         return
     schema = f"hpcinfra_test_{uuid.uuid4().hex[:12]}"
     url, admin = _postgres_schema_url(schema)
-    upgrade(url)
-    database = Database("postgresql", url)
-    yield database
-    database.engine.dispose()
-    with admin.begin() as connection:
-        connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    try:
+        upgrade(url)
+        database = Database("postgresql", url)
+        yield database
+        database.engine.dispose()
+    finally:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def db(request, tmp_path_factory) -> Iterator[Database]:
+    """The session's database, shared by the worker and API of `stack`."""
+    with _database(request.param, tmp_path_factory) as database:
+        yield database
+
+
+@pytest.fixture
+def fresh_db(db: Database, tmp_path_factory) -> Iterator[Database]:
+    """A database of the same kind as `db`, for this test alone (for whole-table operations)."""
+    with _database(db.kind, tmp_path_factory) as database:
+        yield database
 
 
 @pytest.fixture(scope="session")

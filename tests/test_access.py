@@ -234,10 +234,17 @@ def cluster_of(client: httpx.Client, who: Person, request_id: str) -> str:
 
 
 def wait_available(client: httpx.Client, who: Person, cluster_id: str) -> dict[str, Any]:
+    """The cluster once it is available and its tools and services have settled (nothing still installing)."""
+
     def available() -> dict[str, Any] | None:
         cluster = get_ok(client, f"/clusters/{cluster_id}", who)
         assert cluster["status"] != "error", cluster
-        return cluster if cluster["status"] == "available" else None
+        busy = [
+            i
+            for i in cluster["tools"] + cluster["services"]
+            if i["status"] in ("pending", "installing", "provisioning")
+        ]
+        return cluster if cluster["status"] == "available" and not busy else None
 
     return wait_until(available, timeout=60, what=f"cluster {cluster_id} to be available")
 

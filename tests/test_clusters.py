@@ -3,8 +3,7 @@ with the reason and the failing step in the step log."""
 
 import pytest
 
-from tests.test_requests import wait_for_cluster
-from tests.utils.world import make_tenant, request_body
+from tests.utils.world import make_tenant, request_body, wait_for_cluster
 
 
 @pytest.fixture
@@ -47,9 +46,9 @@ def test_above_self_service_limit_says_to_file_a_request(api, tenant, size):
 @pytest.mark.parametrize(
     "provider, failed_step, reason",
     [
-        ("sim-broken", "compute-nodes", "provisioning failed at step compute-nodes: simulated failure"),
-        ("sim-sick", "health-check", "health check failed: slurmd not responding"),
-        ("aws-east", "provision", "provisioning on aws is not available"),
+        ("sim-broken", "compute-nodes", "provisioning failed at step compute-nodes (bad configuration): simulated"),
+        ("sim-sick", "health-check", "provisioning failed at step health-check: slurmd not responding"),
+        ("aws-east", "provision", "provisioning failed at step provision (bad configuration): provisioning on aws"),
     ],
 )
 def test_failure_ends_in_error_with_reason_and_step(api, failing_tenant, provider, failed_step, reason):

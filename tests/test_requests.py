@@ -15,23 +15,7 @@ import pytest
 
 from hpcinfra.models import Cluster
 from tests.utils.servers import executable, wait_until
-from tests.utils.world import file_request
-
-
-def wait_for_cluster(api: httpx.Client, cluster_id: str, headers: dict, status: str) -> dict:
-    def reached():
-        cluster = api.get(f"/clusters/{cluster_id}", headers=headers).json()
-        return cluster if cluster["status"] == status else None
-
-    return wait_until(reached, timeout=30, what=f"cluster {cluster_id} to be {status}")
-
-
-def wait_for_request(api: httpx.Client, request_id: str, headers: dict, status: str) -> dict:
-    def reached():
-        request = api.get(f"/requests/{request_id}", headers=headers).json()
-        return request if request["status"] == status else None
-
-    return wait_until(reached, timeout=30, what=f"request {request_id} to be {status}")
+from tests.utils.world import file_request, wait_for_cluster, wait_for_request
 
 
 def signal(stack, workflow_id: str, name: str, payload: dict) -> None:
@@ -82,6 +66,15 @@ def test_filed_approved_provisioned(api, tenant):
     assert [s["id"] for s in cluster["services"]] == [s["id"] for s in request["services"]]
     assert [(s["name"], s["config"]) for s in cluster["services"]] == [("postgresql", {"databaseName": "results"})]
 
+    # Then the tools and services the request named are installed, each as its own step.
+    def installed():
+        current = api.get(f"/clusters/{cluster['id']}", headers=tenant.cad.headers).json()
+        done = [t["status"] for t in current["tools"]] == ["installed"] and [
+            s["status"] for s in current["services"]
+        ] == ["running"]
+        return current if done else None
+
+    wait_until(installed, what="tools installed and services running")
     events = api.get(f"/clusters/{cluster['id']}/events", headers=tenant.cad.headers).json()
     steps = [(e["step"], e["status"]) for e in events]
     assert steps == [
@@ -96,7 +89,14 @@ def test_filed_approved_provisioned(api, tenant):
         ("health-check", "started"),
         ("health-check", "succeeded"),
         ("status", "available"),
+        ("install-tool", "started"),
+        ("verilator", "succeeded"),
+        ("install-tool", "succeeded"),
+        ("start-service", "started"),
+        ("postgresql", "succeeded"),
+        ("start-service", "succeeded"),
     ]
+    assert events[11]["message"] == "verilator 5.024"
     assert [e["time"] for e in events] == sorted(e["time"] for e in events)
 
     listed = api.get("/clusters", params={"status": "available"}, headers=tenant.cad.headers).json()

@@ -1,26 +1,63 @@
-"""The cluster workflow: provisions a cluster through its provider, keeps the step log, and then
-stays alive for later operations on the cluster, continuing as new before its history grows large."""
+"""The cluster workflow: provisions a cluster through its provider, installs its tools and services,
+tears it down on request, and keeps the step log. Operations queue up and run one at a time; the
+workflow stays alive between them and continues as new before its history grows large.
+
+A failed provisioning is compensated (whatever the provider created is destroyed) and leaves the
+cluster in `error` with the step and the kind of failure; `retry` provisions it again.
+"""
 
 import asyncio
+from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from activities.clusters import ClusterActivities
-    from hpcinfra.messages import ClusterInput, ClusterRef, ClusterState, HealthReport, StatusChange, StepRecord
+    from hpcinfra.messages import (
+        AddService,
+        AddTool,
+        ClusterInput,
+        ClusterRef,
+        ClusterState,
+        HealthReport,
+        ItemFailed,
+        ItemRef,
+        Operation,
+        Registration,
+        ServiceRequest,
+        StatusChange,
+        StepRecord,
+        ToolRequest,
+    )
+    from workflows.refusals import as_update_failure
 
 DB_WRITE = dict(
     start_to_close_timeout=timedelta(seconds=30),
     retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
 )
+# Someone waits on a registration (an API call): give up after a few tries.
+REGISTRATION = dict(
+    start_to_close_timeout=timedelta(seconds=10),
+    retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=5)),
+)
 PROVIDER_RUN = dict(
     start_to_close_timeout=timedelta(hours=2),
     heartbeat_timeout=timedelta(minutes=1),
-    retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(minutes=1)),
+    # Only failures of a retryable class (provider outage, timeout) are retried; the rest are non-retryable.
+    retry_policy=RetryPolicy(
+        maximum_attempts=4, initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1)
+    ),
 )
+# Compensation and teardown must finish, or the cluster keeps costing: retry for a long time.
+TEARDOWN = dict(
+    start_to_close_timeout=timedelta(hours=2),
+    heartbeat_timeout=timedelta(minutes=1),
+    retry_policy=RetryPolicy(maximum_attempts=50, maximum_interval=timedelta(minutes=5)),
+)
+DELETION = ("deleting", "deleted")
 
 
 @workflow.defn(name="Cluster")
@@ -29,55 +66,188 @@ class ClusterWorkflow:
     def __init__(self, input: ClusterInput) -> None:
         self._cluster_id = input.cluster_id
         self._state = input.state
-        # Operations on the cluster run one at a time.
-        self._operating = asyncio.Lock()
+        self._status_writes = asyncio.Lock()
 
     @workflow.run
     async def run(self, input: ClusterInput) -> ClusterState:
-        if self._state.status == "pending":
-            async with self._operating:
-                await self._provision()
-        await workflow.wait_condition(lambda: self._history_is_long(input.history_limit))
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        workflow.continue_as_new(ClusterInput(self._cluster_id, self._state, input.history_limit))
+        while True:
+            await workflow.wait_condition(
+                lambda: (
+                    bool(self._state.queue)
+                    or self._state.delete_requested
+                    or self._history_is_long(input.history_limit)
+                )
+            )
+            if self._state.delete_requested:
+                await self._tear_down()
+                if self._state.status == "deleted":
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    return self._state
+                continue
+            if self._state.queue:
+                await self._run(self._state.queue[0])
+                self._state.queue.pop(0)
+                continue
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            workflow.continue_as_new(ClusterInput(self._cluster_id, self._state, input.history_limit))
+
+    # --- what callers can ask ------------------------------------------------------------------
 
     @workflow.query(name="state")
     def state(self) -> ClusterState:
         return self._state
 
+    @workflow.update(name="add_tool")
+    async def add_tool(self, tool: ToolRequest) -> Registration:
+        """Record a tool and queue its installation; the same tool again changes nothing."""
+        registration = await self._register(ClusterActivities.register_tool, AddTool(self._cluster_id, tool))
+        if registration.install:
+            self._state.queue.append(Operation("install_tool", registration.item_id, registration.label))
+        return registration
+
+    @workflow.update(name="add_service")
+    async def add_service(self, service: ServiceRequest) -> Registration:
+        registration = await self._register(ClusterActivities.register_service, AddService(self._cluster_id, service))
+        if registration.install:
+            self._state.queue.append(Operation("start_service", registration.item_id, registration.label))
+        return registration
+
+    async def _register(self, activity, request: AddTool | AddService) -> Registration:
+        try:
+            return await workflow.execute_activity_method(activity, request, **REGISTRATION)
+        except ActivityError as e:
+            raise as_update_failure(e, "the tool or service") from e
+
+    @add_tool.validator
+    def _validate_add_tool(self, tool: ToolRequest) -> None:
+        self._require_available("tools")
+
+    @add_service.validator
+    def _validate_add_service(self, service: ServiceRequest) -> None:
+        self._require_available("services")
+
+    @workflow.update(name="delete")
+    async def delete(self) -> None:
+        """Mark the cluster `deleting`; the teardown starts once the operation under way (if any) has finished."""
+        if self._state.delete_requested:
+            raise ApplicationError("the cluster is already being deleted", type="Conflict")
+        self._state.delete_requested = True  # at once: no new operation is accepted from here on
+        await self._set_status("deleting")
+
+    @delete.validator
+    def _validate_delete(self) -> None:
+        if self._state.delete_requested or self._state.status in DELETION:
+            raise ValueError("the cluster is already being deleted")
+
+    @workflow.update(name="retry")
+    async def retry(self) -> None:
+        """Provision a cluster in `error` again, without a new approval."""
+        if self._state.status != "error":
+            raise ApplicationError(f"the cluster is {self._state.status} already", type="Conflict")
+        await self._set_status("pending", "provisioning again on request")
+        self._state.queue.append(Operation("provision"))
+
+    @retry.validator
+    def _validate_retry(self) -> None:
+        if self._state.status != "error" or self._state.delete_requested:
+            raise ValueError(f"only a cluster in error can be retried; this one is {self._state.status}")
+
     @workflow.update(name="check_health")
     async def check_health(self) -> HealthReport:
         """Ask the provider whether every node is still up; the answer goes to the step log."""
-        async with self._operating:
-            self._state.health_checks += 1
-            return await self._health_check()
+        self._state.health_checks += 1
+        return await self._health_check()
 
     @check_health.validator
     def _validate_check_health(self) -> None:
+        self._require_available("health checks")
+
+    def _require_available(self, what: str) -> None:
+        if self._state.delete_requested:
+            raise ValueError(f"the cluster is being deleted; it takes no more {what}")
         if self._state.status != "available":
-            raise ValueError(f"the cluster is {self._state.status}; only an available cluster can be checked")
+            raise ValueError(f"the cluster is {self._state.status}; {what} can be added once it is available")
+
+    # --- operations ----------------------------------------------------------------------------
+
+    async def _run(self, operation: Operation) -> None:
+        if operation.kind == "provision":
+            await self._provision()
+        elif operation.kind == "install_tool":
+            await self._install("tool", ClusterActivities.install_tool, operation)
+        elif operation.kind == "start_service":
+            await self._install("service", ClusterActivities.start_service, operation)
 
     async def _provision(self) -> None:
+        ref = ClusterRef(self._cluster_id)
         await self._set_status("provisioning")
         await self._step("provision", "started", "creating network, nodes and storage")
         try:
-            outcome = await workflow.execute_activity_method(
-                ClusterActivities.provision,
-                ClusterRef(self._cluster_id),
-                **PROVIDER_RUN,
-            )
+            outcome = await workflow.execute_activity_method(ClusterActivities.provision, ref, **PROVIDER_RUN)
         except ActivityError as e:
-            step, reason = _failure(e, "provision")
-            await self._step(step, "failed", reason)
-            await self._set_status("error", reason)
+            failure = _failure(e, "provision")
+            reason = failure.describe("provisioning")
+            await self._step(failure.step, "failed", reason)
+            await self._fail_provisioning(reason)
             return
         await self._step("provision", "succeeded", outcome.summary)
 
         report = await self._health_check()
         if not report.healthy:
-            await self._set_status("error", f"health check failed: {report.message}")
+            await self._fail_provisioning(f"provisioning failed at step health-check: {report.message}")
             return
         await self._set_status("available")
+        pending = await workflow.execute_activity_method(ClusterActivities.pending_installs, ref, **DB_WRITE)
+        self._state.queue.extend(pending.operations)
+
+    async def _fail_provisioning(self, reason: str) -> None:
+        """Compensate a failed provisioning, so that nothing of it keeps costing, then report `error`."""
+        await self._step("compensate", "started", "removing whatever was created")
+        try:
+            outcome = await workflow.execute_activity_method(
+                ClusterActivities.destroy, ClusterRef(self._cluster_id), **TEARDOWN
+            )
+        except ActivityError as e:
+            failure = _failure(e, "compensate").describe("cleaning up")
+            await self._step("compensate", "failed", failure)
+            reason += f"; {failure}; resources may remain: delete the cluster to try again"
+        else:
+            await self._step("compensate", "succeeded", outcome.summary)
+        await self._set_status("error", reason)
+
+    async def _install(self, kind: str, activity, operation: Operation) -> None:
+        """One tool or service, as its own step; a failure marks that item failed and leaves the rest alone."""
+        step = "install-tool" if kind == "tool" else "start-service"
+        await self._step(step, "started", operation.label)
+        ref = ItemRef(self._cluster_id, operation.item_id)
+        try:
+            # On success the activity writes the item's status and its "succeeded" line together.
+            await workflow.execute_activity_method(activity, ref, **PROVIDER_RUN)
+        except ActivityError as e:
+            reason = _failure(e, step).describe(operation.label)
+            failed = ItemFailed(
+                self._cluster_id, kind, operation.item_id, reason, step, str(workflow.uuid4()), workflow.now()
+            )
+            await workflow.execute_activity_method(ClusterActivities.mark_item_failed, failed, **DB_WRITE)
+
+    async def _tear_down(self) -> None:
+        ref = ClusterRef(self._cluster_id)
+        self._state.queue.clear()
+        try:
+            outcome = await workflow.execute_activity_method(ClusterActivities.stop_services, ref, **TEARDOWN)
+            await self._step("stop-services", "succeeded", outcome.summary)
+            await self._step("teardown", "started", "removing network, nodes and storage")
+            outcome = await workflow.execute_activity_method(ClusterActivities.destroy, ref, **TEARDOWN)
+        except ActivityError as e:
+            failure = _failure(e, "teardown")
+            reason = failure.describe("deletion")
+            await self._step(failure.step, "failed", reason)
+            # Still alive, so that deleting again tries again.
+            self._state.delete_requested = False
+            await self._set_status("error", f"{reason}; delete the cluster again to retry")
+            return
+        await self._step("teardown", "succeeded", outcome.summary)
+        await self._set_status("deleted")
 
     async def _health_check(self) -> HealthReport:
         await self._step("health-check", "started", "asking the provider")
@@ -88,10 +258,14 @@ class ClusterWorkflow:
         return report
 
     async def _set_status(self, status: str, reason: str | None = None) -> None:
+        """Change the status: at once in the workflow (what updates are validated against), then in
+        the database. Writes go one at a time, in the order the changes were made."""
+        if self._state.delete_requested and status not in DELETION:
+            return  # the cluster is going away: an operation finishing now does not bring it back
+        self._state.status, self._state.status_reason = status, reason
         change = StatusChange(self._cluster_id, str(workflow.uuid4()), status, reason, workflow.now())
-        await workflow.execute_activity_method(ClusterActivities.set_status, change, **DB_WRITE)
-        self._state.status = status
-        self._state.status_reason = reason
+        async with self._status_writes:
+            await workflow.execute_activity_method(ClusterActivities.set_status, change, **DB_WRITE)
 
     async def _step(self, step: str, status: str, message: str) -> None:
         record = StepRecord(self._cluster_id, str(workflow.uuid4()), step, status, message, workflow.now())
@@ -102,10 +276,25 @@ class ClusterWorkflow:
         return info.is_continue_as_new_suggested() or info.get_current_history_length() >= limit
 
 
-def _failure(error: ActivityError, default_step: str) -> tuple[str, str]:
-    """The step that failed and a reason a person can act on, from an activity's failure."""
+@dataclass
+class Failure:
+    step: str
+    failure_class: str
+    message: str
+    retried: bool
+
+    def describe(self, what: str) -> str:
+        retried = "; retried automatically, still failing" if self.retried else ""
+        return f"{what} failed at step {self.step} ({self.failure_class}{retried}): {self.message}"
+
+
+def _failure(error: ActivityError, default_step: str) -> Failure:
+    """Which step failed, which kind of failure it was, and whether it was retried automatically."""
     cause = error.cause
-    if isinstance(cause, ApplicationError):
-        step = str(cause.details[0]) if cause.details else default_step
-        return step, cause.message
-    return default_step, str(cause or error)
+    if isinstance(cause, ApplicationError) and cause.type == "ProviderFailure":
+        step, failure_class = (list(cause.details) + [default_step, "bad configuration"])[:2]
+        return Failure(str(step), str(failure_class), cause.message, retried=not cause.non_retryable)
+    if isinstance(cause, TimeoutError):
+        return Failure(default_step, "timeout", "the provider did not answer in time", retried=True)
+    message = cause.message if isinstance(cause, ApplicationError) else str(cause or error)
+    return Failure(default_step, "unexpected error", message, retried=False)

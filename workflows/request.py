@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
         cluster_workflow_id,
     )
     from workflows.cluster import ClusterWorkflow
+    from workflows.refusals import as_update_failure
 
 DB_WRITE = dict(
     start_to_close_timeout=timedelta(seconds=30),
@@ -31,8 +32,6 @@ DECISION_WRITE = dict(
     start_to_close_timeout=timedelta(seconds=10),
     retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=5)),
 )
-# Refusals by the database a person can act on; any other failure is reported as a failure to record.
-REFUSALS = ("AlreadyDecided", "NotAnApprover", "NotFound")
 
 
 @workflow.defn(name="ClusterRequest")
@@ -127,10 +126,7 @@ class RequestWorkflow:
             outcome = await workflow.execute_activity_method(RequestActivities.record_decision, record, **options)
         except ActivityError as e:
             # Nothing was recorded: the request is still pending.
-            cause = e.cause
-            if isinstance(cause, ApplicationError) and cause.type in REFUSALS:
-                raise ApplicationError(cause.message, type=cause.type) from e
-            raise ApplicationError("the decision could not be recorded; try again", type="NotRecorded") from e
+            raise as_update_failure(e, "the decision") from e
         self._state = RequestState(status=outcome.status, cluster_id=outcome.cluster_id)
         return outcome
 

@@ -1,4 +1,5 @@
-"""Clusters: listed and read from the database; created directly within the self-service limit."""
+"""Clusters: listed and read from the database; created directly within the self-service limit;
+deleted and retried through their workflow."""
 
 import uuid
 from typing import Annotated
@@ -6,15 +7,17 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from api import schemas
-from api.access import cluster_for, clusters_visible_to, provider_for_new_cluster
-from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, require_role
+from api.access import cluster_for, clusters_visible_to, may_see_credentials, provider_for_new_cluster
+from api.deps import CredentialsDep, CurrentUser, SessionDep, SettingsDep, TemporalDep, require_role
 from api.errors import Problem
 from api.pagination import Page
-from api.starting import start_or_take_back
+from api.workflow_calls import UPDATE_TIMEOUT, start_or_take_back, update
+from hpcinfra.credentials import CredentialBox
 from hpcinfra.messages import ClusterInput, cluster_workflow_id
-from hpcinfra.models import Cluster, ClusterEvent, ClusterService, ClusterTool
+from hpcinfra.models import Cluster, ClusterEvent, ClusterService, ClusterTool, User
 from workflows.cluster import ClusterWorkflow
 
 ClusterId = Annotated[uuid.UUID, Path(alias="clusterId")]
@@ -84,8 +87,54 @@ async def create_cluster(
 
 
 @router.get("/{clusterId}", response_model=schemas.Cluster)
-def get_cluster(cluster_id: ClusterId, session: SessionDep, user: CurrentUser) -> schemas.Cluster:
-    return schemas.Cluster.from_row(cluster_for(session, user, cluster_id))
+def get_cluster(
+    cluster_id: ClusterId, session: SessionDep, user: CurrentUser, credentials: CredentialsDep
+) -> schemas.Cluster:
+    """The cluster, with its services' credentials for its creator and IT managers."""
+    return cluster_detail(session, user, cluster_id, credentials)
+
+
+@router.delete("/{clusterId}", status_code=202, response_model=schemas.Cluster)
+async def delete_cluster(
+    cluster_id: ClusterId, session: SessionDep, user: CurrentUser, temporal: TemporalDep, credentials: CredentialsDep
+) -> schemas.Cluster:
+    """Tear the cluster down: `deleting`, then `deleted` with its services `stopped`. Deleting a
+    cluster that is already going away changes nothing."""
+    cluster = await run_in_threadpool(cluster_for, session, user, cluster_id)
+    if cluster.status not in ("deleting", "deleted"):
+        handle = temporal.get_workflow_handle(cluster_workflow_id(str(cluster_id)))
+        await update(
+            handle.execute_update(ClusterWorkflow.delete, rpc_timeout=UPDATE_TIMEOUT),
+            refused="the cluster cannot be deleted now",
+            ended="the cluster's workflow has ended; it is deleted already",
+        )
+    return await run_in_threadpool(cluster_detail, session, user, cluster_id, credentials)
+
+
+@router.post("/{clusterId}/retry", status_code=202, response_model=schemas.Cluster)
+async def retry_cluster(
+    cluster_id: ClusterId, session: SessionDep, user: CurrentUser, temporal: TemporalDep, credentials: CredentialsDep
+) -> schemas.Cluster:
+    """Provision a cluster in `error` again, without a new approval (extension)."""
+    cluster = await run_in_threadpool(cluster_for, session, user, cluster_id)
+    if cluster.status != "error":
+        raise Problem(409, f"the cluster is {cluster.status}; only a cluster in error can be retried")
+    handle = temporal.get_workflow_handle(cluster_workflow_id(str(cluster_id)))
+    await update(
+        handle.execute_update(ClusterWorkflow.retry, rpc_timeout=UPDATE_TIMEOUT),
+        refused="the cluster cannot be retried",
+        ended="the cluster's workflow has ended; it cannot be retried",
+    )
+    return await run_in_threadpool(cluster_detail, session, user, cluster_id, credentials)
+
+
+def cluster_detail(session: Session, user: User, cluster_id: uuid.UUID, credentials: CredentialBox) -> schemas.Cluster:
+    session.expire_all()
+    cluster = cluster_for(session, user, cluster_id)
+    secrets = {}
+    if may_see_credentials(user, cluster):
+        secrets = {s.id: credentials.open(s.credentials_encrypted) for s in cluster.services if s.credentials_encrypted}
+    return schemas.Cluster.from_row(cluster, secrets)
 
 
 @router.get("/{clusterId}/events", response_model=list[schemas.ClusterEvent])
@@ -96,13 +145,3 @@ def list_events(
     cluster = cluster_for(session, user, cluster_id)
     query = select(ClusterEvent).where(ClusterEvent.cluster_id == cluster.id).order_by(ClusterEvent.id)
     return [schemas.ClusterEvent.model_validate(e) for e in session.scalars(page.apply(query))]
-
-
-@router.get("/{clusterId}/tools", response_model=list[schemas.Tool])
-def list_tools(cluster_id: ClusterId, session: SessionDep, user: CurrentUser) -> list[schemas.Tool]:
-    return [schemas.Tool.model_validate(t) for t in cluster_for(session, user, cluster_id).tools]
-
-
-@router.get("/{clusterId}/services", response_model=list[schemas.Service])
-def list_services(cluster_id: ClusterId, session: SessionDep, user: CurrentUser) -> list[schemas.Service]:
-    return [schemas.Service.model_validate(s) for s in cluster_for(session, user, cluster_id).services]

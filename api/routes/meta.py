@@ -22,20 +22,8 @@ def get_catalog(user: CurrentUser) -> schemas.Catalog:
     """Node types, tools and services that requests may name, with their rates in credits per hour."""
     return schemas.Catalog(
         node_types=[schemas.CatalogNodeType.model_validate(n) for n in catalog.NODE_TYPES.values()],
-        tools=[
-            schemas.CatalogTool(name=t.name, description=t.description, versions=list(t.versions))
-            for t in catalog.TOOLS.values()
-        ],
-        services=[
-            schemas.CatalogService(
-                name=s.name,
-                description=s.description,
-                versions=list(s.versions),
-                credits_per_hour=s.credits_per_hour,
-                config_keys=list(s.config_keys),
-            )
-            for s in catalog.SERVICES.values()
-        ],
+        tools=[schemas.CatalogTool.model_validate(t) for t in catalog.TOOLS.values()],
+        services=[schemas.CatalogService.model_validate(s) for s in catalog.SERVICES.values()],
         storage_credits_per_gb_hour=catalog.STORAGE_CREDITS_PER_GB_HOUR,
         nodes={"min": catalog.MIN_NODES, "max": catalog.MAX_NODES},
         storage_gb={

@@ -1,30 +1,23 @@
 """Cluster requests: filed by CAD managers, decided by IT managers through the request workflow."""
 
 import uuid
-from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
-from temporalio.client import WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
 
 from api import schemas
 from api.access import provider_for_new_cluster, request_for, requests_visible_to
 from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, require_role
 from api.errors import Problem
 from api.pagination import Page
-from api.starting import start_or_take_back
+from api.workflow_calls import UPDATE_TIMEOUT, start_or_take_back, update
 from hpcinfra.messages import Decision, RequestInput, request_workflow_id
 from hpcinfra.models import ClusterRequest
 from hpcinfra.store import add_note, may_decide
 from workflows.request import RequestWorkflow
 
 RequestId = Annotated[uuid.UUID, Path(alias="requestId")]
-
-# How long a PATCH waits for the workflow to record a decision.
-DECISION_TIMEOUT = timedelta(seconds=20)
 
 router = APIRouter(prefix="/requests", tags=["requests"])
 
@@ -107,23 +100,11 @@ async def decide_request(
 
     decision = Decision(status=body.status, decided_by=str(user.id), rejection_reason=body.rejection_reason)
     handle = temporal.get_workflow_handle(request_workflow_id(str(request_id)))
-    try:
-        await handle.execute_update(RequestWorkflow.decide, decision, rpc_timeout=DECISION_TIMEOUT)
-    except WorkflowUpdateFailedError as e:
-        cause = e.cause
-        if isinstance(cause, ApplicationError) and cause.type == "NotRecorded":
-            raise Problem(503, "the decision could not be recorded; the request is still pending, try again") from e
-        message = cause.message if isinstance(cause, ApplicationError) else "the request workflow refused it"
-        raise Problem(409, f"the decision was refused: {message}") from e
-    except RPCError as e:
-        if e.status == RPCStatusCode.NOT_FOUND:
-            raise Problem(409, "the request's workflow has ended; it can no longer be decided") from e
-        if e.status == RPCStatusCode.DEADLINE_EXCEEDED:
-            raise Problem(
-                503,
-                "no worker took the decision in time; it may still be applied, so look at the request before trying again",
-            ) from e
-        raise Problem(503, "the workflow engine is unreachable; the request was not decided, try again") from e
+    await update(
+        handle.execute_update(RequestWorkflow.decide, decision, rpc_timeout=UPDATE_TIMEOUT),
+        refused="the decision was refused",
+        ended="the request's workflow has ended; it can no longer be decided",
+    )
 
     def reload() -> schemas.ClusterRequest:
         session.expire_all()

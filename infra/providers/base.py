@@ -1,12 +1,44 @@
-"""The provider-neutral interface every provider implements: a cluster spec in, outputs out."""
+"""The provider-neutral interface every provider implements: a cluster spec in, outputs out.
+
+Failures carry a class, so the platform knows whether running the step again may help and can tell
+a person which kind of failure it was.
+"""
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 from infra.catalog import NodeType
 
 Progress = Callable[[str], None]
+
+
+class FailureClass(StrEnum):
+    CAPACITY_OR_QUOTA = "capacity or quota"
+    CONFIGURATION = "bad configuration"
+    OUTAGE = "provider outage"
+    TIMEOUT = "timeout"
+
+    @property
+    def retryable(self) -> bool:
+        """Worth retrying automatically: the same call may well succeed later. Capacity and quota
+        need a person (another size, region or a raised quota), bad configuration a fix."""
+        return self in (FailureClass.OUTAGE, FailureClass.TIMEOUT)
+
+
+class ProviderFailure(Exception):
+    """A provider step failed. The message is for people and never contains a secret."""
+
+    def __init__(self, step: str, message: str, failure_class: FailureClass = FailureClass.CONFIGURATION) -> None:
+        super().__init__(f"{step}: {message}")
+        self.step = step
+        self.message = message
+        self.failure_class = failure_class
+
+
+class ProviderUnavailable(Exception):
+    """This kind of provider cannot provision from this installation; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -32,24 +64,48 @@ class ClusterOutputs:
         return {"headNode": self.head_node, "nodeIds": self.node_ids, "storageId": self.storage_id}
 
 
-class ProvisioningFailed(Exception):
-    """A step of provisioning failed in a way that running it again will not fix."""
-
-    def __init__(self, step: str, message: str) -> None:
-        super().__init__(f"{step}: {message}")
-        self.step = step
-        self.message = message
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    version: str
 
 
-class ProviderUnavailable(Exception):
-    """This kind of provider cannot provision from this installation; the message says why."""
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    version: str
+    config: dict[str, Any]
+    port: int
+
+
+@dataclass(frozen=True)
+class ServiceSecret:
+    """What the platform generated for a service. Providers pass it to the service and never log it."""
+
+    username: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"ServiceSecret(username={self.username!r}, password=***)"
 
 
 class Provider(Protocol):
     async def up(self, spec: ClusterSpec, progress: Progress) -> ClusterOutputs: ...
 
-    async def destroy(self, spec: ClusterSpec, progress: Progress) -> None: ...
+    async def destroy(self, spec: ClusterSpec, progress: Progress) -> None:
+        """Remove whatever of the cluster exists; safe to run on a cluster that is partly or not at all there."""
+        ...
 
     async def health(self, spec: ClusterSpec, outputs: dict[str, Any]) -> list[str]:
         """The problems found; empty when the cluster is healthy."""
         ...
+
+    async def install_tool(self, spec: ClusterSpec, tool: ToolSpec, progress: Progress) -> None: ...
+
+    async def start_service(
+        self, spec: ClusterSpec, service: ServiceSpec, secret: ServiceSecret, progress: Progress
+    ) -> dict[str, Any]:
+        """Bring the service up with the platform's credentials; returns where it answers (host, port)."""
+        ...
+
+    async def stop_service(self, spec: ClusterSpec, service: ServiceSpec, progress: Progress) -> None: ...

@@ -1,48 +1,149 @@
 """The `sim` provider: a simulated cloud for local use, demos and tests. Nothing is created anywhere.
 
-It walks through the same steps a real cloud would (network, firewall, head node, compute nodes,
-storage), waiting `step_seconds` for each. Failure injection comes from the provider's config:
-`{"failAt": "compute-nodes"}` fails provisioning at that step; `{"unhealthy": true}` makes every
-health check report a problem; `{"stepSeconds": 0.5}` overrides the step duration.
+It walks through the steps a real cloud would take (network, firewall, head node, compute nodes,
+storage), waiting `step_seconds` for each, and keeps what it "created" in a JSON file per cluster
+under its state folder, so teardown and compensation can be checked: after a destroy, nothing is left.
+
+Failure injection comes from the provider's config:
+- `failAt`: a provisioning step (network, firewall, head-node, compute-nodes, storage) that fails;
+- `failTools`, `failServices`: lists of tool or service names whose installation fails;
+- `failWith`: what kind of failure: `capacity`, `quota`, `configuration` (the default), `outage`, `timeout`;
+- `failTimes`: how many times each injected failure happens before the step succeeds (default: always);
+- `unhealthy: true`: every health check reports a problem;
+- `stepSeconds`: the duration of each simulated step, overriding the setting.
 """
 
 import asyncio
+import json
+import os
+from pathlib import Path
 from typing import Any
 
-from infra.providers.base import ClusterOutputs, ClusterSpec, Progress, ProvisioningFailed
+from infra.providers.base import (
+    ClusterOutputs,
+    ClusterSpec,
+    FailureClass,
+    Progress,
+    ProviderFailure,
+    ServiceSecret,
+    ServiceSpec,
+    ToolSpec,
+)
 
 STEPS = ("network", "firewall", "head-node", "compute-nodes", "storage")
+FAILURE_CLASSES = {
+    "capacity": FailureClass.CAPACITY_OR_QUOTA,
+    "quota": FailureClass.CAPACITY_OR_QUOTA,
+    "configuration": FailureClass.CONFIGURATION,
+    "outage": FailureClass.OUTAGE,
+    "timeout": FailureClass.TIMEOUT,
+}
 
 
 class SimProvider:
-    def __init__(self, step_seconds: float) -> None:
+    def __init__(self, step_seconds: float, state_dir: Path) -> None:
         self.default_step_seconds = step_seconds
+        self.state_dir = state_dir
 
     async def up(self, spec: ClusterSpec, progress: Progress) -> ClusterOutputs:
-        fail_at = spec.provider_config.get("failAt")
+        state = self._load(spec)
         for step in STEPS:
-            await asyncio.sleep(self._step_seconds(spec))
-            if step == fail_at:
-                raise ProvisioningFailed(step, "simulated failure (failure injection in the provider's config)")
-            progress(f"{step}: {self._describe(step, spec)}")
+            await self._pause(spec)
+            if spec.provider_config.get("failAt") == step:
+                self._maybe_fail(spec, state, step, step)
+            state["resources"][step] = self._describe(step, spec)
+            self._save(spec, state)
+            progress(f"{step}: {state['resources'][step]}")
         return ClusterOutputs(
-            head_node=f"{spec.name}-head.sim.internal",
+            head_node=self._head_node(spec),
             node_ids=[f"sim-{spec.cluster_id[:8]}-node-{i}" for i in range(spec.number_of_nodes)],
             storage_id=f"sim-{spec.cluster_id[:8]}-storage",
         )
 
     async def destroy(self, spec: ClusterSpec, progress: Progress) -> None:
+        state = self._load(spec)
+        for name in list(state["services"]):
+            del state["services"][name]
+            progress(f"service {name}: stopped (simulated)")
+        state["tools"].clear()
         for step in reversed(STEPS):
-            await asyncio.sleep(self._step_seconds(spec))
-            progress(f"{step}: removed (simulated)")
+            if step in state["resources"]:
+                await self._pause(spec)
+                del state["resources"][step]
+                self._save(spec, state)
+                progress(f"{step}: removed (simulated)")
+        self._save(spec, state)
 
     async def health(self, spec: ClusterSpec, outputs: dict[str, Any]) -> list[str]:
         if spec.provider_config.get("unhealthy"):
             return ["slurmd not responding on one node (simulated)"]
-        return []
+        missing = [step for step in STEPS if step not in self._load(spec)["resources"]]
+        return [f"{step} is missing (simulated)" for step in missing]
 
-    def _step_seconds(self, spec: ClusterSpec) -> float:
-        return float(spec.provider_config.get("stepSeconds", self.default_step_seconds))
+    async def install_tool(self, spec: ClusterSpec, tool: ToolSpec, progress: Progress) -> None:
+        state = self._load(spec)
+        await self._pause(spec)
+        if tool.name in spec.provider_config.get("failTools", ()):
+            self._maybe_fail(spec, state, f"tool:{tool.name}", f"install {tool.name}")
+        state["tools"][tool.name] = tool.version
+        self._save(spec, state)
+        progress(
+            f"{tool.name}: {tool.version} built with Spack on shared storage, `module load {tool.name}/{tool.version}` (simulated)"
+        )
+
+    async def start_service(
+        self, spec: ClusterSpec, service: ServiceSpec, secret: ServiceSecret, progress: Progress
+    ) -> dict[str, Any]:
+        state = self._load(spec)
+        await self._pause(spec)
+        if service.name in spec.provider_config.get("failServices", ()):
+            self._maybe_fail(spec, state, f"service:{service.name}", f"start {service.name}")
+        # The simulated service keeps who may log in, not the password: nothing here is secret.
+        state["services"][service.name] = {"version": service.version, "port": service.port, "user": secret.username}
+        self._save(spec, state)
+        progress(f"{service.name}: {service.version} running on the head node, port {service.port} (simulated)")
+        return {"host": self._head_node(spec), "port": service.port}
+
+    async def stop_service(self, spec: ClusterSpec, service: ServiceSpec, progress: Progress) -> None:
+        state = self._load(spec)
+        await self._pause(spec)
+        state["services"].pop(service.name, None)
+        self._save(spec, state)
+        progress(f"{service.name}: stopped (simulated)")
+
+    def state(self, cluster_id: str) -> dict[str, Any]:
+        """What the simulated cloud holds for a cluster, and the failures it injected (to look at)."""
+        path = self.state_dir / f"{cluster_id}.json"
+        return json.loads(path.read_text()) if path.exists() else _empty()
+
+    def _maybe_fail(self, spec: ClusterSpec, state: dict[str, Any], point: str, step: str) -> None:
+        config = spec.provider_config
+        failed = state["failures"].get(point, 0)
+        if failed >= int(config.get("failTimes", 1_000_000)):
+            return
+        state["failures"][point] = failed + 1
+        self._save(spec, state)
+        failure_class = FAILURE_CLASSES.get(str(config.get("failWith", "configuration")), FailureClass.CONFIGURATION)
+        raise ProviderFailure(
+            step, f"simulated {failure_class} (failure injection in the provider's config)", failure_class
+        )
+
+    async def _pause(self, spec: ClusterSpec) -> None:
+        await asyncio.sleep(float(spec.provider_config.get("stepSeconds", self.default_step_seconds)))
+
+    def _load(self, spec: ClusterSpec) -> dict[str, Any]:
+        return self.state(spec.cluster_id)
+
+    def _save(self, spec: ClusterSpec, state: dict[str, Any]) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / f"{spec.cluster_id}.json"
+        partial = path.with_suffix(".json.partial")
+        partial.write_text(json.dumps(state, indent=1))
+        os.replace(partial, path)
+
+    @staticmethod
+    def _head_node(spec: ClusterSpec) -> str:
+        return f"{spec.name}-head.sim.internal"
 
     @staticmethod
     def _describe(step: str, spec: ClusterSpec) -> str:
@@ -54,3 +155,8 @@ class SimProvider:
             "compute-nodes": f"{spec.number_of_nodes} x {n.name} ({n.vcpus} vCPU, {n.memory_gb} GB) idle (simulated)",
             "storage": f"{spec.storage_gb} GB shared storage mounted on every node (simulated)",
         }[step]
+
+
+def _empty() -> dict[str, Any]:
+    # `failures` counts injected failures per point and outlives a destroy, so `failTimes` holds across retries.
+    return {"resources": {}, "tools": {}, "services": {}, "failures": {}}

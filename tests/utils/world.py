@@ -8,6 +8,7 @@ import httpx
 
 from hpcinfra import accounts
 from hpcinfra.db import transaction
+from tests.utils.servers import wait_until
 
 
 @dataclass
@@ -79,3 +80,19 @@ def file_request(api: httpx.Client, who: Person, provider_id: str, **overrides: 
     response = api.post("/requests", json=request_body(provider_id, **overrides), headers=who.headers)
     assert response.status_code == 201, response.text
     return response.json()
+
+
+def wait_for_cluster(api: httpx.Client, cluster_id: str, headers: dict, status: str) -> dict:
+    def reached():
+        cluster = api.get(f"/clusters/{cluster_id}", headers=headers).json()
+        return cluster if cluster["status"] == status else None
+
+    return wait_until(reached, timeout=30, what=f"cluster {cluster_id} to be {status}")
+
+
+def wait_for_request(api: httpx.Client, request_id: str, headers: dict, status: str) -> dict:
+    def reached():
+        request = api.get(f"/requests/{request_id}", headers=headers).json()
+        return request if request["status"] == status else None
+
+    return wait_until(reached, timeout=30, what=f"request {request_id} to be {status}")

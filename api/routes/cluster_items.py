@@ -1,0 +1,92 @@
+"""Tools and services of a cluster: listed from the database, added through the cluster's workflow."""
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
+
+from api import schemas
+from api.access import cluster_for, may_see_credentials, require_creator
+from api.deps import CredentialsDep, CurrentUser, SessionDep, TemporalDep
+from api.errors import Problem
+from api.workflow_calls import UPDATE_TIMEOUT, update
+from hpcinfra.messages import Registration, ServiceRequest, ToolRequest, cluster_workflow_id
+from hpcinfra.models import Cluster, ClusterService, ClusterTool, User
+from workflows.cluster import ClusterWorkflow
+
+ClusterId = Annotated[uuid.UUID, Path(alias="clusterId")]
+ServiceId = Annotated[uuid.UUID, Path(alias="serviceId")]
+
+router = APIRouter(prefix="/clusters/{clusterId}", tags=["tools and services"])
+
+
+@router.get("/tools", response_model=list[schemas.Tool])
+def list_tools(cluster_id: ClusterId, session: SessionDep, user: CurrentUser) -> list[schemas.Tool]:
+    return [schemas.Tool.model_validate(t) for t in cluster_for(session, user, cluster_id).tools]
+
+
+@router.post("/tools", status_code=202, response_model=schemas.Tool)
+async def add_tool(
+    cluster_id: ClusterId, body: schemas.ToolIn, session: SessionDep, user: CurrentUser, temporal: TemporalDep
+) -> schemas.Tool:
+    """Install a tool on an available cluster; the install runs in the cluster's workflow. The same
+    tool again is the same tool (no second install); a failed one is tried again."""
+    cluster = await _available_for_creator(session, user, cluster_id, "tools")
+    registration = await _register(temporal, cluster, ClusterWorkflow.add_tool, ToolRequest(body.name, body.version))
+    return await run_in_threadpool(_reload, session, ClusterTool, registration, schemas.Tool.model_validate)
+
+
+@router.get("/services", response_model=list[schemas.Service])
+def list_services(cluster_id: ClusterId, session: SessionDep, user: CurrentUser) -> list[schemas.Service]:
+    """The cluster's services, without credentials (those are on the service's own detail)."""
+    return [schemas.Service.from_row(s) for s in cluster_for(session, user, cluster_id).services]
+
+
+@router.post("/services", status_code=202, response_model=schemas.Service)
+async def add_service(
+    cluster_id: ClusterId, body: schemas.ServiceIn, session: SessionDep, user: CurrentUser, temporal: TemporalDep
+) -> schemas.Service:
+    """Start a service on an available cluster, with credentials the platform generates."""
+    cluster = await _available_for_creator(session, user, cluster_id, "services")
+    wanted = ServiceRequest(body.name, body.version, body.config)
+    registration = await _register(temporal, cluster, ClusterWorkflow.add_service, wanted)
+    return await run_in_threadpool(_reload, session, ClusterService, registration, schemas.Service.from_row)
+
+
+@router.get("/services/{serviceId}", response_model=schemas.Service)
+def get_service(
+    cluster_id: ClusterId, service_id: ServiceId, session: SessionDep, user: CurrentUser, credentials: CredentialsDep
+) -> schemas.Service:
+    """One service, with its credentials for the cluster's creator and IT managers once it is running."""
+    cluster = cluster_for(session, user, cluster_id)
+    service = next((s for s in cluster.services if s.id == service_id), None)
+    if service is None:
+        raise Problem(404, f"cluster {cluster_id} has no service {service_id}")
+    secret = None
+    if may_see_credentials(user, cluster) and service.credentials_encrypted:
+        secret = credentials.open(service.credentials_encrypted)
+    return schemas.Service.from_row(service, secret)
+
+
+async def _available_for_creator(session: Session, user: User, cluster_id: uuid.UUID, what: str) -> Cluster:
+    cluster = await run_in_threadpool(cluster_for, session, user, cluster_id)
+    require_creator(user, cluster, f"add {what}")
+    if cluster.status != "available":
+        raise Problem(409, f"the cluster is {cluster.status}; {what} can be added only to an available cluster")
+    return cluster
+
+
+async def _register(temporal, cluster: Cluster, method, wanted) -> Registration:
+    handle = temporal.get_workflow_handle(cluster_workflow_id(str(cluster.id)))
+    return await update(
+        handle.execute_update(method, wanted, rpc_timeout=UPDATE_TIMEOUT),
+        refused="refused",
+        ended="the cluster's workflow has ended; it takes no more tools or services",
+    )
+
+
+def _reload(session: Session, model, registration: Registration, view):
+    session.expire_all()
+    return view(session.get_one(model, uuid.UUID(registration.item_id)))

@@ -1,0 +1,59 @@
+"""How the API asks workflows to do things, and how their answers become HTTP answers."""
+
+from collections.abc import Awaitable
+from datetime import timedelta
+from typing import TypeVar
+
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.errors import Problem
+from workflows.refusals import REFUSALS as WORKFLOW_REFUSALS
+
+T = TypeVar("T")
+
+# How long an API call waits for a workflow to take an update (a decision, a new tool, ...).
+UPDATE_TIMEOUT = timedelta(seconds=20)
+# Failures of an update that mean "no, and here is why" rather than "could not do it now":
+# a validator's ValueError, and the workflows' own refusals.
+REFUSALS = ("ValueError", *WORKFLOW_REFUSALS)
+
+
+async def start_or_take_back(start: Awaitable[object], session: Session, row: object, what: str) -> None:
+    """Await `start`; if the workflow engine refuses it, delete `row` again: a request or cluster
+    without its workflow would never move, so the caller is told nothing was made and to retry."""
+    try:
+        await start
+    except RPCError as e:
+
+        def take_back() -> None:
+            session.delete(row)
+            session.commit()
+
+        await run_in_threadpool(take_back)
+        raise Problem(
+            503, f"the workflow engine did not accept the {what}; nothing was created, try again shortly"
+        ) from e
+
+
+async def update(call: Awaitable[T], *, refused: str, ended: str) -> T:
+    """Await a workflow update. A refusal (a validator or the workflow saying no) is a 409 that starts
+    with `refused`; a workflow that has ended is a 409 saying `ended`; anything else is a 503."""
+    try:
+        return await call
+    except WorkflowUpdateFailedError as e:
+        cause = e.cause
+        if isinstance(cause, ApplicationError) and cause.type in REFUSALS:
+            raise Problem(409, f"{refused}: {cause.message}") from e
+        raise Problem(503, "the change could not be recorded; nothing changed, try again") from e
+    except RPCError as e:
+        if e.status == RPCStatusCode.NOT_FOUND:
+            raise Problem(409, ended) from e
+        if e.status == RPCStatusCode.DEADLINE_EXCEEDED:
+            raise Problem(
+                503, "no worker took the change in time; it may still be applied, so look again before trying again"
+            ) from e
+        raise Problem(503, "the workflow engine is unreachable; nothing changed, try again") from e

@@ -1,0 +1,124 @@
+"""Service credentials: the generated password is stored only encrypted and appears nowhere else
+(database, logs, workflow history); keys rotate without losing a credential."""
+
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from hpcinfra.credentials import CredentialBox, new_key
+from hpcinfra.db import transaction
+from hpcinfra.models import Base, Cluster, ClusterService
+from tests.test_tools_services import wait_for_item
+from tests.utils.servers import executable
+from tests.utils.world import make_tenant, request_body, wait_for_cluster
+
+
+def database_text(db) -> str:
+    """Everything the application database holds, as text."""
+    if db.kind == "sqlite":
+        path = Path(db.url.removeprefix("sqlite:///"))
+        return "".join(p.read_bytes().decode("latin-1") for p in path.parent.glob(path.name + "*"))
+    with db.engine.connect() as connection:
+        return "\n".join(
+            str(row) for table in Base.metadata.sorted_tables for row in connection.execute(sa.select(table))
+        )
+
+
+def test_the_generated_password_is_nowhere_but_on_the_detail(api, tenant, stack):
+    body = request_body(tenant.provider_id, services=[{"name": "postgresql", "version": "15", "config": {}}])
+    cluster = api.post("/clusters", json=body, headers=tenant.cad.headers).json()
+    wait_for_cluster(api, cluster["id"], tenant.cad.headers, "available")
+    service = wait_for_item(api, tenant, cluster["id"], "services", "postgresql", ("running",))
+    password = api.get(f"/clusters/{cluster['id']}/services/{service['id']}", headers=tenant.cad.headers).json()[
+        "credentials"
+    ]["password"]
+    # An error about the service, too, must not carry it.
+    conflict = api.post(
+        f"/clusters/{cluster['id']}/services", json={"name": "postgresql", "version": "16"}, headers=tenant.cad.headers
+    )
+    assert conflict.status_code == 409 and password not in conflict.text
+
+    with stack.db.sessions() as session:
+        sealed = session.get_one(ClusterService, uuid.UUID(service["id"])).credentials_encrypted
+    assert sealed and password not in sealed
+    assert sealed[:20] in database_text(stack.db)  # the encrypted form is there, so the search below is real
+    assert password not in database_text(stack.db)
+
+    assert password not in stack.worker.output() + stack.api.output()
+
+    history = subprocess.run(
+        [executable("temporal"), "workflow", "show", "--address", stack.temporal_address,
+         "--workflow-id", f"cluster-{cluster['id']}", "--output", "json"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout  # fmt: skip
+    assert "StartService" in history  # the activity that made the password ran in this history
+    assert password not in history
+    left = (Path(stack.env["HPCINFRA_DATA_DIR"]) / "sim" / f"{cluster['id']}.json").read_text()
+    assert password not in left
+
+
+def test_a_sealed_credential_opens_with_any_configured_key_and_rotates_to_the_first():
+    old, new = new_key(), new_key()
+    sealed = CredentialBox([old]).seal({"username": "hpcinfra", "password": "s3cret"})
+    assert CredentialBox([new, old]).open(sealed)["password"] == "s3cret"
+    resealed = CredentialBox([new, old]).reseal(sealed)
+    assert CredentialBox([new]).open(resealed)["password"] == "s3cret"
+    with pytest.raises(ValueError, match="cannot be decrypted"):
+        CredentialBox([new]).open(sealed)
+
+
+def store_service_credential(db, secret: dict, key: str) -> uuid.UUID:
+    tenant = make_tenant(db.sessions)
+    with transaction(db.sessions) as session:
+        cluster = Cluster(
+            tenant_id=uuid.UUID(tenant.id),
+            name="rotating",
+            cloud_provider_id=uuid.UUID(tenant.provider_id),
+            number_of_nodes=1,
+            node_type="small",
+            storage_gb=10,
+            created_by_id=uuid.UUID(tenant.cad.id),
+        )
+        cluster.services = [
+            ClusterService(name="redis", version="7.2", credentials_encrypted=CredentialBox([key]).seal(secret))
+        ]
+        session.add(cluster)
+    return cluster.services[0].id
+
+
+def rotate(db, keys: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HPCINFRA_DATABASE_URL": db.url, "HPCINFRA_CREDENTIAL_KEYS": ",".join(keys)}
+    return subprocess.run(
+        [executable("hpcinfra"), "credentials", "rotate"], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_rotate_command_reencrypts_stored_credentials_with_the_new_key(fresh_db):
+    old, new = new_key(), new_key()
+    secret = {"username": "hpcinfra", "password": "kept"}
+    service_id = store_service_credential(fresh_db, secret, old)
+
+    result = rotate(fresh_db, [new, old])
+    assert result.returncode == 0, result.stderr
+    assert "re-encrypted 1 service credential(s)" in result.stdout
+    with fresh_db.sessions() as session:
+        stored = session.get_one(ClusterService, service_id).credentials_encrypted
+    assert CredentialBox([new]).open(stored) == secret
+
+
+def test_rotate_changes_nothing_when_a_credential_cannot_be_read(fresh_db):
+    lost, old, new = new_key(), new_key(), new_key()
+    readable = store_service_credential(fresh_db, {"username": "a", "password": "b"}, old)
+    store_service_credential(fresh_db, {"username": "c", "password": "d"}, lost)
+    with fresh_db.sessions() as session:
+        before = session.get_one(ClusterService, readable).credentials_encrypted
+
+    result = rotate(fresh_db, [new, old])
+    assert result.returncode == 1
+    assert "1 of 2 credential(s) cannot be decrypted" in result.stderr
+    with fresh_db.sessions() as session:
+        assert session.get_one(ClusterService, readable).credentials_encrypted == before
