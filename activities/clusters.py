@@ -190,13 +190,13 @@ class ClusterActivities:
             )
             label = f"{wanted.name} {wanted.version}"
             if tool is not None and tool.status != "failed":
-                return Registration(str(tool.id), label, tool.status, install=False)
+                return Registration(str(tool.id), label, tool.status)
             if tool is None:
                 tool = ClusterTool(cluster_id=uuid.UUID(request.cluster_id), name=wanted.name, version=wanted.version)
                 session.add(tool)
             tool.status, tool.status_reason = "pending", None
             session.flush()
-            return Registration(str(tool.id), label, tool.status, install=True)
+            return Registration(str(tool.id), label, tool.status)
 
     @activity.defn(name="RegisterService")
     def register_service(self, request: AddService) -> Registration:
@@ -217,14 +217,14 @@ class ClusterActivities:
                         type="Conflict",
                         non_retryable=True,
                     )
-                return Registration(str(service.id), f"{service.name} {service.version}", service.status, install=False)
+                return Registration(str(service.id), f"{service.name} {service.version}", service.status)
             if service is None:
                 service = ClusterService(cluster_id=uuid.UUID(request.cluster_id), name=wanted.name)
                 session.add(service)
             service.version, service.config = wanted.version, wanted.config
             service.status, service.status_reason, service.endpoint = "pending", None, {}
             session.flush()
-            return Registration(str(service.id), f"{service.name} {service.version}", service.status, install=True)
+            return Registration(str(service.id), f"{service.name} {service.version}", service.status)
 
     @activity.defn(name="PendingInstalls")
     def pending_installs(self, ref: ClusterRef) -> PendingInstalls:

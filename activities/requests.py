@@ -7,7 +7,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from hpcinfra.db import transaction
-from hpcinfra.messages import DecisionOutcome, DecisionRecord, NoteInput
+from hpcinfra.messages import DecisionOutcome, DecisionRecord, NoteRecord
 from hpcinfra.models import Cluster, ClusterRequest, ClusterService, ClusterTool
 from hpcinfra.store import add_note, find_user, may_decide, may_see_request
 
@@ -52,7 +52,8 @@ class RequestActivities:
             return _outcome(request)
 
     @activity.defn(name="AddNote")
-    def add_note(self, note: NoteInput) -> None:
+    def add_note(self, record: NoteRecord) -> None:
+        note = record.note
         with transaction(self.sessions) as session:
             request = session.get(ClusterRequest, uuid.UUID(note.request_id))
             if request is None:
@@ -62,7 +63,7 @@ class RequestActivities:
                 raise ApplicationError(
                     f"{note.by!r} may not write notes on this request", type="NotAllowed", non_retryable=True
                 )
-            add_note(session, request, writer, note.note)
+            add_note(session, request, writer, note.note, uuid.UUID(record.key))
 
 
 def _create_cluster(session: Session, request: ClusterRequest, cluster_id: uuid.UUID) -> Cluster:

@@ -4,6 +4,7 @@ Input models ignore fields the server owns (id, status, requestedBy, ...) so a c
 back what it received. Output models are built from the database rows with `from_row`.
 """
 
+import math
 import re
 import uuid
 from datetime import datetime
@@ -14,6 +15,7 @@ from pydantic.alias_generators import to_camel
 
 from hpcinfra import models
 from infra import catalog
+from infra.providers import check_config
 
 RequestStatus = Literal["pending", "approved", "rejected"]
 ClusterStatus = Literal["pending", "provisioning", "available", "error", "deleting", "deleted"]
@@ -47,11 +49,25 @@ class Input(Model):
 
     @field_validator("*", mode="after")
     @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        # PostgreSQL cannot store NUL in text; refuse it here on every database alike.
-        if isinstance(value, str) and "\x00" in value:
-            raise ValueError("must not contain NUL characters")
+    def _storable(cls, value: Any) -> Any:
+        _check_storable(value)
         return value
+
+
+def _check_storable(value: Any) -> None:
+    """Refuse what a database cannot keep faithfully: NUL in text (PostgreSQL refuses it) and NaN or
+    infinite numbers (not JSON; PostgreSQL refuses them too), however deep in a `config` they are."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("numbers must be finite (no NaN or Infinity)")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_storable(key)
+            _check_storable(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_storable(item)
 
 
 # --- people ------------------------------------------------------------------------------------
@@ -77,13 +93,7 @@ class ToolIn(Input):
 
     @model_validator(mode="after")
     def _in_catalog(self) -> "ToolIn":
-        tool = catalog.TOOLS.get(self.name)
-        if tool is None:
-            raise ValueError(f"tool {self.name!r} is not in the catalog; known tools: {', '.join(catalog.TOOLS)}")
-        if self.version not in tool.versions:
-            raise ValueError(
-                f"{self.name} {self.version!r} is not in the catalog; versions: {', '.join(tool.versions)}"
-            )
+        catalog.check_tool(self.name, self.version)
         return self
 
 
@@ -94,15 +104,7 @@ class ServiceIn(Input):
 
     @model_validator(mode="after")
     def _in_catalog(self) -> "ServiceIn":
-        service = catalog.SERVICES.get(self.name)
-        if service is None:
-            raise ValueError(
-                f"service {self.name!r} is not in the catalog; known services: {', '.join(catalog.SERVICES)}"
-            )
-        if self.version not in service.versions:
-            raise ValueError(
-                f"{self.name} {self.version!r} is not in the catalog; versions: {', '.join(service.versions)}"
-            )
+        catalog.check_service(self.name, self.version, self.config)
         return self
 
 
@@ -195,13 +197,7 @@ class SizeIn(Input):
     storage: StorageGB = catalog.DEFAULT_STORAGE_GB
 
 
-class RequestSize(Model):
-    number_of_nodes: int
-    node_type: str
-    storage: int
-
-
-class ClusterSize(Model):
+class Size(Model):
     number_of_nodes: int
     node_type: str
     storage: int
@@ -237,7 +233,7 @@ class ClusterRequest(Model):
     id: uuid.UUID
     name: str
     cloud_provider_id: uuid.UUID
-    size: RequestSize
+    size: Size
     tools: list[RequestedTool]
     services: list[RequestedService]
     status: RequestStatus
@@ -255,7 +251,7 @@ class ClusterRequest(Model):
             id=row.id,
             name=row.name,
             cloud_provider_id=row.cloud_provider_id,
-            size=RequestSize(number_of_nodes=row.number_of_nodes, node_type=row.node_type, storage=row.storage_gb),
+            size=Size(number_of_nodes=row.number_of_nodes, node_type=row.node_type, storage=row.storage_gb),
             tools=[RequestedTool(**t) for t in row.tools],
             services=[RequestedService(**s) for s in row.services],
             status=row.status,
@@ -286,7 +282,7 @@ class Cluster(Model):
     name: str
     cloud_provider_id: uuid.UUID
     type: Literal["slurm"]
-    size: ClusterSize
+    size: Size
     status: ClusterStatus
     status_reason: str | None = None
     tools: list[Tool]
@@ -305,7 +301,7 @@ class Cluster(Model):
             name=row.name,
             cloud_provider_id=row.cloud_provider_id,
             type=row.type,
-            size=ClusterSize(number_of_nodes=row.number_of_nodes, node_type=row.node_type, storage=row.storage_gb),
+            size=Size(number_of_nodes=row.number_of_nodes, node_type=row.node_type, storage=row.storage_gb),
             status=row.status,
             status_reason=row.status_reason,
             tools=[Tool.model_validate(t) for t in row.tools],
@@ -333,6 +329,11 @@ class CloudProviderIn(Input):
     region: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
     config: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _config_fits_kind(self) -> "CloudProviderIn":
+        check_config(self.kind, self.config)
+        return self
+
 
 class CloudProvider(Model):
     id: uuid.UUID
@@ -357,13 +358,21 @@ class CatalogTool(Model):
     credits_per_hour: float
 
 
+class CatalogConfigKey(Model):
+    name: str
+    description: str
+    pattern: str | None = None
+    minimum: int | None = None
+    maximum: int | None = None
+
+
 class CatalogService(Model):
     name: str
     description: str
     versions: list[str]
     credits_per_hour: float
     port: int
-    config_keys: list[str]
+    config_keys: list[CatalogConfigKey]
 
 
 class Catalog(Model):

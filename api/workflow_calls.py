@@ -6,20 +6,19 @@ from typing import TypeVar
 
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import Problem
-from workflows.refusals import REFUSALS as WORKFLOW_REFUSALS
 
 T = TypeVar("T")
 
 # How long an API call waits for a workflow to take an update (a decision, a new tool, ...).
 UPDATE_TIMEOUT = timedelta(seconds=20)
-# Failures of an update that mean "no, and here is why" rather than "could not do it now":
-# a validator's ValueError, and the workflows' own refusals.
-REFUSALS = ("ValueError", *WORKFLOW_REFUSALS)
+# Failures of an update that mean "no, and here is why" rather than "could not do it now", and their
+# status: a validator's ValueError, and the workflows' own refusals.
+REFUSALS = {"ValueError": 409, "Conflict": 409, "AlreadyDecided": 409, "NotAnApprover": 403, "NotFound": 404}
 
 
 async def start_or_take_back(start: Awaitable[object], session: Session, row: object, what: str) -> None:
@@ -47,13 +46,13 @@ async def update(call: Awaitable[T], *, refused: str, ended: str) -> T:
     except WorkflowUpdateFailedError as e:
         cause = e.cause
         if isinstance(cause, ApplicationError) and cause.type in REFUSALS:
-            raise Problem(409, f"{refused}: {cause.message}") from e
+            raise Problem(REFUSALS[cause.type], f"{refused}: {cause.message}") from e
         raise Problem(503, "the change could not be recorded; nothing changed, try again") from e
+    except WorkflowUpdateRPCTimeoutOrCancelledError as e:
+        raise Problem(
+            503, "no worker took the change in time; it may still be applied, so look again before trying again"
+        ) from e
     except RPCError as e:
         if e.status == RPCStatusCode.NOT_FOUND:
             raise Problem(409, ended) from e
-        if e.status == RPCStatusCode.DEADLINE_EXCEEDED:
-            raise Problem(
-                503, "no worker took the change in time; it may still be applied, so look again before trying again"
-            ) from e
         raise Problem(503, "the workflow engine is unreachable; nothing changed, try again") from e

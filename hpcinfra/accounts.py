@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hpcinfra.models import ApiToken, CloudProvider, Tenant, User
-from infra.providers import KINDS
+from infra.providers import KINDS, check_config
 
 ROLES = ("cad_manager", "it_manager", "admin")
 TOKEN_PREFIX = "hpci_"
@@ -85,6 +85,10 @@ def create_provider(
         raise AccountError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
     if not name.strip() or not region.strip():
         raise AccountError("a cloud provider needs a name and a region")
+    try:
+        check_config(kind, config or {})
+    except ValueError as e:
+        raise AccountError(str(e)) from None
     exists = session.scalar(
         select(CloudProvider).where(CloudProvider.tenant_id == tenant_id, CloudProvider.name == name)
     )

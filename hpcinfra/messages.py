@@ -35,9 +35,17 @@ class Decision:
 
 @dataclass
 class NoteInput:
+    """A note signalled from the Temporal CLI or web UI."""
+
     request_id: str
     by: str  # the writer's user id or e-mail address
     note: str
+
+
+@dataclass
+class NoteRecord:
+    note: NoteInput
+    key: str  # made by the workflow, so writing the same note twice is a no-op
 
 
 @dataclass
@@ -80,7 +88,6 @@ class ClusterState:
 
     status: str = "pending"
     status_reason: str | None = None
-    health_checks: int = 0
     queue: list[Operation] = field(default_factory=lambda: [Operation("provision")])
     delete_requested: bool = False
 
@@ -133,12 +140,11 @@ class AddService:
 
 @dataclass
 class Registration:
-    """A tool or service as recorded on the cluster; `install` says whether it still needs installing."""
+    """A tool or service as recorded on the cluster; one still `pending` needs installing."""
 
     item_id: str
     label: str
     status: str
-    install: bool
 
 
 @dataclass
@@ -159,7 +165,7 @@ class StepRecord:
     cluster_id: str
     key: str  # made by the workflow, so writing the same step twice is a no-op
     step: str
-    status: str  # started, succeeded, failed, retrying
+    status: str  # started, succeeded, failed or retrying (for step "status": the cluster's new status)
     message: str
     time: datetime
 

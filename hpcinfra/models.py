@@ -115,6 +115,8 @@ class RequestNote(Base):
     request_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("cluster_requests.id"), index=True)
     by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
     note: Mapped[str] = mapped_column(Text)
+    # Set for notes written by the request workflow (signalled), so a retried write adds nothing.
+    key: Mapped[uuid.UUID | None] = mapped_column(unique=True)
     time: Mapped[datetime] = mapped_column(default=utcnow)
 
     by: Mapped[User] = relationship(lazy="joined")
@@ -178,7 +180,8 @@ class ClusterService(Base):
 
 
 class ClusterEvent(Base):
-    """The durable step log of a cluster. `key` comes from the workflow, so a retried write is a no-op."""
+    """The durable step log of a cluster. `key` is made once per line (by the workflow, or by the activity
+    from its run, activity id and line), so a retried write is a no-op."""
 
     __tablename__ = "cluster_events"
 

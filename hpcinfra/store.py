@@ -37,8 +37,12 @@ def may_see_request(user: User, request: ClusterRequest) -> bool:
     return may_decide(user, request) or request.requested_by_id == user.id
 
 
-def add_note(session: Session, request: ClusterRequest, by: User, text: str) -> RequestNote:
-    note = RequestNote(request_id=request.id, by_id=by.id, note=text)
+def add_note(
+    session: Session, request: ClusterRequest, by: User, text: str, key: uuid.UUID | None = None
+) -> RequestNote:
+    if key is not None and (written := session.scalar(select(RequestNote).where(RequestNote.key == key))) is not None:
+        return written
+    note = RequestNote(request_id=request.id, by_id=by.id, note=text, key=key)
     session.add(note)
     session.flush()
     return note

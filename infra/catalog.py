@@ -4,7 +4,9 @@ Validation of requests, the `GET /catalog` endpoint and the providers all read t
 Credits are the platform's unit of cost; every rate here is in credits per hour.
 """
 
+import re
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -27,13 +29,31 @@ class Tool:
 
 
 @dataclass(frozen=True)
+class ConfigKey:
+    """A setting a service takes in its `config`: a name matching `pattern`, or a whole number in a range."""
+
+    name: str
+    description: str
+    pattern: str | None = None
+    minimum: int | None = None
+    maximum: int | None = None
+
+    def check(self, value: Any) -> None:
+        if self.pattern is not None:
+            if not isinstance(value, str) or not re.fullmatch(self.pattern, value):
+                raise ValueError(f"config.{self.name} must match {self.pattern}")
+        elif not isinstance(value, int) or isinstance(value, bool) or not self.minimum <= value <= self.maximum:
+            raise ValueError(f"config.{self.name} must be a whole number from {self.minimum} to {self.maximum}")
+
+
+@dataclass(frozen=True)
 class Service:
     name: str
     description: str
     versions: tuple[str, ...]
     credits_per_hour: float
     port: int
-    config_keys: tuple[str, ...] = field(default=())
+    config_keys: tuple[ConfigKey, ...] = field(default=())
 
 
 NODE_TYPES: dict[str, NodeType] = {
@@ -66,11 +86,47 @@ TOOLS: dict[str, Tool] = {
 SERVICES: dict[str, Service] = {
     s.name: s
     for s in (
-        Service("postgresql", "PostgreSQL database", ("16", "15", "14"), 0.5, 5432, ("databaseName",)),
-        Service("redis", "Redis in-memory store", ("7.2", "7.0"), 0.25, 6379, ("maxMemoryMB",)),
+        Service(
+            "postgresql",
+            "PostgreSQL database",
+            ("16", "15", "14"),
+            0.5,
+            5432,
+            (ConfigKey("databaseName", "the database to create (default postgres)", pattern=r"[a-z_][a-z0-9_]{0,62}"),),
+        ),
+        Service(
+            "redis",
+            "Redis in-memory store",
+            ("7.2", "7.0"),
+            0.25,
+            6379,
+            (ConfigKey("maxMemoryMB", "memory limit", minimum=16, maximum=1_048_576),),
+        ),
     )
 }
 
 STORAGE_CREDITS_PER_GB_HOUR = 0.0002
 MIN_NODES, MAX_NODES = 1, 64
 MIN_STORAGE_GB, MAX_STORAGE_GB, DEFAULT_STORAGE_GB = 10, 65_536, 10
+
+
+def check_tool(name: str, version: str) -> None:
+    """Refuse, with a message that lists what there is, a tool or version the catalog does not have."""
+    tool = TOOLS.get(name)
+    if tool is None:
+        raise ValueError(f"tool {name!r} is not in the catalog; known tools: {', '.join(TOOLS)}")
+    if version not in tool.versions:
+        raise ValueError(f"{name} {version!r} is not in the catalog; versions: {', '.join(tool.versions)}")
+
+
+def check_service(name: str, version: str, config: dict[str, Any]) -> None:
+    service = SERVICES.get(name)
+    if service is None:
+        raise ValueError(f"service {name!r} is not in the catalog; known services: {', '.join(SERVICES)}")
+    if version not in service.versions:
+        raise ValueError(f"{name} {version!r} is not in the catalog; versions: {', '.join(service.versions)}")
+    keys = {key.name: key for key in service.config_keys}
+    for setting, value in config.items():
+        if setting not in keys:
+            raise ValueError(f"{name} takes no config {setting!r}; it takes: {', '.join(keys) or 'nothing'}")
+        keys[setting].check(value)

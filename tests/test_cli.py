@@ -173,3 +173,13 @@ def test_help_lists_the_commands():
     result = subprocess.run([sys.executable, "-m", "hpcinfra", "--help"], capture_output=True, text=True, timeout=60)
     for command in ("dev", "api", "worker", "db", "tenants", "users", "providers"):
         assert command in result.stdout
+
+
+def test_migrations_build_exactly_the_models_schema(fresh_db):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from hpcinfra.models import Base
+
+    with fresh_db.engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []

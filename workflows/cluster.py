@@ -8,10 +8,8 @@ cluster in `error` with the step and the kind of failure; `retry` provisions it 
 
 import asyncio
 from dataclasses import dataclass
-from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
@@ -32,31 +30,9 @@ with workflow.unsafe.imports_passed_through():
         StepRecord,
         ToolRequest,
     )
+    from workflows.activity_options import AWAITED_WRITE, DB_WRITE, PROVIDER_RUN, TEARDOWN
     from workflows.refusals import as_update_failure
 
-DB_WRITE = dict(
-    start_to_close_timeout=timedelta(seconds=30),
-    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
-)
-# Someone waits on a registration (an API call): give up after a few tries.
-REGISTRATION = dict(
-    start_to_close_timeout=timedelta(seconds=10),
-    retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=5)),
-)
-PROVIDER_RUN = dict(
-    start_to_close_timeout=timedelta(hours=2),
-    heartbeat_timeout=timedelta(minutes=1),
-    # Only failures of a retryable class (provider outage, timeout) are retried; the rest are non-retryable.
-    retry_policy=RetryPolicy(
-        maximum_attempts=4, initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1)
-    ),
-)
-# Compensation and teardown must finish, or the cluster keeps costing: retry for a long time.
-TEARDOWN = dict(
-    start_to_close_timeout=timedelta(hours=2),
-    heartbeat_timeout=timedelta(minutes=1),
-    retry_policy=RetryPolicy(maximum_attempts=50, maximum_interval=timedelta(minutes=5)),
-)
 DELETION = ("deleting", "deleted")
 
 
@@ -101,22 +77,33 @@ class ClusterWorkflow:
     async def add_tool(self, tool: ToolRequest) -> Registration:
         """Record a tool and queue its installation; the same tool again changes nothing."""
         registration = await self._register(ClusterActivities.register_tool, AddTool(self._cluster_id, tool))
-        if registration.install:
-            self._state.queue.append(Operation("install_tool", registration.item_id, registration.label))
+        self._enqueue(Operation("install_tool", registration.item_id, registration.label), registration.status)
         return registration
 
     @workflow.update(name="add_service")
     async def add_service(self, service: ServiceRequest) -> Registration:
         registration = await self._register(ClusterActivities.register_service, AddService(self._cluster_id, service))
-        if registration.install:
-            self._state.queue.append(Operation("start_service", registration.item_id, registration.label))
+        self._enqueue(Operation("start_service", registration.item_id, registration.label), registration.status)
         return registration
 
     async def _register(self, activity, request: AddTool | AddService) -> Registration:
         try:
-            return await workflow.execute_activity_method(activity, request, **REGISTRATION)
+            registration = await workflow.execute_activity_method(activity, request, **AWAITED_WRITE)
         except ActivityError as e:
             raise as_update_failure(e, "the tool or service") from e
+        if self._state.delete_requested:
+            # The deletion began while the item was being recorded: it will never be installed.
+            kind, step = ("tool", "install-tool") if isinstance(request, AddTool) else ("service", "start-service")
+            await self._item_failed(kind, registration.item_id, step, "the cluster is being deleted")
+            raise ApplicationError("the cluster is being deleted; it takes no more tools or services", type="Conflict")
+        return registration
+
+    def _enqueue(self, operation: Operation, status: str) -> None:
+        """Queue an install for an item still `pending`, unless it is queued (or running) already:
+        a registration retried after its first attempt committed, or an item also found among the
+        cluster's pending installs, is installed once."""
+        if status == "pending" and all(queued.item_id != operation.item_id for queued in self._state.queue):
+            self._state.queue.append(operation)
 
     @add_tool.validator
     def _validate_add_tool(self, tool: ToolRequest) -> None:
@@ -128,16 +115,12 @@ class ClusterWorkflow:
 
     @workflow.update(name="delete")
     async def delete(self) -> None:
-        """Mark the cluster `deleting`; the teardown starts once the operation under way (if any) has finished."""
+        """Mark the cluster `deleting`; the teardown starts once the operation under way (if any) has
+        finished. Deleting a cluster that is already being deleted changes nothing."""
         if self._state.delete_requested:
-            raise ApplicationError("the cluster is already being deleted", type="Conflict")
+            return
         self._state.delete_requested = True  # at once: no new operation is accepted from here on
         await self._set_status("deleting")
-
-    @delete.validator
-    def _validate_delete(self) -> None:
-        if self._state.delete_requested or self._state.status in DELETION:
-            raise ValueError("the cluster is already being deleted")
 
     @workflow.update(name="retry")
     async def retry(self) -> None:
@@ -155,7 +138,6 @@ class ClusterWorkflow:
     @workflow.update(name="check_health")
     async def check_health(self) -> HealthReport:
         """Ask the provider whether every node is still up; the answer goes to the step log."""
-        self._state.health_checks += 1
         return await self._health_check()
 
     @check_health.validator
@@ -198,7 +180,8 @@ class ClusterWorkflow:
             return
         await self._set_status("available")
         pending = await workflow.execute_activity_method(ClusterActivities.pending_installs, ref, **DB_WRITE)
-        self._state.queue.extend(pending.operations)
+        for operation in pending.operations:
+            self._enqueue(operation, "pending")
 
     async def _fail_provisioning(self, reason: str) -> None:
         """Compensate a failed provisioning, so that nothing of it keeps costing, then report `error`."""
@@ -224,11 +207,7 @@ class ClusterWorkflow:
             # On success the activity writes the item's status and its "succeeded" line together.
             await workflow.execute_activity_method(activity, ref, **PROVIDER_RUN)
         except ActivityError as e:
-            reason = _failure(e, step).describe(operation.label)
-            failed = ItemFailed(
-                self._cluster_id, kind, operation.item_id, reason, step, str(workflow.uuid4()), workflow.now()
-            )
-            await workflow.execute_activity_method(ClusterActivities.mark_item_failed, failed, **DB_WRITE)
+            await self._item_failed(kind, operation.item_id, step, _failure(e, step).describe(operation.label))
 
     async def _tear_down(self) -> None:
         ref = ClusterRef(self._cluster_id)
@@ -251,11 +230,18 @@ class ClusterWorkflow:
 
     async def _health_check(self) -> HealthReport:
         await self._step("health-check", "started", "asking the provider")
-        report = await workflow.execute_activity_method(
-            ClusterActivities.check_health, ClusterRef(self._cluster_id), **PROVIDER_RUN
-        )
+        try:
+            report = await workflow.execute_activity_method(
+                ClusterActivities.check_health, ClusterRef(self._cluster_id), **PROVIDER_RUN
+            )
+        except ActivityError as e:
+            report = HealthReport(healthy=False, message=_failure(e, "health-check").describe("the health check"))
         await self._step("health-check", "succeeded" if report.healthy else "failed", report.message)
         return report
+
+    async def _item_failed(self, kind: str, item_id: str, step: str, reason: str) -> None:
+        failed = ItemFailed(self._cluster_id, kind, item_id, reason, step, str(workflow.uuid4()), workflow.now())
+        await workflow.execute_activity_method(ClusterActivities.mark_item_failed, failed, **DB_WRITE)
 
     async def _set_status(self, status: str, reason: str | None = None) -> None:
         """Change the status: at once in the workflow (what updates are validated against), then in
@@ -296,5 +282,8 @@ def _failure(error: ActivityError, default_step: str) -> Failure:
         return Failure(str(step), str(failure_class), cause.message, retried=not cause.non_retryable)
     if isinstance(cause, TimeoutError):
         return Failure(default_step, "timeout", "the provider did not answer in time", retried=True)
-    message = cause.message if isinstance(cause, ApplicationError) else str(cause or error)
-    return Failure(default_step, "unexpected error", message, retried=False)
+    # Anything else is a fault of ours, not of the input or the cloud: its text (which may name database
+    # details) stays in the worker's log and the workflow's history, for operators.
+    return Failure(
+        default_step, "internal error", "an unexpected error; operators find it in the worker log", retried=False
+    )

@@ -2,7 +2,8 @@
 
 from temporalio.exceptions import ActivityError, ApplicationError
 
-# Refusals an activity raises that a person can act on; any other failure means "not recorded, try again".
+# Refusals an activity raises that a person can act on (the API maps each to its HTTP status);
+# any other failure means "not recorded, try again".
 REFUSALS = ("AlreadyDecided", "NotAnApprover", "NotFound", "Conflict")
 
 

@@ -5,7 +5,6 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -16,22 +15,14 @@ with workflow.unsafe.imports_passed_through():
         DecisionOutcome,
         DecisionRecord,
         NoteInput,
+        NoteRecord,
         RequestInput,
         RequestState,
         cluster_workflow_id,
     )
+    from workflows.activity_options import AWAITED_WRITE, DB_WRITE
     from workflows.cluster import ClusterWorkflow
     from workflows.refusals import as_update_failure
-
-DB_WRITE = dict(
-    start_to_close_timeout=timedelta(seconds=30),
-    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
-)
-# Someone waits for a decision to be recorded, so give up after a few tries instead of retrying forever.
-DECISION_WRITE = dict(
-    start_to_close_timeout=timedelta(seconds=10),
-    retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=5)),
-)
 
 
 @workflow.defn(name="ClusterRequest")
@@ -89,7 +80,8 @@ class RequestWorkflow:
     @workflow.signal(name="add_note")
     async def add_note(self, note: NoteInput) -> None:
         try:
-            await workflow.execute_activity_method(RequestActivities.add_note, note, **DB_WRITE)
+            record = NoteRecord(note, str(workflow.uuid4()))
+            await workflow.execute_activity_method(RequestActivities.add_note, record, **DB_WRITE)
         except ActivityError as e:
             workflow.logger.warning("note signal ignored: %s", e.cause or e)
 
@@ -110,7 +102,7 @@ class RequestWorkflow:
                 rejection_reason=decision.rejection_reason if decision.status == "rejected" else None,
                 cluster_id=cluster_id,
             )
-            return await self._record(record, DECISION_WRITE)
+            return await self._record(record, AWAITED_WRITE)
 
     async def _expire(self, after: timedelta) -> None:
         async with self._deciding:

@@ -1,9 +1,8 @@
 """Tools and services of a cluster: listed from the database, added through the cluster's workflow."""
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
@@ -11,13 +10,11 @@ from api import schemas
 from api.access import cluster_for, may_see_credentials, require_creator
 from api.deps import CredentialsDep, CurrentUser, SessionDep, TemporalDep
 from api.errors import Problem
+from api.params import ClusterId, ServiceId
 from api.workflow_calls import UPDATE_TIMEOUT, update
 from hpcinfra.messages import Registration, ServiceRequest, ToolRequest, cluster_workflow_id
 from hpcinfra.models import Cluster, ClusterService, ClusterTool, User
 from workflows.cluster import ClusterWorkflow
-
-ClusterId = Annotated[uuid.UUID, Path(alias="clusterId")]
-ServiceId = Annotated[uuid.UUID, Path(alias="serviceId")]
 
 router = APIRouter(prefix="/clusters/{clusterId}", tags=["tools and services"])
 
@@ -83,7 +80,7 @@ async def _register(temporal, cluster: Cluster, method, wanted) -> Registration:
     return await update(
         handle.execute_update(method, wanted, rpc_timeout=UPDATE_TIMEOUT),
         refused="refused",
-        ended="the cluster's workflow has ended; it takes no more tools or services",
+        ended=f"the workflow of this cluster is no longer running (see cluster-{cluster.id} in the Temporal UI)",
     )
 
 

@@ -4,7 +4,7 @@ deleted and retried through their workflow."""
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,13 +14,11 @@ from api.access import cluster_for, clusters_visible_to, may_see_credentials, pr
 from api.deps import CredentialsDep, CurrentUser, SessionDep, SettingsDep, TemporalDep, require_role
 from api.errors import Problem
 from api.pagination import Page
+from api.params import ClusterId
 from api.workflow_calls import UPDATE_TIMEOUT, start_or_take_back, update
-from hpcinfra.credentials import CredentialBox
 from hpcinfra.messages import ClusterInput, cluster_workflow_id
 from hpcinfra.models import Cluster, ClusterEvent, ClusterService, ClusterTool, User
 from workflows.cluster import ClusterWorkflow
-
-ClusterId = Annotated[uuid.UUID, Path(alias="clusterId")]
 
 router = APIRouter(prefix="/clusters", tags=["clusters"])
 
@@ -91,12 +89,16 @@ def get_cluster(
     cluster_id: ClusterId, session: SessionDep, user: CurrentUser, credentials: CredentialsDep
 ) -> schemas.Cluster:
     """The cluster, with its services' credentials for its creator and IT managers."""
-    return cluster_detail(session, user, cluster_id, credentials)
+    cluster = cluster_for(session, user, cluster_id)
+    secrets = {}
+    if may_see_credentials(user, cluster):
+        secrets = {s.id: credentials.open(s.credentials_encrypted) for s in cluster.services if s.credentials_encrypted}
+    return schemas.Cluster.from_row(cluster, secrets)
 
 
 @router.delete("/{clusterId}", status_code=202, response_model=schemas.Cluster)
 async def delete_cluster(
-    cluster_id: ClusterId, session: SessionDep, user: CurrentUser, temporal: TemporalDep, credentials: CredentialsDep
+    cluster_id: ClusterId, session: SessionDep, user: CurrentUser, temporal: TemporalDep
 ) -> schemas.Cluster:
     """Tear the cluster down: `deleting`, then `deleted` with its services `stopped`. Deleting a
     cluster that is already going away changes nothing."""
@@ -106,14 +108,14 @@ async def delete_cluster(
         await update(
             handle.execute_update(ClusterWorkflow.delete, rpc_timeout=UPDATE_TIMEOUT),
             refused="the cluster cannot be deleted now",
-            ended="the cluster's workflow has ended; it is deleted already",
+            ended=f"the workflow of this cluster is no longer running (see cluster-{cluster_id} in the Temporal UI)",
         )
-    return await run_in_threadpool(cluster_detail, session, user, cluster_id, credentials)
+    return await run_in_threadpool(_reloaded, session, user, cluster_id)
 
 
 @router.post("/{clusterId}/retry", status_code=202, response_model=schemas.Cluster)
 async def retry_cluster(
-    cluster_id: ClusterId, session: SessionDep, user: CurrentUser, temporal: TemporalDep, credentials: CredentialsDep
+    cluster_id: ClusterId, session: SessionDep, user: CurrentUser, temporal: TemporalDep
 ) -> schemas.Cluster:
     """Provision a cluster in `error` again, without a new approval (extension)."""
     cluster = await run_in_threadpool(cluster_for, session, user, cluster_id)
@@ -123,25 +125,22 @@ async def retry_cluster(
     await update(
         handle.execute_update(ClusterWorkflow.retry, rpc_timeout=UPDATE_TIMEOUT),
         refused="the cluster cannot be retried",
-        ended="the cluster's workflow has ended; it cannot be retried",
+        ended=f"the workflow of this cluster is no longer running (see cluster-{cluster_id} in the Temporal UI)",
     )
-    return await run_in_threadpool(cluster_detail, session, user, cluster_id, credentials)
+    return await run_in_threadpool(_reloaded, session, user, cluster_id)
 
 
-def cluster_detail(session: Session, user: User, cluster_id: uuid.UUID, credentials: CredentialBox) -> schemas.Cluster:
+def _reloaded(session: Session, user: User, cluster_id: uuid.UUID) -> schemas.Cluster:
+    """The cluster as the workflow left it, without credentials (answers to changes carry none)."""
     session.expire_all()
-    cluster = cluster_for(session, user, cluster_id)
-    secrets = {}
-    if may_see_credentials(user, cluster):
-        secrets = {s.id: credentials.open(s.credentials_encrypted) for s in cluster.services if s.credentials_encrypted}
-    return schemas.Cluster.from_row(cluster, secrets)
+    return schemas.Cluster.from_row(cluster_for(session, user, cluster_id))
 
 
 @router.get("/{clusterId}/events", response_model=list[schemas.ClusterEvent])
 def list_events(
     cluster_id: ClusterId, session: SessionDep, user: CurrentUser, page: Page
 ) -> list[schemas.ClusterEvent]:
-    """The durable step log of the cluster's provisioning, oldest first."""
+    """The durable step log of the cluster: provisioning, installs and teardown, oldest first."""
     cluster = cluster_for(session, user, cluster_id)
     query = select(ClusterEvent).where(ClusterEvent.cluster_id == cluster.id).order_by(ClusterEvent.id)
     return [schemas.ClusterEvent.model_validate(e) for e in session.scalars(page.apply(query))]

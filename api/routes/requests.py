@@ -3,7 +3,7 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 
 from api import schemas
@@ -11,13 +11,12 @@ from api.access import provider_for_new_cluster, request_for, requests_visible_t
 from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, require_role
 from api.errors import Problem
 from api.pagination import Page
+from api.params import RequestId
 from api.workflow_calls import UPDATE_TIMEOUT, start_or_take_back, update
 from hpcinfra.messages import Decision, RequestInput, request_workflow_id
 from hpcinfra.models import ClusterRequest
 from hpcinfra.store import add_note, may_decide
 from workflows.request import RequestWorkflow
-
-RequestId = Annotated[uuid.UUID, Path(alias="requestId")]
 
 router = APIRouter(prefix="/requests", tags=["requests"])
 

@@ -1,6 +1,7 @@
 """Providers by kind. Every kind a cloud provider can be registered with appears here."""
 
 from pathlib import Path
+from typing import Any
 
 from infra.providers.base import Provider, ProviderUnavailable
 
@@ -18,3 +19,17 @@ def get_provider(kind: str, *, sim_step_seconds: float, data_dir: Path) -> Provi
             "(its Pulumi program is still to come); register a 'sim' provider to try the platform"
         )
     raise ProviderUnavailable(f"unknown provider kind {kind!r}; known kinds: {', '.join(KINDS)}")
+
+
+def check_config(kind: str, config: dict[str, Any]) -> None:
+    """Refuse a provider config this kind cannot use, with a message saying what is wrong."""
+    if kind == "sim":
+        from pydantic import ValidationError
+
+        from infra.providers.sim import SimConfig
+
+        try:
+            SimConfig.model_validate(config)
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+            raise ValueError(f"invalid sim provider config: {problems}") from None

@@ -17,7 +17,9 @@ import asyncio
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from infra.providers.base import (
     ClusterOutputs,
@@ -40,6 +42,22 @@ FAILURE_CLASSES = {
 }
 
 
+class SimConfig(BaseModel):
+    """The sim provider's config, as registered; anything else in it is refused."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    # Named as the JSON keys people write in the config.
+
+    failAt: Literal[STEPS] | None = None
+    failTools: list[str] = []
+    failServices: list[str] = []
+    failWith: Literal[tuple(FAILURE_CLASSES)] = "configuration"
+    failTimes: int | None = Field(default=None, ge=0)
+    unhealthy: bool = False
+    stepSeconds: float | None = Field(default=None, ge=0, le=60)
+
+
 class SimProvider:
     def __init__(self, step_seconds: float, state_dir: Path) -> None:
         self.default_step_seconds = step_seconds
@@ -49,7 +67,7 @@ class SimProvider:
         state = self._load(spec)
         for step in STEPS:
             await self._pause(spec)
-            if spec.provider_config.get("failAt") == step:
+            if _config(spec).failAt == step:
                 self._maybe_fail(spec, state, step, step)
             state["resources"][step] = self._describe(step, spec)
             self._save(spec, state)
@@ -75,7 +93,7 @@ class SimProvider:
         self._save(spec, state)
 
     async def health(self, spec: ClusterSpec, outputs: dict[str, Any]) -> list[str]:
-        if spec.provider_config.get("unhealthy"):
+        if _config(spec).unhealthy:
             return ["slurmd not responding on one node (simulated)"]
         missing = [step for step in STEPS if step not in self._load(spec)["resources"]]
         return [f"{step} is missing (simulated)" for step in missing]
@@ -83,7 +101,7 @@ class SimProvider:
     async def install_tool(self, spec: ClusterSpec, tool: ToolSpec, progress: Progress) -> None:
         state = self._load(spec)
         await self._pause(spec)
-        if tool.name in spec.provider_config.get("failTools", ()):
+        if tool.name in _config(spec).failTools:
             self._maybe_fail(spec, state, f"tool:{tool.name}", f"install {tool.name}")
         state["tools"][tool.name] = tool.version
         self._save(spec, state)
@@ -96,7 +114,7 @@ class SimProvider:
     ) -> dict[str, Any]:
         state = self._load(spec)
         await self._pause(spec)
-        if service.name in spec.provider_config.get("failServices", ()):
+        if service.name in _config(spec).failServices:
             self._maybe_fail(spec, state, f"service:{service.name}", f"start {service.name}")
         # The simulated service keeps who may log in, not the password: nothing here is secret.
         state["services"][service.name] = {"version": service.version, "port": service.port, "user": secret.username}
@@ -117,19 +135,20 @@ class SimProvider:
         return json.loads(path.read_text()) if path.exists() else _empty()
 
     def _maybe_fail(self, spec: ClusterSpec, state: dict[str, Any], point: str, step: str) -> None:
-        config = spec.provider_config
+        config = _config(spec)
         failed = state["failures"].get(point, 0)
-        if failed >= int(config.get("failTimes", 1_000_000)):
+        if config.failTimes is not None and failed >= config.failTimes:
             return
         state["failures"][point] = failed + 1
         self._save(spec, state)
-        failure_class = FAILURE_CLASSES.get(str(config.get("failWith", "configuration")), FailureClass.CONFIGURATION)
+        failure_class = FAILURE_CLASSES[config.failWith]
         raise ProviderFailure(
             step, f"simulated {failure_class} (failure injection in the provider's config)", failure_class
         )
 
     async def _pause(self, spec: ClusterSpec) -> None:
-        await asyncio.sleep(float(spec.provider_config.get("stepSeconds", self.default_step_seconds)))
+        step_seconds = _config(spec).stepSeconds
+        await asyncio.sleep(self.default_step_seconds if step_seconds is None else step_seconds)
 
     def _load(self, spec: ClusterSpec) -> dict[str, Any]:
         return self.state(spec.cluster_id)
@@ -155,6 +174,10 @@ class SimProvider:
             "compute-nodes": f"{spec.number_of_nodes} x {n.name} ({n.vcpus} vCPU, {n.memory_gb} GB) idle (simulated)",
             "storage": f"{spec.storage_gb} GB shared storage mounted on every node (simulated)",
         }[step]
+
+
+def _config(spec: ClusterSpec) -> SimConfig:
+    return SimConfig.model_validate(spec.provider_config)
 
 
 def _empty() -> dict[str, Any]:

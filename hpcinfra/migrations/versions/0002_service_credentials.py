@@ -1,4 +1,4 @@
-"""tool and service status reasons, service endpoint and credentials
+"""tool and service status reasons, service endpoint and credentials, note keys
 
 Revision ID: 0002
 Revises: 0001
@@ -25,9 +25,17 @@ def upgrade() -> None:
     with op.batch_alter_table('cluster_tools', schema=None) as batch_op:
         batch_op.add_column(sa.Column('status_reason', sa.Text(), nullable=True))
 
+    with op.batch_alter_table('request_notes', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('key', sa.Uuid(), nullable=True))
+        batch_op.create_unique_constraint('uq_request_notes_key', ['key'])
+
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('request_notes', schema=None) as batch_op:
+        batch_op.drop_constraint('uq_request_notes_key', type_='unique')
+        batch_op.drop_column('key')
+
     with op.batch_alter_table('cluster_tools', schema=None) as batch_op:
         batch_op.drop_column('status_reason')
 
