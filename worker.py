@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import secrets
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
@@ -9,10 +10,11 @@ from temporalio.worker import Worker
 
 from activities.clusters import ClusterActivities
 from activities.requests import RequestActivities
-from hpcinfra.credentials import credential_box
+from hpcinfra.credentials import credential_box, kept_secret
 from hpcinfra.db import make_engine, make_session_factory
 from hpcinfra.settings import Settings, get_settings
 from hpcinfra.temporal import connect
+from infra.providers import ProviderSettings
 from workflows.cluster import ClusterWorkflow
 from workflows.request import RequestWorkflow
 
@@ -22,9 +24,7 @@ WORKFLOWS = [RequestWorkflow, ClusterWorkflow]
 def build_activities(settings: Settings) -> list:
     sessions = make_session_factory(make_engine(settings.sqlalchemy_url))
     requests = RequestActivities(sessions)
-    clusters = ClusterActivities(
-        sessions, credential_box(settings), sim_step_seconds=settings.sim_step_seconds, data_dir=settings.data_dir
-    )
+    clusters = ClusterActivities(sessions, credential_box(settings), provider_settings(settings))
     return [
         requests.record_decision,
         requests.add_note,
@@ -41,6 +41,19 @@ def build_activities(settings: Settings) -> list:
         clusters.register_service,
         clusters.pending_installs,
     ]
+
+
+def provider_settings(settings: Settings) -> ProviderSettings:
+    passphrase = settings.pulumi_passphrase
+    if not passphrase and settings.env == "development":
+        passphrase = kept_secret(settings.data_dir / "pulumi.passphrase", lambda: secrets.token_urlsafe(32))
+    return ProviderSettings(
+        data_dir=settings.data_dir,
+        sim_step_seconds=settings.sim_step_seconds,
+        stack_backend_url=settings.stack_backend_url,
+        stack_secrets_provider=settings.pulumi_secrets_provider,
+        stack_passphrase=passphrase,
+    )
 
 
 async def run(settings: Settings) -> None:

@@ -6,7 +6,6 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import select
@@ -33,8 +32,9 @@ from hpcinfra.messages import (
 )
 from hpcinfra.models import CloudProvider, Cluster, ClusterEvent, ClusterService, ClusterTool, Tenant, utcnow
 from infra.catalog import NODE_TYPES, SERVICES
-from infra.providers import get_provider
+from infra.providers import ProviderSettings, get_provider
 from infra.providers.base import (
+    SERVICE_USER,
     ClusterSpec,
     FailureClass,
     Progress,
@@ -49,17 +49,15 @@ from infra.providers.base import (
 T = TypeVar("T")
 
 HEARTBEAT_EVERY = timedelta(seconds=5)
-SERVICE_USER = "hpcinfra"
 
 
 class ClusterActivities:
     def __init__(
-        self, sessions: sessionmaker[Session], credentials: CredentialBox, *, sim_step_seconds: float, data_dir: Path
+        self, sessions: sessionmaker[Session], credentials: CredentialBox, providers: ProviderSettings
     ) -> None:
         self.sessions = sessions
         self.credentials = credentials
-        self.sim_step_seconds = sim_step_seconds
-        self.data_dir = data_dir
+        self.providers = providers
 
     # --- the step log and statuses -----------------------------------------------------------
 
@@ -138,8 +136,9 @@ class ClusterActivities:
 
     @activity.defn(name="InstallTool")
     async def install_tool(self, ref: ItemRef) -> StepOutcome:
-        spec, provider = await asyncio.to_thread(self._load, ref.cluster_id)
         tool = await asyncio.to_thread(self._mark, "tool", ref.item_id, "installing")
+        # Loaded after: the cluster's desired state now includes this tool.
+        spec, provider = await asyncio.to_thread(self._load, ref.cluster_id)
         await self._run(
             ref.cluster_id, lambda progress: provider.install_tool(spec, ToolSpec(tool.name, tool.version), progress)
         )
@@ -151,8 +150,9 @@ class ClusterActivities:
     async def start_service(self, ref: ItemRef) -> StepOutcome:
         """Start a service with credentials the platform generates here, inside the activity, so the
         password never passes through the workflow's history; it is stored only encrypted."""
-        spec, provider = await asyncio.to_thread(self._load, ref.cluster_id)
         service, secret = await asyncio.to_thread(self._service_with_secret, ref.item_id)
+        # Loaded after: the cluster's desired state now includes this service.
+        spec, provider = await asyncio.to_thread(self._load, ref.cluster_id)
         endpoint = await self._run(
             ref.cluster_id, lambda progress: provider.start_service(spec, _service_spec(service), secret, progress)
         )
@@ -286,6 +286,10 @@ class ClusterActivities:
             cluster = _cluster(session, cluster_id)
             cloud = session.get_one(CloudProvider, cluster.cloud_provider_id)
             tenant = session.get_one(Tenant, cluster.tenant_id)
+            # What the cluster should have now: tools being or already installed, services being or already started.
+            services = [
+                s for s in cluster.services if s.status in ("provisioning", "running") and s.credentials_encrypted
+            ]
             spec = ClusterSpec(
                 cluster_id=cluster_id,
                 tenant=tenant.name,
@@ -295,10 +299,16 @@ class ClusterActivities:
                 node_type=NODE_TYPES[cluster.node_type],
                 storage_gb=cluster.storage_gb,
                 provider_config=dict(cloud.config),
+                tools=tuple(
+                    ToolSpec(t.name, t.version) for t in cluster.tools if t.status in ("installing", "installed")
+                ),
+                services=tuple(_service_spec(s) for s in services),
+                secrets={s.name: self._secret(s) for s in services},
             )
             kind = cloud.kind
         try:
-            return spec, get_provider(kind, sim_step_seconds=self.sim_step_seconds, data_dir=self.data_dir)
+            # A retried attempt may follow one that died half way: the provider clears what it left first.
+            return spec, get_provider(kind, self.providers, recover=activity.info().attempt > 1)
         except ProviderUnavailable as e:
             raise ApplicationError(
                 str(e), "provision", str(FailureClass.CONFIGURATION), type="ProviderFailure", non_retryable=True
@@ -327,8 +337,11 @@ class ClusterActivities:
                 service.credentials_encrypted = self.credentials.seal(
                     {"username": SERVICE_USER, "password": generate_password()}
                 )
-            stored = self.credentials.open(service.credentials_encrypted)
-            return service, ServiceSecret(stored["username"], stored["password"])
+            return service, self._secret(service)
+
+    def _secret(self, service: ClusterService) -> ServiceSecret:
+        stored = self.credentials.open(service.credentials_encrypted)
+        return ServiceSecret(stored["username"], stored["password"])
 
     def _finished(
         self, ref: ItemRef, kind: str, status: str, step: str, summary: str, endpoint: dict[str, Any] | None = None

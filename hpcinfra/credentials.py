@@ -8,6 +8,7 @@ rotate`. In development, when no key is set, one is made once and kept in the da
 import json
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -56,14 +57,18 @@ def generate_password() -> str:
 
 
 def _development_key(data_dir: Path) -> str:
-    path = data_dir / DEV_KEY_FILE
+    return kept_secret(data_dir / DEV_KEY_FILE, new_key)
+
+
+def kept_secret(path: Path, make: Callable[[], str]) -> str:
+    """A development secret made once and kept in a file only this user can read."""
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        # Created exclusively, readable by this user only; a concurrent creator's key wins.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Created exclusively: when two processes race, the first one's secret wins.
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
-                f.write(new_key())
+                f.write(make())
         except FileExistsError:
             pass
     return path.read_text().strip()

@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     # The simulated provider waits this long for each simulated step (0 in tests).
     sim_step_seconds: float = 1.0
 
+    # Pulumi, for the aws, gcp and azure providers: where stack state lives and how its secrets are
+    # encrypted. Empty backend means a folder in the data folder; an empty passphrase in development
+    # means one kept in the data folder (production must set it, or use a KMS secrets provider).
+    pulumi_backend_url: str = ""
+    pulumi_secrets_provider: str = "passphrase"
+    pulumi_passphrase: str = ""
+
     # Fernet keys for service credentials, comma-separated; the first encrypts, all decrypt.
     # Empty in development means a key kept in the data folder; production requires keys.
     credential_keys: str = ""
@@ -51,6 +58,10 @@ class Settings(BaseSettings):
                 "HPCINFRA_CREDENTIAL_KEYS must be set in production (`hpcinfra credentials new-key` makes one)"
             )
         return self
+
+    @property
+    def stack_backend_url(self) -> str:
+        return self.pulumi_backend_url or f"file://{(self.data_dir / 'pulumi-state').resolve()}"
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -24,6 +24,8 @@ class Tool:
     name: str
     description: str
     versions: tuple[str, ...]
+    # The Spack package that builds it on a cloud cluster's shared storage.
+    spack_package: str
     # The listed tools are open source: installing one costs nothing beyond the cluster itself.
     credits_per_hour: float = 0.0
 
@@ -70,16 +72,16 @@ NODE_TYPES: dict[str, NodeType] = {
 TOOLS: dict[str, Tool] = {
     t.name: t
     for t in (
-        Tool("iverilog", "Icarus Verilog simulator", ("12.0", "11.0")),
-        Tool("verilator", "Verilog/SystemVerilog simulator and linter", ("5.024", "5.006", "4.228")),
-        Tool("yosys", "RTL synthesis", ("0.40", "0.33")),
-        Tool("nextpnr", "FPGA place and route", ("0.7", "0.6")),
-        Tool("openroad", "RTL-to-GDS flow", ("2.0",)),
-        Tool("klayout", "layout viewer and editor", ("0.28.17", "0.28.12")),
-        Tool("ngspice", "SPICE circuit simulator", ("42", "39")),
-        Tool("gtkwave", "waveform viewer", ("3.3.118",)),
-        Tool("magic", "VLSI layout tool", ("8.3.460",)),
-        Tool("cocotb", "Python coroutine testbenches", ("1.9.0", "1.8.1")),
+        Tool("iverilog", "Icarus Verilog simulator", ("12.0", "11.0"), "iverilog"),
+        Tool("verilator", "Verilog/SystemVerilog simulator and linter", ("5.024", "5.006", "4.228"), "verilator"),
+        Tool("yosys", "RTL synthesis", ("0.40", "0.33"), "yosys"),
+        Tool("nextpnr", "FPGA place and route", ("0.7", "0.6"), "nextpnr"),
+        Tool("openroad", "RTL-to-GDS flow", ("2.0",), "openroad"),
+        Tool("klayout", "layout viewer and editor", ("0.28.17", "0.28.12"), "klayout"),
+        Tool("ngspice", "SPICE circuit simulator", ("42", "39"), "ngspice"),
+        Tool("gtkwave", "waveform viewer", ("3.3.118",), "gtkwave"),
+        Tool("magic", "VLSI layout tool", ("8.3.460",), "magic"),
+        Tool("cocotb", "Python coroutine testbenches", ("1.9.0", "1.8.1"), "py-cocotb"),
     )
 }
 

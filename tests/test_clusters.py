@@ -13,7 +13,7 @@ def failing_tenant(stack):
         extra_providers={
             "sim-broken": {"kind": "sim", "config": {"failAt": "compute-nodes"}},
             "sim-sick": {"kind": "sim", "config": {"unhealthy": True}},
-            "aws-east": {"kind": "aws"},
+            "aws-east": {"kind": "aws", "config": {"sshCidr": "198.51.100.0/24"}},
         },
     )
 
@@ -48,7 +48,11 @@ def test_above_self_service_limit_says_to_file_a_request(api, tenant, size):
     [
         ("sim-broken", "compute-nodes", "provisioning failed at step compute-nodes (bad configuration): simulated"),
         ("sim-sick", "health-check", "provisioning failed at step health-check: slurmd not responding"),
-        ("aws-east", "provision", "provisioning failed at step provision (bad configuration): provisioning on aws"),
+        (
+            "aws-east",
+            "provision",
+            "provisioning failed at step provision (bad configuration): the Pulumi CLI is not installed",
+        ),
     ],
 )
 def test_failure_ends_in_error_with_reason_and_step(api, failing_tenant, provider, failed_step, reason):

@@ -38,8 +38,8 @@ def insert_request(db, tenant) -> uuid.UUID:
     return request.id
 
 
-async def on_time_skipping_server(db, scenario):
-    settings = Settings(database_url=db.url, sim_step_seconds=0)
+async def on_time_skipping_server(db, scenario, data_dir):
+    settings = Settings(database_url=db.url, sim_step_seconds=0, data_dir=data_dir)
     async with await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=executable("temporal-test-server")
     ) as env:
@@ -55,7 +55,7 @@ async def on_time_skipping_server(db, scenario):
                 return await scenario(env.client, task_queue)
 
 
-def test_request_nobody_decides_expires_as_rejected(db):
+def test_request_nobody_decides_expires_as_rejected(db, tmp_path):
     tenant = make_tenant(db.sessions)
     request_id = insert_request(db, tenant)
 
@@ -65,7 +65,7 @@ def test_request_nobody_decides_expires_as_rejected(db):
             RequestWorkflow.run, RequestInput(str(request_id), WEEK), id=f"request-{request_id}", task_queue=task_queue
         )
 
-    state = asyncio.run(on_time_skipping_server(db, scenario))
+    state = asyncio.run(on_time_skipping_server(db, scenario, tmp_path))
     assert state.status == "rejected"
     with db.sessions() as session:
         request = session.get(ClusterRequest, request_id)
@@ -76,7 +76,7 @@ def test_request_nobody_decides_expires_as_rejected(db):
         assert request.cluster_id is None
 
 
-def test_request_decided_in_time_does_not_expire(db):
+def test_request_decided_in_time_does_not_expire(db, tmp_path):
     tenant = make_tenant(db.sessions)
     request_id = insert_request(db, tenant)
 
@@ -93,7 +93,7 @@ def test_request_decided_in_time_does_not_expire(db):
             await asyncio.sleep(0.05)
         return state
 
-    state = asyncio.run(on_time_skipping_server(db, scenario))
+    state = asyncio.run(on_time_skipping_server(db, scenario, tmp_path))
     assert state.status == "approved"
     with db.sessions() as session:
         request = session.get(ClusterRequest, request_id)

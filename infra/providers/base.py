@@ -41,27 +41,8 @@ class ProviderUnavailable(Exception):
     """This kind of provider cannot provision from this installation; the message says why."""
 
 
-@dataclass(frozen=True)
-class ClusterSpec:
-    cluster_id: str
-    tenant: str
-    name: str
-    region: str
-    number_of_nodes: int
-    node_type: NodeType
-    storage_gb: int
-    # The provider's own settings, as registered (`POST /cloud-providers`).
-    provider_config: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ClusterOutputs:
-    head_node: str
-    node_ids: list[str]
-    storage_id: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"headNode": self.head_node, "nodeIds": self.node_ids, "storageId": self.storage_id}
+# The user name of every service the platform starts; its password is generated per service.
+SERVICE_USER = "hpcinfra"
 
 
 @dataclass(frozen=True)
@@ -76,6 +57,36 @@ class ServiceSpec:
     version: str
     config: dict[str, Any]
     port: int
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """What a cluster should be: its size, and the tools and services it should have now
+    (a provider that builds the whole cluster from one description, as Pulumi does, needs them all)."""
+
+    cluster_id: str
+    tenant: str
+    name: str
+    region: str
+    number_of_nodes: int
+    node_type: NodeType
+    storage_gb: int
+    # The provider's own settings, as registered (`POST /cloud-providers`).
+    provider_config: dict[str, Any] = field(default_factory=dict)
+    tools: tuple[ToolSpec, ...] = ()
+    services: tuple[ServiceSpec, ...] = ()
+    # The credentials of those services, by service name: never printed, never logged.
+    secrets: dict[str, "ServiceSecret"] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class ClusterOutputs:
+    head_node: str
+    node_ids: list[str]
+    storage_id: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"headNode": self.head_node, "nodeIds": self.node_ids, "storageId": self.storage_id}
 
 
 @dataclass(frozen=True)

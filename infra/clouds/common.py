@@ -1,0 +1,79 @@
+"""The parts of a cluster's Pulumi program that are the same on every cloud: the SSH key that
+installs software, the tools (Spack on the head node), Redis, the service passwords, the outputs."""
+
+from collections.abc import Sequence
+from typing import Any
+
+import pulumi
+import pulumi_tls as tls
+from pulumi_command import remote
+
+from infra.clouds.plan import (
+    ADMIN_USER,
+    HEAD_ADDRESS,
+    REDIS_INSTALL,
+    REDIS_REMOVE,
+    ClusterPlan,
+    tool_install_command,
+    tool_remove_command,
+)
+
+
+def password_config_key(service: str) -> str:
+    """The stack's secret config value holding a service's generated password."""
+    return f"servicePassword-{service}"
+
+
+def service_password(service: str) -> pulumi.Output[str]:
+    return pulumi.Config().require_secret(password_config_key(service))
+
+
+def admin_key(plan: ClusterPlan) -> tls.PrivateKey:
+    """The key the platform installs software with; it lives only in the stack's (encrypted) state."""
+    return tls.PrivateKey(f"{plan.prefix}-admin-key", algorithm="ED25519")
+
+
+def install_software(
+    plan: ClusterPlan, head_host: pulumi.Input[str], key: tls.PrivateKey, after: Sequence[pulumi.Resource]
+) -> dict[str, Any]:
+    """Tools as Spack builds and Redis, as commands on the head node: adding one is a stack update that
+    adds a resource, and removing one runs its delete command. Returns the endpoints of what it started."""
+    connection = remote.ConnectionArgs(host=head_host, user=ADMIN_USER, private_key=key.private_key_openssh)
+    opts = pulumi.ResourceOptions(depends_on=list(after))
+    for tool in plan.spec.tools:
+        remote.Command(
+            f"{plan.prefix}-tool-{tool.name}-{tool.version}",
+            connection=connection,
+            create=tool_install_command(tool),
+            delete=tool_remove_command(tool),
+            opts=opts,
+        )
+    endpoints: dict[str, Any] = {}
+    redis = next((s for s in plan.spec.services if s.name == "redis"), None)
+    if redis is not None:
+        remote.Command(
+            f"{plan.prefix}-redis",
+            connection=connection,
+            create=REDIS_INSTALL,
+            delete=REDIS_REMOVE,
+            environment={"REDIS_PASSWORD": service_password("redis")},
+            opts=opts,
+        )
+        endpoints["redis"] = {"host": HEAD_ADDRESS, "port": redis.port}
+    return endpoints
+
+
+def wants_postgresql(plan: ClusterPlan):
+    return next((s for s in plan.spec.services if s.name == "postgresql"), None)
+
+
+def export_outputs(
+    head_address: pulumi.Input[str],
+    node_ids: Sequence[pulumi.Input[str]],
+    storage_id: pulumi.Input[str],
+    services: dict[str, Any],
+) -> None:
+    pulumi.export("headNode", head_address)
+    pulumi.export("nodeIds", list(node_ids))
+    pulumi.export("storageId", storage_id)
+    pulumi.export("services", services)

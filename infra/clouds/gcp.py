@@ -1,0 +1,111 @@
+"""The cluster on GCP: a VPC network and subnetwork, firewall rules, Compute Engine instances for the
+head and compute nodes, a persistent disk for shared storage (exported over NFS by the head node),
+and Cloud SQL for PostgreSQL on a private IP in the cluster's network."""
+
+import pulumi
+import pulumi_gcp as gcp
+
+from infra.clouds.common import admin_key, export_outputs, install_software, service_password, wants_postgresql
+from infra.clouds.plan import ADMIN_USER, HEAD_ADDRESS, SUBNET_CIDR, ClusterPlan
+from infra.providers.base import SERVICE_USER
+
+IMAGE = "debian-cloud/debian-12"
+
+
+def build(plan: ClusterPlan) -> None:
+    p, labels, region = plan.prefix, plan.labels, plan.spec.region
+    zone = plan.config.zone or f"{region}-a"
+
+    network = gcp.compute.Network(f"{p}-network", auto_create_subnetworks=False)
+    subnet = gcp.compute.Subnetwork(f"{p}-subnet", network=network.id, region=region, ip_cidr_range=SUBNET_CIDR)
+    gcp.compute.Firewall(
+        f"{p}-ssh",
+        network=network.id,
+        description="SSH from the admin range only",
+        allows=[gcp.compute.FirewallAllowArgs(protocol="tcp", ports=["22"])],
+        source_ranges=[plan.ssh_cidr],
+    )
+    gcp.compute.Firewall(
+        f"{p}-internal",
+        network=network.id,
+        description="Slurm, NFS and everything else only inside the cluster's network",
+        allows=[gcp.compute.FirewallAllowArgs(protocol=protocol) for protocol in ("tcp", "udp", "icmp")],
+        source_ranges=[SUBNET_CIDR],
+    )
+
+    key = admin_key(plan)
+    storage = gcp.compute.Disk(f"{p}-shared", zone=zone, size=plan.spec.storage_gb, type="pd-balanced", labels=labels)
+
+    def instance(name: str, machine_type: str, address: str, script: str, disks=None) -> gcp.compute.Instance:
+        return gcp.compute.Instance(
+            f"{p}-{name}",
+            zone=zone,
+            machine_type=machine_type,
+            boot_disk=gcp.compute.InstanceBootDiskArgs(
+                initialize_params=gcp.compute.InstanceBootDiskInitializeParamsArgs(image=IMAGE)
+            ),
+            attached_disks=disks or [],
+            network_interfaces=[
+                gcp.compute.InstanceNetworkInterfaceArgs(
+                    subnetwork=subnet.id,
+                    network_ip=address,
+                    # An external address for outbound traffic; inbound is what the firewall rules allow.
+                    access_configs=[gcp.compute.InstanceNetworkInterfaceAccessConfigArgs()],
+                )
+            ],
+            metadata={
+                "ssh-keys": key.public_key_openssh.apply(lambda k: f"{ADMIN_USER}:{k}"),
+                "startup-script": script,
+            },
+            labels=labels,
+        )
+
+    head = instance(
+        "head",
+        plan.head_instance_type("gcp"),
+        HEAD_ADDRESS,
+        plan.head_script(),
+        disks=[gcp.compute.InstanceAttachedDiskArgs(source=storage.id)],
+    )
+    nodes = [
+        instance(name, plan.instance_type("gcp"), address, plan.compute_script(i))
+        for i, (name, address) in enumerate(zip(plan.node_names, plan.node_addresses, strict=True))
+    ]
+    head_address = head.network_interfaces.apply(lambda nics: nics[0].access_configs[0].nat_ip)
+
+    services = install_software(plan, head_address, key, after=[head])
+    postgresql = wants_postgresql(plan)
+    if postgresql is not None:
+        # Cloud SQL joins the network through a peering range of its own.
+        peering_range = gcp.compute.GlobalAddress(
+            f"{p}-database-range", network=network.id, purpose="VPC_PEERING", address_type="INTERNAL", prefix_length=20
+        )
+        peering = gcp.servicenetworking.Connection(
+            f"{p}-database-peering",
+            network=network.id,
+            service="servicenetworking.googleapis.com",
+            reserved_peering_ranges=[peering_range.name],
+        )
+        database = gcp.sql.DatabaseInstance(
+            f"{p}-postgresql",
+            region=region,
+            database_version=f"POSTGRES_{postgresql.version}",
+            deletion_protection=False,
+            settings=gcp.sql.DatabaseInstanceSettingsArgs(
+                tier="db-custom-1-3840",
+                user_labels=labels,
+                ip_configuration=gcp.sql.DatabaseInstanceSettingsIpConfigurationArgs(
+                    ipv4_enabled=False, private_network=network.id
+                ),
+            ),
+            opts=pulumi.ResourceOptions(depends_on=[peering]),
+        )
+        gcp.sql.User(
+            f"{p}-postgresql-user", instance=database.name, name=SERVICE_USER, password=service_password("postgresql")
+        )
+        gcp.sql.Database(
+            f"{p}-postgresql-database", instance=database.name, name=postgresql.config.get("databaseName", "postgres")
+        )
+        services["postgresql"] = {"host": database.private_ip_address, "port": postgresql.port}
+
+    export_outputs(head_address, [n.instance_id for n in nodes], storage.id, services)

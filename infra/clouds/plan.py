@@ -1,0 +1,206 @@
+"""What every cloud's program builds, whatever the cloud: the addresses, the tags, and the scripts
+that turn plain Debian machines into a Slurm cluster with shared storage, Spack and modules.
+
+Every node gets a fixed private address, so the Slurm configuration is written before any machine
+exists and no node waits on another to learn where it is.
+"""
+
+import re
+import shlex
+from dataclasses import dataclass
+from ipaddress import ip_network
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from infra.catalog import NODE_TYPES, TOOLS
+from infra.providers.base import ClusterSpec, ToolSpec
+
+NETWORK_CIDR = "10.20.0.0/16"
+SUBNET_CIDR = "10.20.1.0/24"
+# A second range, for the managed database (some clouds want it in a subnet of its own).
+DATABASE_CIDR = "10.20.2.0/24"
+HEAD_ADDRESS = "10.20.1.10"
+FIRST_NODE_HOST = 20
+SLURM_PORTS = (6817, 6818)  # slurmctld, slurmd
+SHARED = "/shared"
+ADMIN_USER = "hpcadmin"
+HEAD_NODE_TYPE = "small"
+
+
+class CloudConfig(BaseModel):
+    """The config of an `aws`, `gcp` or `azure` provider, as registered; anything else in it is refused.
+    Cloud credentials are not here: they come from each cloud SDK's own environment on the worker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Named as the JSON keys people write in the config.
+    # Where SSH to the head node may come from: the operators' range, and the workers' (they install tools).
+    sshCidr: str
+    project: str | None = None  # GCP: the project (else the SDK's default)
+    zone: str | None = None  # GCP: the zone in the region (else <region>-a)
+
+    @field_validator("sshCidr")
+    @classmethod
+    def _not_the_world(cls, value: str) -> str:
+        try:
+            network = ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an address range such as 198.51.100.0/24") from None
+        if network.prefixlen == 0:
+            raise ValueError("must not be the whole internet")
+        return str(network)
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    spec: ClusterSpec
+    config: CloudConfig
+
+    @classmethod
+    def of(cls, spec: ClusterSpec) -> "ClusterPlan":
+        try:
+            return cls(spec, CloudConfig.model_validate(spec.provider_config))
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+            raise ValueError(f"the provider's config cannot be used: {problems}") from None
+
+    @property
+    def ssh_cidr(self) -> str:
+        return self.config.sshCidr
+
+    @property
+    def prefix(self) -> str:
+        """A short, cloud-safe name stem for every resource of the cluster."""
+        return f"hpc-{self.spec.name}"[:40].rstrip("-")
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {
+            "hpcinfra-tenant": self.spec.tenant,
+            "hpcinfra-cluster-id": self.spec.cluster_id,
+            "hpcinfra-cluster-name": self.spec.name,
+        }
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The tags as GCP labels allow them: lower-case letters, digits, `_` and `-`, at most 63."""
+        return {key: re.sub(r"[^a-z0-9_-]", "-", value.lower())[:63] for key, value in self.tags.items()}
+
+    @property
+    def node_names(self) -> list[str]:
+        return [f"node-{i}" for i in range(self.spec.number_of_nodes)]
+
+    @property
+    def node_addresses(self) -> list[str]:
+        return [f"10.20.1.{FIRST_NODE_HOST + i}" for i in range(self.spec.number_of_nodes)]
+
+    def instance_type(self, cloud: str) -> str:
+        return self.spec.node_type.instance_types[cloud]
+
+    def head_instance_type(self, cloud: str) -> str:
+        return NODE_TYPES[HEAD_NODE_TYPE].instance_types[cloud]
+
+    def slurm_conf(self) -> str:
+        node = self.spec.node_type
+        real_memory = int(node.memory_gb * 1024 * 0.9)  # leave room for the system
+        nodes = "\n".join(
+            f"NodeName={name} NodeAddr={address} CPUs={node.vcpus} RealMemory={real_memory} State=UNKNOWN"
+            for name, address in zip(self.node_names, self.node_addresses, strict=True)
+        )
+        return f"""ClusterName={self.spec.name}
+SlurmctldHost=head({HEAD_ADDRESS})
+AuthType=auth/munge
+ProctrackType=proctrack/linuxproc
+SelectType=select/cons_tres
+SchedulerType=sched/backfill
+SlurmctldPort={SLURM_PORTS[0]}
+SlurmdPort={SLURM_PORTS[1]}
+StateSaveLocation=/var/spool/slurmctld
+ReturnToService=2
+{nodes}
+PartitionName=compute Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+"""
+
+    def head_script(self) -> str:
+        """cloud-init for the head node: the shared disk (found by its size) exported over NFS, the
+        munge key made once on it, slurmctld, and Spack with Lmod modules on the shared storage."""
+        size_bytes = self.spec.storage_gb * 1024**3
+        return f"""#!/bin/bash
+set -euo pipefail
+hostnamectl set-hostname head
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y slurm-wlm munge nfs-kernel-server lmod git python3 build-essential
+disk=""
+until [ -n "$disk" ]; do
+  disk=$(lsblk -dbpno NAME,SIZE,TYPE | awk '$2 == {size_bytes} && $3 == "disk" {{print $1; exit}}')
+  [ -n "$disk" ] || sleep 5
+done
+blkid "$disk" || mkfs.ext4 -q "$disk"
+mkdir -p {SHARED}
+grep -q " {SHARED} " /etc/fstab || echo "$disk {SHARED} ext4 defaults,nofail 0 2" >> /etc/fstab
+mount -a
+echo "{SHARED} {SUBNET_CIDR}(rw,sync,no_root_squash,no_subtree_check)" > /etc/exports
+exportfs -ra
+systemctl enable --now nfs-server
+install -d -m 700 {SHARED}/.slurm
+[ -f {SHARED}/.slurm/munge.key ] || dd if=/dev/urandom bs=1 count=1024 of={SHARED}/.slurm/munge.key status=none
+install -m 400 -o munge -g munge {SHARED}/.slurm/munge.key /etc/munge/munge.key
+cat > /etc/slurm/slurm.conf <<'SLURM'
+{self.slurm_conf()}SLURM
+install -d -o slurm -g slurm /var/spool/slurmctld
+systemctl enable munge slurmctld
+systemctl restart munge slurmctld
+[ -d {SHARED}/spack ] || git clone --depth=1 https://github.com/spack/spack {SHARED}/spack
+echo ". {SHARED}/spack/share/spack/setup-env.sh; module use {SHARED}/spack/share/spack/lmod/linux-*/Core" > /etc/profile.d/spack.sh
+"""
+
+    def compute_script(self, index: int) -> str:
+        """cloud-init for compute node `index`: mount the shared storage, take the munge key, run slurmd."""
+        return f"""#!/bin/bash
+set -euo pipefail
+hostnamectl set-hostname {self.node_names[index]}
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y slurm-wlm munge nfs-common lmod
+mkdir -p {SHARED}
+grep -q " {SHARED} " /etc/fstab || echo "{HEAD_ADDRESS}:{SHARED} {SHARED} nfs defaults,_netdev 0 0" >> /etc/fstab
+until mount -a && [ -f {SHARED}/.slurm/munge.key ]; do sleep 10; done
+install -m 400 -o munge -g munge {SHARED}/.slurm/munge.key /etc/munge/munge.key
+cat > /etc/slurm/slurm.conf <<'SLURM'
+{self.slurm_conf()}SLURM
+systemctl enable munge slurmd
+systemctl restart munge slurmd
+echo ". {SHARED}/spack/share/spack/setup-env.sh; module use {SHARED}/spack/share/spack/lmod/linux-*/Core" > /etc/profile.d/spack.sh
+"""
+
+
+def tool_install_command(tool: ToolSpec) -> str:
+    """Build a tool with Spack on the shared storage and expose it as an environment module
+    (`module load <tool>/<version>` on every node), once cloud-init has finished."""
+    package = shlex.quote(f"{TOOLS[tool.name].spack_package}@{tool.version}")
+    return _as_root(
+        f"cloud-init status --wait >/dev/null; . {SHARED}/spack/share/spack/setup-env.sh"
+        f" && spack install --fail-fast {package} && spack module lmod refresh -y {package}"
+    )
+
+
+def tool_remove_command(tool: ToolSpec) -> str:
+    package = shlex.quote(f"{TOOLS[tool.name].spack_package}@{tool.version}")
+    return _as_root(f". {SHARED}/spack/share/spack/setup-env.sh && spack uninstall -y {package}")
+
+
+def _as_root(script: str) -> str:
+    return f"sudo --preserve-env bash -c {shlex.quote(script)}"
+
+
+# Redis runs on the head node; its password comes in through the command's (secret) environment.
+REDIS_INSTALL = _as_root(
+    "cloud-init status --wait >/dev/null; export DEBIAN_FRONTEND=noninteractive"
+    " && apt-get install -y redis-server"
+    ' && printf "bind 0.0.0.0\\nprotected-mode yes\\nrequirepass %s\\n" "$REDIS_PASSWORD" > /etc/redis/hpcinfra.conf'
+    " && chmod 640 /etc/redis/hpcinfra.conf && chown redis:redis /etc/redis/hpcinfra.conf"
+    " && (grep -q hpcinfra.conf /etc/redis/redis.conf || echo 'include /etc/redis/hpcinfra.conf' >> /etc/redis/redis.conf)"
+    " && systemctl restart redis-server"
+)
+REDIS_REMOVE = _as_root("systemctl disable --now redis-server; apt-get remove -y redis-server")

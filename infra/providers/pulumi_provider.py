@@ -1,0 +1,124 @@
+"""Providers `aws`, `gcp` and `azure`: the cluster's Pulumi program, applied by the stack runner.
+
+The whole cluster (network, nodes, storage, tools, services) is one stack described by the spec,
+so installing a tool or starting a service is a stack update, and so is stopping a service.
+"""
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from infra.clouds import aws, azure, gcp
+from infra.clouds.common import password_config_key
+from infra.clouds.plan import ClusterPlan
+from infra.clouds.runner import StackRunner, stack_name
+from infra.providers.base import (
+    ClusterOutputs,
+    ClusterSpec,
+    FailureClass,
+    Progress,
+    ProviderFailure,
+    ServiceSecret,
+    ServiceSpec,
+    ToolSpec,
+)
+
+PROGRAMS: dict[str, Callable[[ClusterPlan], None]] = {"aws": aws.build, "gcp": gcp.build, "azure": azure.build}
+
+
+class PulumiProvider:
+    def __init__(self, cloud: str, runner: StackRunner, recover: bool = False) -> None:
+        self.cloud = cloud
+        self.runner = runner
+        # Set on a retried attempt: clear what a dead earlier run may have left (lock, pending operations).
+        self.recover = recover
+
+    async def up(self, spec: ClusterSpec, progress: Progress) -> ClusterOutputs:
+        outputs = await self._apply(spec, progress)
+        return ClusterOutputs(outputs["headNode"], list(outputs["nodeIds"]), outputs["storageId"])
+
+    async def destroy(self, spec: ClusterSpec, progress: Progress) -> None:
+        plan = self._plan(spec)
+        await self._in_thread(
+            spec,
+            plan,
+            lambda report: self.runner.destroy(self._stack(spec), self._program(plan), report, self.recover),
+            progress,
+        )
+
+    async def health(self, spec: ClusterSpec, outputs: dict[str, Any]) -> list[str]:
+        plan = self._plan(spec)
+        current = await asyncio.to_thread(self.runner.refresh, self._stack(spec), self._program(plan))
+        missing = [key for key in ("headNode", "nodeIds", "storageId") if not current.get(key)]
+        problems = [f"the stack has no {key}" for key in missing]
+        if len(current.get("nodeIds") or []) != spec.number_of_nodes:
+            problems.append(f"{len(current.get('nodeIds') or [])} of {spec.number_of_nodes} compute nodes exist")
+        return problems
+
+    async def install_tool(self, spec: ClusterSpec, tool: ToolSpec, progress: Progress) -> None:
+        await self._apply(spec, progress)  # the spec lists the tool: the update adds its install command
+
+    async def start_service(
+        self, spec: ClusterSpec, service: ServiceSpec, secret: ServiceSecret, progress: Progress
+    ) -> dict[str, Any]:
+        outputs = await self._apply(spec, progress)
+        return dict(outputs["services"][service.name])
+
+    async def stop_service(self, spec: ClusterSpec, service: ServiceSpec, progress: Progress) -> None:
+        without = replace(
+            spec,
+            services=tuple(s for s in spec.services if s.name != service.name),
+            secrets={name: s for name, s in spec.secrets.items() if name != service.name},
+        )
+        await self._apply(without, progress)
+
+    async def _apply(self, spec: ClusterSpec, progress: Progress) -> dict[str, Any]:
+        plan = self._plan(spec)
+        config = {password_config_key(name): (secret.password, True) for name, secret in spec.secrets.items()}
+        config.update(self._cloud_config(spec))
+        return await self._in_thread(
+            spec,
+            plan,
+            lambda report: self.runner.up(self._stack(spec), self._program(plan), config, report, self.recover),
+            progress,
+        )
+
+    async def _in_thread(
+        self, spec: ClusterSpec, plan: ClusterPlan, work: Callable[[Progress], Any], progress: Progress
+    ) -> Any:
+        """Run blocking Pulumi work in a thread, passing its progress back to this event loop. If the
+        activity is cancelled, ask Pulumi to stop and wait for it to record what it did, then give up."""
+        loop = asyncio.get_running_loop()
+        running = asyncio.ensure_future(asyncio.to_thread(work, lambda line: loop.call_soon_threadsafe(progress, line)))
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            await asyncio.to_thread(self.runner.cancel, self._stack(spec), self._program(plan))
+            await asyncio.wait({running})
+            raise
+
+    def _cloud_config(self, spec: ClusterSpec) -> dict[str, tuple[str, bool]]:
+        if self.cloud == "aws":
+            return {"aws:region": (spec.region, False)}
+        if self.cloud == "gcp":
+            config = {"gcp:region": (spec.region, False)}
+            if project := self._plan(spec).config.project:
+                config["gcp:project"] = (project, False)
+            return config
+        return {}
+
+    @staticmethod
+    def _plan(spec: ClusterSpec) -> ClusterPlan:
+        try:
+            return ClusterPlan.of(spec)
+        except ValueError as e:
+            raise ProviderFailure("provision", str(e), FailureClass.CONFIGURATION) from None
+
+    def _program(self, plan: ClusterPlan) -> Callable[[], None]:
+        build = PROGRAMS[self.cloud]
+        return lambda: build(plan)
+
+    @staticmethod
+    def _stack(spec: ClusterSpec) -> str:
+        return stack_name(spec.tenant, spec.cluster_id)

@@ -1,0 +1,245 @@
+"""The Pulumi programs for AWS, GCP and Azure, run under Pulumi's own mocks (no cloud, no CLI):
+what each would create follows the spec and the catalog, is tagged with tenant and cluster, opens
+nothing to the internet but SSH from the admin range, and keeps the database private and its
+password secret."""
+
+import asyncio
+from dataclasses import replace
+
+import pulumi
+import pytest
+from pulumi.runtime import rpc
+
+from infra.catalog import NODE_TYPES
+from infra.clouds import aws, azure, gcp
+from infra.clouds.common import password_config_key
+from infra.clouds.plan import ClusterPlan
+from infra.providers.base import ClusterSpec, ServiceSecret, ServiceSpec, ToolSpec
+
+PROGRAMS = {"aws": aws.build, "gcp": gcp.build, "azure": azure.build}
+REGION = {"aws": "eu-west-1", "gcp": "europe-west1", "azure": "westeurope"}
+ADMIN_RANGE = "198.51.100.0/24"
+
+# The resource types that matter, per cloud.
+INSTANCE = {
+    "aws": "aws:ec2/instance:Instance",
+    "gcp": "gcp:compute/instance:Instance",
+    "azure": "azure-native:compute:VirtualMachine",
+}
+DISK = {"aws": "aws:ebs/volume:Volume", "gcp": "gcp:compute/disk:Disk", "azure": "azure-native:compute:Disk"}
+DATABASE = {
+    "aws": "aws:rds/instance:Instance",
+    "gcp": "gcp:sql/databaseInstance:DatabaseInstance",
+    "azure": "azure-native:dbforpostgresql:Server",
+}
+TOOL = "command:remote:Command"
+
+
+class CloudMocks(pulumi.runtime.Mocks):
+    """Records every resource the program registers; answers the few look-ups the programs make."""
+
+    def __init__(self) -> None:
+        self.resources: list[pulumi.runtime.MockResourceArgs] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        self.resources.append(args)
+        outputs = dict(args.inputs)
+        if args.typ == "tls:index/privateKey:PrivateKey":
+            outputs.update(publicKeyOpenssh="ssh-ed25519 AAAAmock", privateKeyOpenssh="mock private key")
+        if args.typ == INSTANCE["aws"]:
+            outputs["publicIp"] = "203.0.113.10"
+        return [f"{args.name}-id", outputs]
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            return {"names": ["zone-a", "zone-b"], "zoneIds": ["a", "b"], "id": "zones"}
+        if args.token == "aws:ec2/getAmi:getAmi":
+            return {"id": "ami-debian12", "architecture": "x86_64"}
+        return {}
+
+    def of_type(self, typ: str) -> list[pulumi.runtime.MockResourceArgs]:
+        return [r for r in self.resources if r.typ == typ]
+
+
+def spec(**changes) -> ClusterSpec:
+    base = ClusterSpec(
+        cluster_id="5e0c3c0e-1111-4222-8333-944455556666",
+        tenant="Acme Chips",
+        name="rtl-regression",
+        region="",
+        number_of_nodes=3,
+        node_type=NODE_TYPES["large"],
+        storage_gb=250,
+        provider_config={"sshCidr": ADMIN_RANGE},
+        tools=(ToolSpec("iverilog", "12.0"), ToolSpec("yosys", "0.40")),
+        services=(ServiceSpec("postgresql", "16", {"databaseName": "results"}, 5432),),
+        secrets={"postgresql": ServiceSecret("hpcinfra", "generated-password")},
+    )
+    return replace(base, **changes)
+
+
+def run(cloud: str, cluster: ClusterSpec) -> CloudMocks:
+    """Run the cloud's program for `cluster` under mocks and return what it registered."""
+    mocks = CloudMocks()
+    # Pulumi's test runner uses the thread's current event loop, which an earlier asyncio.run() closes.
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    pulumi.runtime.set_mocks(mocks, project="hpcinfra", stack="test", preview=False)
+    for service, secret in cluster.secrets.items():
+        pulumi.runtime.set_config(f"hpcinfra:{password_config_key(service)}", secret.password)
+
+    @pulumi.runtime.test
+    def program():
+        PROGRAMS[cloud](ClusterPlan.of(replace(cluster, region=REGION[cloud])))
+
+    program()
+    return mocks
+
+
+def is_secret(value) -> bool:
+    return isinstance(value, dict) and value.get(rpc._special_sig_key) == rpc._special_secret_sig
+
+
+def instance_type(cloud: str, inputs: dict) -> str:
+    return {
+        "aws": lambda: inputs["instanceType"],
+        "gcp": lambda: inputs["machineType"],
+        "azure": lambda: inputs["hardwareProfile"]["vmSize"],
+    }[cloud]()
+
+
+def disk_size(cloud: str, inputs: dict) -> int:
+    return int({"aws": inputs.get("size"), "gcp": inputs.get("size"), "azure": inputs.get("diskSizeGB")}[cloud])
+
+
+@pytest.fixture(params=sorted(PROGRAMS))
+def cloud(request) -> str:
+    return request.param
+
+
+@pytest.mark.parametrize("nodes", [1, 3, 8])
+def test_compute_nodes_follow_the_spec_and_the_catalog(cloud, nodes):
+    mocks = run(cloud, spec(number_of_nodes=nodes))
+    instances = mocks.of_type(INSTANCE[cloud])
+    assert len(instances) == nodes + 1  # and the head node
+    types = sorted(instance_type(cloud, r.inputs) for r in instances)
+    assert types.count(NODE_TYPES["large"].instance_types[cloud]) == nodes
+    assert NODE_TYPES["small"].instance_types[cloud] in types  # the head node
+
+
+def test_shared_storage_follows_the_spec(cloud):
+    disks = run(cloud, spec(storage_gb=777)).of_type(DISK[cloud])
+    assert [disk_size(cloud, d.inputs) for d in disks] == [777]
+
+
+def test_every_resource_that_takes_tags_carries_tenant_and_cluster(cloud):
+    mocks = run(cloud, spec())
+    tagged = [r for r in mocks.resources if "tags" in r.inputs or "labels" in r.inputs or "userLabels" in str(r.inputs)]
+    assert len(tagged) >= len(mocks.of_type(INSTANCE[cloud])) + 2  # instances, disk, network at least
+    for resource in tagged:
+        tags = resource.inputs.get("tags") or resource.inputs.get("labels") or resource.inputs["settings"]["userLabels"]
+        assert tags["hpcinfra-cluster-id"] == spec().cluster_id, resource.name
+        assert tags["hpcinfra-tenant"] in ("Acme Chips", "acme-chips"), resource.name
+        assert tags["hpcinfra-cluster-name"] == "rtl-regression", resource.name
+    for typ in (INSTANCE[cloud], DISK[cloud], DATABASE[cloud]):
+        assert all(r in tagged for r in mocks.of_type(typ)), typ
+
+
+def open_to_the_world(cloud: str, mocks: CloudMocks) -> list[str]:
+    """Inbound rules whose source is the whole internet, as 'source port' strings."""
+    world = {"0.0.0.0/0", "*", "Internet", "::/0"}
+    found = []
+    if cloud == "aws":
+        for group in mocks.of_type("aws:ec2/securityGroup:SecurityGroup"):
+            for rule in group.inputs.get("ingress", []):
+                found += [
+                    f"{cidr} {rule['fromPort']}-{rule['toPort']}"
+                    for cidr in rule.get("cidrBlocks", [])
+                    if cidr in world
+                ]
+    if cloud == "gcp":
+        for rule in mocks.of_type("gcp:compute/firewall:Firewall"):
+            found += [
+                f"{source} {rule.inputs['allows']}" for source in rule.inputs.get("sourceRanges", []) if source in world
+            ]
+    if cloud == "azure":
+        for group in mocks.of_type("azure-native:network:NetworkSecurityGroup"):
+            for rule in group.inputs["securityRules"]:
+                if (
+                    rule["access"] == "Allow"
+                    and rule["direction"] == "Inbound"
+                    and rule["sourceAddressPrefix"] in world
+                ):
+                    found.append(f"{rule['sourceAddressPrefix']} {rule['destinationPortRange']}")
+    return found
+
+
+def test_nothing_is_open_to_the_internet_and_ssh_only_from_the_admin_range(cloud):
+    mocks = run(cloud, spec())
+    assert open_to_the_world(cloud, mocks) == []
+    assert ADMIN_RANGE in str([r.inputs for r in mocks.resources])
+
+
+def test_the_managed_database_only_when_asked_for_private_and_with_a_secret_password(cloud):
+    without = run(cloud, spec(services=(), secrets={}))
+    assert without.of_type(DATABASE[cloud]) == []
+
+    mocks = run(cloud, spec())
+    [database] = mocks.of_type(DATABASE[cloud])
+    inputs = database.inputs
+    if cloud == "aws":
+        assert inputs["publiclyAccessible"] is False
+        assert inputs["engineVersion"] == "16"
+        password = inputs["password"]
+    elif cloud == "gcp":
+        assert inputs["settings"]["ipConfiguration"]["ipv4Enabled"] is False
+        assert inputs["databaseVersion"] == "POSTGRES_16"
+        [user] = mocks.of_type("gcp:sql/user:User")
+        password = user.inputs["password"]
+    else:
+        assert inputs["network"]["publicNetworkAccess"] == "Disabled"
+        assert inputs["version"] == "16"
+        password = inputs["administratorLoginPassword"]
+    assert is_secret(password)
+    assert password["value"] == "generated-password"
+
+
+def test_tools_are_spack_builds_on_the_head_node_and_adding_one_is_an_update(cloud):
+    before = run(cloud, spec(tools=(ToolSpec("iverilog", "12.0"),)))
+    after = run(cloud, spec(tools=(ToolSpec("iverilog", "12.0"), ToolSpec("verilator", "5.024"))))
+    commands = [c.inputs["create"] for c in after.of_type(TOOL)]
+    assert len(commands) == 2
+    assert any("spack install" in c and "verilator@5.024" in c for c in commands)
+    # The same stack with one resource more: every earlier resource keeps its name.
+    before_names = {(r.typ, r.name) for r in before.resources}
+    after_names = {(r.typ, r.name) for r in after.resources}
+    assert before_names < after_names
+    assert after_names - before_names == {(TOOL, "hpc-rtl-regression-tool-verilator-5.024")}
+
+
+def test_redis_runs_on_the_head_node_with_its_password_secret(cloud):
+    cluster = spec(
+        services=(ServiceSpec("redis", "7.2", {}, 6379),),
+        secrets={"redis": ServiceSecret("hpcinfra", "redis-password")},
+    )
+    mocks = run(cloud, cluster)
+    [redis] = [c for c in mocks.of_type(TOOL) if c.name.endswith("-redis")]
+    environment = redis.inputs["environment"]
+    assert is_secret(environment) and environment["value"] == {"REDIS_PASSWORD": "redis-password"}
+    assert "redis-password" not in redis.inputs["create"]
+
+
+def test_a_spec_without_an_admin_range_is_refused():
+    with pytest.raises(ValueError, match="sshCidr: Field required"):
+        ClusterPlan.of(spec(provider_config={}))
+    with pytest.raises(ValueError, match="whole internet"):
+        ClusterPlan.of(spec(provider_config={"sshCidr": "0.0.0.0/0"}))
+    with pytest.raises(ValueError, match="not an address range"):
+        ClusterPlan.of(spec(provider_config={"sshCidr": "office"}))
+
+
+def test_the_slurm_configuration_lists_every_compute_node():
+    conf = ClusterPlan.of(spec(number_of_nodes=4)).slurm_conf()
+    assert [line.split()[0] for line in conf.splitlines() if line.startswith("NodeName=")] == [
+        f"NodeName=node-{i}" for i in range(4)
+    ]
+    assert "CPUs=8 " in conf and "PartitionName=compute Nodes=ALL" in conf
