@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test clean
+.PHONY: dev test local-setup clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest
+
+# As root, once per machine: what the `local` provider needs (slurm-wlm, munge, munged running).
+local-setup: $(STAMP)
+	$(VENV)/bin/hpcinfra local setup
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

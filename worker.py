@@ -48,7 +48,7 @@ def provider_settings(settings: Settings) -> ProviderSettings:
     if not passphrase and settings.env == "development":
         passphrase = kept_secret(settings.data_dir / "pulumi.passphrase", lambda: secrets.token_urlsafe(32))
     return ProviderSettings(
-        data_dir=settings.data_dir,
+        data_dir=settings.data_dir.resolve(),  # daemons of local clusters are given absolute paths
         sim_step_seconds=settings.sim_step_seconds,
         stack_backend_url=settings.stack_backend_url,
         stack_secrets_provider=settings.pulumi_secrets_provider,

@@ -22,7 +22,7 @@ ClusterStatus = Literal["pending", "provisioning", "available", "error", "deleti
 ServiceStatus = Literal["pending", "provisioning", "running", "failed", "stopped"]
 ToolStatus = Literal["pending", "installing", "installed", "failed"]
 Role = Literal["cad_manager", "it_manager", "admin"]
-ProviderKind = Literal["sim", "aws", "gcp", "azure"]
+ProviderKind = Literal["sim", "local", "aws", "gcp", "azure"]
 
 _CLOUD_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -355,6 +355,7 @@ class CatalogTool(Model):
     name: str
     description: str
     versions: list[str]
+    versions_by_provider: dict[str, list[str]]
     credits_per_hour: float
 
 
@@ -370,6 +371,7 @@ class CatalogService(Model):
     name: str
     description: str
     versions: list[str]
+    versions_by_provider: dict[str, list[str]]
     credits_per_hour: float
     port: int
     config_keys: list[CatalogConfigKey]
@@ -380,6 +382,7 @@ class Catalog(Model):
     tools: list[CatalogTool]
     services: list[CatalogService]
     storage_credits_per_gb_hour: float
+    provider_notes: dict[str, str]
     nodes: dict[str, int]
     storage_gb: dict[str, int]
 

@@ -1,6 +1,7 @@
 """The `hpcinfra` command: the embedded stack, the servers, migrations and administration."""
 
 import json
+import os
 from typing import Annotated
 
 import typer
@@ -117,7 +118,7 @@ def users_token(
 def providers_create(
     tenant: Annotated[str, typer.Option(help="the tenant's name")],
     name: Annotated[str, typer.Option()],
-    kind: Annotated[str, typer.Option(help="sim, aws, gcp or azure")],
+    kind: Annotated[str, typer.Option(help="sim, local, aws, gcp or azure")],
     region: Annotated[str, typer.Option()],
     config: Annotated[str, typer.Option(help="the provider's settings as a JSON object")] = "{}",
 ) -> None:
@@ -167,3 +168,20 @@ def credentials_rotate() -> None:
                 "add the key they were encrypted with (after the new one) and run this again. Nothing was changed."
             )
     typer.echo(f"re-encrypted {len(services)} service credential(s) with the current key")
+
+
+local_app = typer.Typer(help="The local provider: real Slurm clusters on this machine.", no_args_is_help=True)
+app.add_typer(local_app, name="local")
+
+
+@local_app.command("setup")
+def local_setup() -> None:
+    """Install Slurm and munge with apt and start munge (as root), so this machine can run local clusters."""
+    from infra.providers.local import check_prerequisites, setup
+
+    if os.geteuid() != 0:
+        _fail("run `hpcinfra local setup` as root: it installs packages and starts munged")
+    for done in setup():
+        typer.echo(done)
+    check_prerequisites()
+    typer.echo("this machine can run local clusters")

@@ -20,12 +20,23 @@ class NodeType:
 
 
 @dataclass(frozen=True)
+class LocalOffer:
+    """What the `local` provider installs for a tool: one version, from a Debian package or from PyPI."""
+
+    version: str
+    debian_package: str | None = None
+    pip_package: str | None = None
+
+
+@dataclass(frozen=True)
 class Tool:
     name: str
     description: str
     versions: tuple[str, ...]
-    # The Spack package that builds it on a cloud cluster's shared storage.
+    # The Spack package that builds it on a cloud cluster's shared storage (every listed version).
     spack_package: str
+    # What the `local` provider offers: Debian 12's version, or none.
+    local: LocalOffer | None = None
     # The listed tools are open source: installing one costs nothing beyond the cluster itself.
     credits_per_hour: float = 0.0
 
@@ -56,6 +67,8 @@ class Service:
     credits_per_hour: float
     port: int
     config_keys: tuple[ConfigKey, ...] = field(default=())
+    # The version the `local` provider runs (Debian 12's), or none.
+    local_version: str | None = None
 
 
 NODE_TYPES: dict[str, NodeType] = {
@@ -72,16 +85,34 @@ NODE_TYPES: dict[str, NodeType] = {
 TOOLS: dict[str, Tool] = {
     t.name: t
     for t in (
-        Tool("iverilog", "Icarus Verilog simulator", ("12.0", "11.0"), "iverilog"),
-        Tool("verilator", "Verilog/SystemVerilog simulator and linter", ("5.024", "5.006", "4.228"), "verilator"),
-        Tool("yosys", "RTL synthesis", ("0.40", "0.33"), "yosys"),
-        Tool("nextpnr", "FPGA place and route", ("0.7", "0.6"), "nextpnr"),
+        Tool("iverilog", "Icarus Verilog simulator", ("12.0", "11.0"), "iverilog", LocalOffer("11.0", "iverilog")),
+        Tool(
+            "verilator",
+            "Verilog/SystemVerilog simulator and linter",
+            ("5.024", "5.006", "4.228"),
+            "verilator",
+            LocalOffer("5.006", "verilator"),
+        ),
+        Tool("yosys", "RTL synthesis", ("0.40", "0.33", "0.23"), "yosys", LocalOffer("0.23", "yosys")),
+        Tool("nextpnr", "FPGA place and route", ("0.7", "0.6", "0.4"), "nextpnr", LocalOffer("0.4", "nextpnr-ice40")),
         Tool("openroad", "RTL-to-GDS flow", ("2.0",), "openroad"),
-        Tool("klayout", "layout viewer and editor", ("0.28.17", "0.28.12"), "klayout"),
-        Tool("ngspice", "SPICE circuit simulator", ("42", "39"), "ngspice"),
-        Tool("gtkwave", "waveform viewer", ("3.3.118",), "gtkwave"),
-        Tool("magic", "VLSI layout tool", ("8.3.460",), "magic"),
-        Tool("cocotb", "Python coroutine testbenches", ("1.9.0", "1.8.1"), "py-cocotb"),
+        Tool(
+            "klayout",
+            "layout viewer and editor",
+            ("0.28.17", "0.28.12", "0.28.5"),
+            "klayout",
+            LocalOffer("0.28.5", "klayout"),
+        ),
+        Tool("ngspice", "SPICE circuit simulator", ("42", "39"), "ngspice", LocalOffer("39", "ngspice")),
+        Tool("gtkwave", "waveform viewer", ("3.3.118",), "gtkwave", LocalOffer("3.3.118", "gtkwave")),
+        Tool("magic", "VLSI layout tool", ("8.3.460", "8.3.105"), "magic", LocalOffer("8.3.105", "magic")),
+        Tool(
+            "cocotb",
+            "Python coroutine testbenches",
+            ("1.9.0", "1.8.1"),
+            "py-cocotb",
+            LocalOffer("1.9.0", pip_package="cocotb"),
+        ),
     )
 }
 
@@ -95,6 +126,7 @@ SERVICES: dict[str, Service] = {
             0.5,
             5432,
             (ConfigKey("databaseName", "the database to create (default postgres)", pattern=r"[a-z_][a-z0-9_]{0,62}"),),
+            local_version="15",
         ),
         Service(
             "redis",
@@ -103,8 +135,15 @@ SERVICES: dict[str, Service] = {
             0.25,
             6379,
             (ConfigKey("maxMemoryMB", "memory limit", minimum=16, maximum=1_048_576),),
+            local_version="7.0",
         ),
     )
+}
+
+PROVIDER_NOTES = {
+    "local": "every node of a local cluster runs on one machine: a node type gives each node's CPUs and "
+    "memory as Slurm sees them, so a cluster may oversubscribe the machine; tools are Debian 12's versions",
+    "sim": "a simulation: nothing is created anywhere",
 }
 
 STORAGE_CREDITS_PER_GB_HOUR = 0.0002
@@ -132,3 +171,10 @@ def check_service(name: str, version: str, config: dict[str, Any]) -> None:
         if setting not in keys:
             raise ValueError(f"{name} takes no config {setting!r}; it takes: {', '.join(keys) or 'nothing'}")
         keys[setting].check(value)
+
+
+def versions_by_provider(versions: tuple[str, ...], local_version: str | None) -> dict[str, list[str]]:
+    """Which versions each kind of provider installs: every listed one (Spack builds any; the sim
+    pretends to), except the local provider, which has Debian 12's version or none."""
+    every = list(versions)
+    return {"sim": every, "aws": every, "gcp": every, "azure": every, "local": [local_version] if local_version else []}

@@ -332,3 +332,15 @@ def test_concurrent_deletes_are_one_deletion(api, tenant, stack):
         assert list(pool.map(delete, range(4))) == [202] * 4
     wait_for_cluster(api, cluster["id"], tenant.cad.headers, "deleted")
     assert steps(api, tenant, cluster["id"]).count(("status", "deleting")) == 1
+
+
+def test_the_sim_provider_reports_plausible_utilisation():
+    import asyncio
+
+    from infra.catalog import NODE_TYPES
+    from infra.providers.base import ClusterSpec
+
+    spec = ClusterSpec(str(uuid.uuid4()), "acme", "c", "r", 2, NODE_TYPES["small"], 10)
+    reading = asyncio.run(SimProvider(0, Path("/nonexistent")).utilisation(spec, {}))
+    for value in (reading.cpu_percent, reading.memory_percent, reading.storage_percent):
+        assert 0 <= value <= 100

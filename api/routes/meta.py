@@ -22,8 +22,28 @@ def get_catalog(user: CurrentUser) -> schemas.Catalog:
     """Node types, tools and services that requests may name, with their rates in credits per hour."""
     return schemas.Catalog(
         node_types=[schemas.CatalogNodeType.model_validate(n) for n in catalog.NODE_TYPES.values()],
-        tools=[schemas.CatalogTool.model_validate(t) for t in catalog.TOOLS.values()],
-        services=[schemas.CatalogService.model_validate(s) for s in catalog.SERVICES.values()],
+        tools=[
+            schemas.CatalogTool.model_validate(
+                {
+                    **vars(t),
+                    "versions_by_provider": catalog.versions_by_provider(
+                        t.versions, t.local.version if t.local else None
+                    ),
+                }
+            )
+            for t in catalog.TOOLS.values()
+        ],
+        services=[
+            schemas.CatalogService.model_validate(
+                {
+                    **vars(s),
+                    "config_keys": [vars(k) for k in s.config_keys],
+                    "versions_by_provider": catalog.versions_by_provider(s.versions, s.local_version),
+                }
+            )
+            for s in catalog.SERVICES.values()
+        ],
+        provider_notes=catalog.PROVIDER_NOTES,
         storage_credits_per_gb_hour=catalog.STORAGE_CREDITS_PER_GB_HOUR,
         nodes={"min": catalog.MIN_NODES, "max": catalog.MAX_NODES},
         storage_gb={

@@ -6,7 +6,7 @@ from typing import Any
 
 from infra.providers.base import Provider, ProviderUnavailable
 
-KINDS = ("sim", "aws", "gcp", "azure")
+KINDS = ("sim", "local", "aws", "gcp", "azure")
 CLOUDS = ("aws", "gcp", "azure")
 
 
@@ -27,6 +27,10 @@ def get_provider(kind: str, settings: ProviderSettings, *, recover: bool = False
         from infra.providers.sim import SimProvider
 
         return SimProvider(settings.sim_step_seconds, settings.data_dir / "sim")
+    if kind == "local":
+        from infra.providers.local import LocalProvider
+
+        return LocalProvider(settings.data_dir / "local")
     if kind in CLOUDS:
         from infra.clouds.runner import StackRunner, StackSettings
         from infra.providers.pulumi_provider import PulumiProvider
@@ -50,6 +54,8 @@ def check_config(kind: str, config: dict[str, Any]) -> None:
         from infra.providers.sim import SimConfig as model
     elif kind in CLOUDS:
         from infra.clouds.plan import CloudConfig as model
+    elif kind == "local":
+        from infra.providers.local import LocalConfig as model
     else:
         return
     try:

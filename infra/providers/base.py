@@ -4,6 +4,7 @@ Failures carry a class, so the platform knows whether running the step again may
 a person which kind of failure it was.
 """
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -12,6 +13,12 @@ from typing import Any, Protocol
 from infra.catalog import NodeType
 
 Progress = Callable[[str], None]
+
+
+def threadsafe(progress: Progress) -> Progress:
+    """`progress` for work running in another thread: each line is handed to the caller's event loop."""
+    loop = asyncio.get_running_loop()
+    return lambda line: loop.call_soon_threadsafe(progress, line)
 
 
 class FailureClass(StrEnum):
@@ -84,9 +91,11 @@ class ClusterOutputs:
     head_node: str
     node_ids: list[str]
     storage_id: str
+    # What else a person needs to use the cluster (e.g. the local provider's SLURM_CONF path).
+    extras: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"headNode": self.head_node, "nodeIds": self.node_ids, "storageId": self.storage_id}
+        return {"headNode": self.head_node, "nodeIds": self.node_ids, "storageId": self.storage_id, **self.extras}
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,15 @@ class ServiceSecret:
 
     def __repr__(self) -> str:
         return f"ServiceSecret(username={self.username!r}, password=***)"
+
+
+@dataclass(frozen=True)
+class Utilisation:
+    """One reading of a cluster's use, each as a percentage of what it has: the metric source."""
+
+    cpu_percent: float
+    memory_percent: float
+    storage_percent: float
 
 
 class Provider(Protocol):
@@ -120,3 +138,7 @@ class Provider(Protocol):
         ...
 
     async def stop_service(self, spec: ClusterSpec, service: ServiceSpec, progress: Progress) -> None: ...
+
+    async def utilisation(self, spec: ClusterSpec, outputs: dict[str, Any]) -> Utilisation:
+        """How much of its CPUs, memory and storage the cluster uses now."""
+        ...

@@ -22,6 +22,8 @@ from infra.providers.base import (
     ServiceSecret,
     ServiceSpec,
     ToolSpec,
+    Utilisation,
+    threadsafe,
 )
 
 PROGRAMS: dict[str, Callable[[ClusterPlan], None]] = {"aws": aws.build, "gcp": gcp.build, "azure": azure.build}
@@ -73,6 +75,13 @@ class PulumiProvider:
         )
         await self._apply(without, progress)
 
+    async def utilisation(self, spec: ClusterSpec, outputs: dict[str, Any]) -> Utilisation:
+        raise ProviderFailure(
+            "metrics",
+            f"reading utilisation from {self.cloud}'s monitoring API is not built yet",
+            FailureClass.CONFIGURATION,
+        )
+
     async def _apply(self, spec: ClusterSpec, progress: Progress) -> dict[str, Any]:
         plan = self._plan(spec)
         config = {password_config_key(name): (secret.password, True) for name, secret in spec.secrets.items()}
@@ -89,8 +98,7 @@ class PulumiProvider:
     ) -> Any:
         """Run blocking Pulumi work in a thread, passing its progress back to this event loop. If the
         activity is cancelled, ask Pulumi to stop and wait for it to record what it did, then give up."""
-        loop = asyncio.get_running_loop()
-        running = asyncio.ensure_future(asyncio.to_thread(work, lambda line: loop.call_soon_threadsafe(progress, line)))
+        running = asyncio.ensure_future(asyncio.to_thread(work, threadsafe(progress)))
         try:
             return await asyncio.shield(running)
         except asyncio.CancelledError:

@@ -15,7 +15,9 @@ Failure injection comes from the provider's config:
 
 import asyncio
 import json
+import math
 import os
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +32,7 @@ from infra.providers.base import (
     ServiceSecret,
     ServiceSpec,
     ToolSpec,
+    Utilisation,
 )
 
 STEPS = ("network", "firewall", "head-node", "compute-nodes", "storage")
@@ -128,6 +131,18 @@ class SimProvider:
         state["services"].pop(service.name, None)
         self._save(spec, state)
         progress(f"{service.name}: stopped (simulated)")
+
+    async def utilisation(self, spec: ClusterSpec, outputs: dict[str, Any]) -> Utilisation:
+        """A plausible reading (simulated): busy in working hours, quiet at night, each cluster its own
+        level; storage fills slowly over the days."""
+        now = time.time()
+        level = (int(spec.cluster_id.replace("-", "")[:8], 16) % 40) / 100  # 0.00 to 0.39, per cluster
+        day = 0.5 - 0.5 * math.cos(2 * math.pi * ((now / 3600) % 24) / 24)  # 0 at midnight, 1 at noon
+        return Utilisation(
+            cpu_percent=round(100 * min(1.0, 0.1 + level + 0.5 * day), 1),
+            memory_percent=round(100 * min(1.0, 0.2 + level + 0.3 * day), 1),
+            storage_percent=round(min(100.0, 5 + (now / 86400) % 30), 1),
+        )
 
     def state(self, cluster_id: str) -> dict[str, Any]:
         """What the simulated cloud holds for a cluster, and the failures it injected (to look at)."""

@@ -1,0 +1,545 @@
+"""The `local` provider: a real Slurm cluster on this machine, with nothing simulated.
+
+Each cluster gets a folder under the data folder holding its slurm.conf, state, logs, shared storage
+and services; one slurmctld and `numberOfNodes` slurmd processes (`slurmd -N <node>`) on free ports
+form the cluster. The daemons run on their own, so they outlive the worker that started them. Tools
+are installed from Debian's packages (or PyPI, into the cluster's own Python environment) and count
+as installed only once their smoke test has passed as a Slurm job. PostgreSQL and Redis are real
+instances of their own, on their own ports, with the credentials the platform generated.
+
+Needs Debian or Ubuntu, root, slurm-wlm and munge with munged running: `hpcinfra local setup`.
+"""
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from infra.catalog import SERVICES, TOOLS
+from infra.providers.base import (
+    ClusterOutputs,
+    ClusterSpec,
+    FailureClass,
+    Progress,
+    ProviderFailure,
+    ServiceSecret,
+    ServiceSpec,
+    ToolSpec,
+    Utilisation,
+    threadsafe,
+)
+
+SETUP = "hpcinfra local setup"
+PARTITION = "compute"
+POSTGRES_USER = "postgres"  # the system account PostgreSQL's server runs as (it refuses root)
+# PostgreSQL's data folders live where Debian keeps them, which the postgres account can always reach
+# (the data folder may sit below folders only root may enter); one folder per cluster.
+POSTGRES_ROOT = Path("/var/lib/postgresql/hpcinfra")
+# slurmd makes Unix sockets in its spool folder, whose paths may not exceed 108 bytes: keep it short.
+SPOOL_ROOT = Path("/var/spool/hpcinfra")
+READY_TIMEOUT = 90
+
+
+class LocalConfig(BaseModel):
+    """The local provider takes no settings: the machine is the cloud."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class LocalProvider:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    # --- the cluster -------------------------------------------------------------------------
+
+    async def up(self, spec: ClusterSpec, progress: Progress) -> ClusterOutputs:
+        check_prerequisites()
+        return await asyncio.to_thread(self._up, spec, threadsafe(progress))
+
+    def _up(self, spec: ClusterSpec, progress: Progress) -> ClusterOutputs:
+        home = self._home(spec)
+        layout = self._layout(spec)
+        if not layout.exists():
+            for folder in ("state", "log", "shared", "services"):
+                (home / folder).mkdir(parents=True, exist_ok=True)
+            (SPOOL_ROOT / spec.cluster_id).mkdir(parents=True, exist_ok=True)
+            ports = {"slurmctld": _free_port(), **{node: _free_port() for node in _nodes(spec)}}
+            layout.write_text(json.dumps({"ports": ports}))
+            (home / "slurm.conf").write_text(_slurm_conf(spec, home, ports))
+        progress(f"slurm.conf: {home / 'slurm.conf'}")
+        (home / "shared").mkdir(exist_ok=True)
+        progress(f"storage: {spec.storage_gb} GB shared folder at {home / 'shared'} (measured, not enforced)")
+
+        env = self._env(spec)
+        if not _alive(home / "slurmctld.pid"):
+            _run(
+                ["slurmctld", "-f", str(home / "slurm.conf")],
+                env,
+                f"start slurmctld (log: {home / 'log'})",
+                "head-node",
+            )
+        progress(f"head-node: slurmctld on port {json.loads(layout.read_text())['ports']['slurmctld']}")
+        for node in _nodes(spec):
+            if not _alive(home / f"slurmd-{node}.pid"):
+                _run(
+                    ["slurmd", "-f", str(home / "slurm.conf"), "-N", node], env, f"start slurmd {node}", "compute-nodes"
+                )
+        self._wait_idle(spec, env)
+        progress(f"compute-nodes: {spec.number_of_nodes} node(s) idle in partition {PARTITION}")
+        return ClusterOutputs(
+            head_node=f"localhost (SLURM_CONF={home / 'slurm.conf'})",
+            node_ids=_nodes(spec),
+            storage_id=str(home / "shared"),
+            extras={
+                "slurmConf": str(home / "slurm.conf"),
+                "partition": PARTITION,
+                "sharedStorage": str(home / "shared"),
+            },
+        )
+
+    async def destroy(self, spec: ClusterSpec, progress: Progress) -> None:
+        await asyncio.to_thread(self._destroy, spec, threadsafe(progress))
+
+    def _destroy(self, spec: ClusterSpec, progress: Progress) -> None:
+        home = self._home(spec)
+        if not home.exists():
+            return
+        for service in (home / "services").glob("*"):
+            _stop_service(service)
+            progress(f"service {service.name}: stopped")
+        for pidfile in sorted(home.glob("slurmd-*.pid")) + [home / "slurmctld.pid"]:
+            if _stop(pidfile):
+                progress(f"{pidfile.stem}: stopped")
+        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(SPOOL_ROOT / spec.cluster_id, ignore_errors=True)
+        progress(f"folder: {home} removed")
+
+    async def health(self, spec: ClusterSpec, outputs: dict[str, Any]) -> list[str]:
+        return await asyncio.to_thread(self._health, spec)
+
+    def _health(self, spec: ClusterSpec) -> list[str]:
+        home = self._home(spec)
+        problems = [f"{pidfile} is not running" for pidfile in self._daemons(spec) if not _alive(home / pidfile)]
+        if problems:
+            return [p.replace(".pid", "") for p in problems]
+        states = self._node_states(spec, self._env(spec))
+        problems += [
+            f"node {node} is {state}" for node, state in states.items() if state not in ("idle", "alloc", "mix")
+        ]
+        used = _size_gb(home / "shared")
+        if used > spec.storage_gb:
+            problems.append(f"shared storage uses {used:.1f} GB of {spec.storage_gb} GB")
+        return problems
+
+    async def utilisation(self, spec: ClusterSpec, outputs: dict[str, Any]) -> Utilisation:
+        return await asyncio.to_thread(self._utilisation, spec)
+
+    def _utilisation(self, spec: ClusterSpec) -> Utilisation:
+        """Read from the machine itself: every node of a local cluster shares its CPUs and memory."""
+        load = float(Path("/proc/loadavg").read_text().split()[0])
+        memory = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        total, available = (int(memory[key].split()[0]) for key in ("MemTotal", "MemAvailable"))
+        return Utilisation(
+            cpu_percent=min(100.0, 100 * load / (os.cpu_count() or 1)),
+            memory_percent=100 * (total - available) / total,
+            storage_percent=100 * _size_gb(self._home(spec) / "shared") / spec.storage_gb,
+        )
+
+    # --- tools -------------------------------------------------------------------------------
+
+    async def install_tool(self, spec: ClusterSpec, tool: ToolSpec, progress: Progress) -> None:
+        check_prerequisites()
+        await asyncio.to_thread(self._install_tool, spec, tool, threadsafe(progress))
+
+    def _install_tool(self, spec: ClusterSpec, tool: ToolSpec, progress: Progress) -> None:
+        offer = TOOLS[tool.name].local
+        if offer is None or offer.version != tool.version:
+            offered = ", ".join(f"{t.name} {t.local.version}" for t in TOOLS.values() if t.local)
+            raise ProviderFailure(
+                f"install {tool.name}",
+                f"the local provider does not offer {tool.name} {tool.version}; it offers {offered}",
+                FailureClass.CONFIGURATION,
+            )
+        home = self._home(spec)
+        if offer.debian_package:
+            _run(
+                ["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=300", offer.debian_package],
+                {**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+                f"apt-get install {offer.debian_package}",
+                f"install {tool.name}",
+            )
+            progress(f"{tool.name}: Debian package {offer.debian_package} installed")
+        else:
+            venv = home / "shared" / "python"
+            if not venv.exists():
+                _run(
+                    [sys.executable, "-m", "venv", str(venv)],
+                    os.environ,
+                    "create the cluster's Python environment",
+                    f"install {tool.name}",
+                )
+            _run(
+                [str(venv / "bin" / "pip"), "install", "-q", f"{offer.pip_package}=={tool.version}"],
+                os.environ,
+                f"pip install {offer.pip_package}=={tool.version}",
+                f"install {tool.name}",
+            )
+            progress(f"{tool.name}: {offer.pip_package} {tool.version} installed in {venv}")
+        output = self._smoke_test(spec, tool)
+        progress(f"{tool.name}: smoke test passed as a Slurm job ({output})")
+
+    def _smoke_test(self, spec: ClusterSpec, tool: ToolSpec) -> str:
+        """Run the tool's smoke test as a batch job on the cluster; its last output line, or a failure."""
+        work = Path(tempfile.mkdtemp(prefix=f"smoke-{tool.name}-", dir=self._home(spec) / "shared"))
+        for name, text in SMOKE_FILES.items():
+            (work / name).write_text(text)
+        venv_bin = self._home(spec) / "shared" / "python" / "bin"
+        script = work / "job.sh"
+        script.write_text(
+            f"#!/bin/bash\nset -euo pipefail\ncd {work}\nexport PATH={venv_bin}:$PATH\n{SMOKE_TESTS[tool.name]}\n"
+        )
+        script.chmod(0o755)
+        result = subprocess.run(
+            # --no-requeue: a job that cannot start fails, instead of waiting held.
+            [
+                "sbatch",
+                "--wait",
+                "--quiet",
+                "--no-requeue",
+                "-N1",
+                f"--partition={PARTITION}",
+                f"--output={work}/job.out",
+                str(script),
+            ],
+            env=self._env(spec),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        output = (work / "job.out").read_text().strip() if (work / "job.out").exists() else ""
+        shutil.rmtree(work, ignore_errors=True)
+        if result.returncode != 0:
+            raise ProviderFailure(
+                f"install {tool.name}",
+                f"the smoke test job failed ({result.stderr.strip() or 'exit ' + str(result.returncode)}): {output[-500:]}",
+                FailureClass.CONFIGURATION,
+            )
+        return output.splitlines()[-1] if output else "no output"
+
+    # --- services ----------------------------------------------------------------------------
+
+    async def start_service(
+        self, spec: ClusterSpec, service: ServiceSpec, secret: ServiceSecret, progress: Progress
+    ) -> dict[str, Any]:
+        check_prerequisites()
+        offered = SERVICES[service.name].local_version
+        if service.version != offered:
+            raise ProviderFailure(
+                f"start {service.name}",
+                f"the local provider runs {service.name} {offered} only (Debian's); ask for that version",
+                FailureClass.CONFIGURATION,
+            )
+        return await asyncio.to_thread(self._start_service, spec, service, secret, threadsafe(progress))
+
+    def _start_service(
+        self, spec: ClusterSpec, service: ServiceSpec, secret: ServiceSecret, progress: Progress
+    ) -> dict[str, Any]:
+        folder = self._home(spec) / "services" / service.name
+        _stop_service(folder)  # a retry starts from a clean slate
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        port = _free_port()
+        if service.name == "postgresql":
+            _start_postgresql(folder, port, service, secret)
+        else:
+            _start_redis(folder, port, service, secret)
+        (folder / "port").write_text(str(port))
+        progress(f"{service.name}: {service.version} listening on 127.0.0.1:{port}")
+        return {"host": "127.0.0.1", "port": port}
+
+    async def stop_service(self, spec: ClusterSpec, service: ServiceSpec, progress: Progress) -> None:
+        folder = self._home(spec) / "services" / service.name
+        await asyncio.to_thread(_stop_service, folder)
+        progress(f"{service.name}: stopped")
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _home(self, spec: ClusterSpec) -> Path:
+        return self.root / spec.cluster_id
+
+    def _layout(self, spec: ClusterSpec) -> Path:
+        return self._home(spec) / "layout.json"
+
+    def _env(self, spec: ClusterSpec) -> dict[str, str]:
+        return {**os.environ, "SLURM_CONF": str(self._home(spec) / "slurm.conf")}
+
+    def _daemons(self, spec: ClusterSpec) -> list[str]:
+        return ["slurmctld.pid"] + [f"slurmd-{node}.pid" for node in _nodes(spec)]
+
+    def _node_states(self, spec: ClusterSpec, env: dict[str, str]) -> dict[str, str]:
+        result = subprocess.run(
+            ["sinfo", "-h", "-N", "-o", "%N %t"], env=env, capture_output=True, text=True, timeout=30
+        )
+        states = dict(line.split() for line in result.stdout.splitlines() if line.strip())
+        return {node: states.get(node, "missing").rstrip("*~#!%$@^-") for node in _nodes(spec)}
+
+    def _wait_idle(self, spec: ClusterSpec, env: dict[str, str]) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            states = self._node_states(spec, env)
+            if all(state == "idle" for state in states.values()):
+                return
+            if time.monotonic() > deadline:
+                raise ProviderFailure(
+                    "compute-nodes",
+                    f"not every node became idle within {READY_TIMEOUT} s: {states}; see the logs in {self._home(spec) / 'log'}",
+                    FailureClass.TIMEOUT,
+                )
+            time.sleep(1)
+
+
+def check_prerequisites() -> None:
+    """Debian or Ubuntu, root, Slurm and munge installed and munged running; else fail saying how to fix it."""
+    missing = []
+    if not Path("/etc/debian_version").exists():
+        missing.append("a Debian or Ubuntu machine")
+    if os.geteuid() != 0:
+        missing.append("a worker running as root")
+    missing += [
+        f"{command} (package slurm-wlm)"
+        for command in ("slurmctld", "slurmd", "sinfo", "sbatch")
+        if not shutil.which(command)
+    ]
+    if not shutil.which("munged"):
+        missing.append("munged (package munge)")
+    elif not _munge_answers():
+        missing.append("a running munged")
+    if missing:
+        raise ProviderFailure(
+            "provision",
+            f"the local provider needs {', '.join(missing)}; run `{SETUP}` (as root) to install and start them",
+            FailureClass.CONFIGURATION,
+        )
+
+
+def setup() -> list[str]:
+    """What `hpcinfra local setup` does: install Slurm and munge with apt, and start munge. Returns what it did."""
+    done = []
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if not (shutil.which("slurmctld") and shutil.which("munged")):
+        subprocess.run(["apt-get", "update", "-q"], env=env, check=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", "slurm-wlm", "munge"], env=env, check=True)
+        done.append("installed slurm-wlm and munge")
+    if not _munge_answers():
+        for folder in ("/etc/munge", "/var/lib/munge", "/var/log/munge"):
+            subprocess.run(["chown", "-R", "munge:munge", folder], check=False)
+        subprocess.run(["install", "-d", "-o", "munge", "-g", "munge", "-m", "755", "/run/munge"], check=True)
+        # --force: a socket left by a munged that was killed does not stop a new one.
+        subprocess.run(["runuser", "-u", "munge", "--", "munged", "--force"], check=True)
+        done.append("started munged")
+    return done
+
+
+def _munge_answers() -> bool:
+    """Whether munged is up: a credential can be made."""
+    if not shutil.which("munge"):
+        return False
+    return subprocess.run(["munge", "-n"], capture_output=True, timeout=10).returncode == 0
+
+
+# --- smoke tests: each runs as a batch job in a folder holding SMOKE_FILES ---------------------
+
+SMOKE_FILES = {
+    "hello_tb.v": 'module hello_tb; initial begin $display("hello from iverilog"); $finish; end endmodule\n',
+    "counter.v": "module counter(input clk, output reg [3:0] q); always @(posedge clk) q <= q + 1; endmodule\n",
+    "divider.cir": "divider\nV1 in 0 1\nR1 in out 1k\nR2 out 0 1k\n.op\n.print op v(out)\n.end\n",
+}
+SMOKE_TESTS = {
+    "iverilog": "iverilog -o hello hello_tb.v && vvp -n hello | grep 'hello from iverilog'",
+    "verilator": "verilator --lint-only -Wall -Wno-DECLFILENAME -Wno-UNUSEDSIGNAL counter.v && echo 'verilator: counter.v lints clean'",
+    "yosys": "yosys -q -p 'read_verilog counter.v; synth -top counter; stat' | grep -i 'number of cells'",
+    "nextpnr": "nextpnr-ice40 --version 2>&1 | head -1",
+    "klayout": "QT_QPA_PLATFORM=offscreen klayout -v",
+    "ngspice": "ngspice -b divider.cir 2>&1 | grep -i 'out'",
+    "gtkwave": "gtkwave --version | head -1",
+    "magic": "magic -dnull -noconsole --version",
+    "cocotb": "python -c 'import cocotb; print(\"cocotb\", cocotb.__version__)'",
+}
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def _nodes(spec: ClusterSpec) -> list[str]:
+    return [f"node-{i}" for i in range(spec.number_of_nodes)]
+
+
+def _slurm_conf(spec: ClusterSpec, home: Path, ports: dict[str, int]) -> str:
+    node = spec.node_type
+    host = socket.gethostname()
+    nodes = "\n".join(
+        f"NodeName={name} NodeHostname={host} NodeAddr=127.0.0.1 Port={ports[name]} "
+        f"CPUs={node.vcpus} RealMemory={node.memory_gb * 1024} State=UNKNOWN"
+        for name in _nodes(spec)
+    )
+    return f"""# The {spec.name} cluster ({spec.cluster_id}), made by hpcinfra's local provider.
+ClusterName=c{spec.cluster_id.replace("-", "")[:12]}
+SlurmctldHost={host}(127.0.0.1)
+SlurmctldPort={ports["slurmctld"]}
+AuthType=auth/munge
+CredType=cred/munge
+SlurmUser=root
+SlurmdUser=root
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SchedulerType=sched/backfill
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+# Node CPUs and memory are the node type's, not this machine's: the nodes may oversubscribe it.
+SlurmdParameters=config_overrides
+ReturnToService=2
+StateSaveLocation={home}/state
+SlurmdSpoolDir={SPOOL_ROOT / spec.cluster_id}/%n
+SlurmctldPidFile={home}/slurmctld.pid
+SlurmdPidFile={home}/slurmd-%n.pid
+SlurmctldLogFile={home}/log/slurmctld.log
+SlurmdLogFile={home}/log/slurmd-%n.log
+{nodes}
+PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
+"""
+
+
+def _run(argv: list[str], env: dict[str, str], what: str, step: str) -> None:
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        raise ProviderFailure(
+            step, f"{what} failed: {(result.stderr or result.stdout).strip()[-800:]}", FailureClass.CONFIGURATION
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pid(pidfile: Path) -> int | None:
+    try:
+        return int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pidfile: Path) -> bool:
+    pid = _pid(pidfile)
+    if pid is None:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _stop(pidfile: Path, timeout: float = 20) -> bool:
+    """Stop the process of a pid file: SIGTERM, then SIGKILL. Whether there was one to stop."""
+    pid = _pid(pidfile)
+    if pid is None or not _alive(pidfile):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pidfile) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _alive(pidfile):
+        os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def _size_gb(folder: Path) -> float:
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink():
+                total += path.stat().st_size
+        except OSError:
+            pass
+    return total / 1024**3
+
+
+def _postgres_bin(name: str) -> str:
+    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    if not found:
+        raise ProviderFailure(
+            "start postgresql",
+            "PostgreSQL's server is not installed (apt-get install postgresql)",
+            FailureClass.CONFIGURATION,
+        )
+    return str(found[-1])
+
+
+def _start_postgresql(folder: Path, port: int, service: ServiceSpec, secret: ServiceSecret) -> None:
+    server = _postgres_folder(folder)
+    shutil.rmtree(server, ignore_errors=True)
+    server.mkdir(parents=True)
+    shutil.chown(server, POSTGRES_USER, POSTGRES_USER)
+    as_postgres = ["runuser", "-u", POSTGRES_USER, "--"]
+    password_file = server / "initdb.password"
+    password_file.write_text(secret.password)  # read once by initdb, then removed
+    password_file.chmod(0o600)
+    shutil.chown(password_file, POSTGRES_USER)
+    initdb = [_postgres_bin("initdb"), "-D", str(server / "data"), "-U", secret.username, "--auth=scram-sha-256"]
+    try:
+        _run([*as_postgres, *initdb, f"--pwfile={password_file}"], os.environ, "initdb", "start postgresql")
+    finally:
+        password_file.unlink(missing_ok=True)
+    options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={server}"
+    pg_ctl = [_postgres_bin("pg_ctl"), "-D", str(server / "data"), "-o", options, "-l", str(server / "server.log")]
+    _run([*as_postgres, *pg_ctl, "-w", "start"], os.environ, "pg_ctl start", "start postgresql")
+    database = service.config.get("databaseName", "postgres")
+    if database != "postgres":
+        createdb = [_postgres_bin("createdb"), "-h", str(server), "-p", str(port), "-U", secret.username, database]
+        _run([*as_postgres, *createdb], {**os.environ, "PGPASSWORD": secret.password}, "createdb", "start postgresql")
+
+
+def _start_redis(folder: Path, port: int, service: ServiceSpec, secret: ServiceSecret) -> None:
+    config = folder / "redis.conf"
+    # In a file only root reads: a password on the command line would show in `ps`.
+    config.touch(mode=0o600)
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\nrequirepass {secret.password}\ndaemonize yes\n"
+        f"pidfile {folder / 'redis.pid'}\ndir {folder}\nlogfile {folder / 'redis.log'}\n"
+        + (f"maxmemory {service.config['maxMemoryMB']}mb\n" if "maxMemoryMB" in service.config else "")
+    )
+    _run(["redis-server", str(config)], os.environ, "redis-server", "start redis")
+    deadline = time.monotonic() + 10
+    while not _alive(folder / "redis.pid") and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _postgres_folder(service_folder: Path) -> Path:
+    """Where a cluster's PostgreSQL keeps its data: named by the cluster's folder."""
+    return POSTGRES_ROOT / service_folder.parent.parent.name
+
+
+def _stop_service(folder: Path) -> None:
+    """Stop a service of a cluster, and remove what it kept outside the cluster's folder."""
+    if folder.name == "postgresql":
+        server = _postgres_folder(folder)
+        if (server / "data" / "postmaster.pid").exists():
+            pg_ctl = [_postgres_bin("pg_ctl"), "-D", str(server / "data"), "-m", "fast", "-w", "stop"]
+            subprocess.run(["runuser", "-u", POSTGRES_USER, "--", *pg_ctl], capture_output=True, timeout=60)
+        shutil.rmtree(server, ignore_errors=True)
+    _stop(folder / "redis.pid")

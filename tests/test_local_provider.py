@@ -1,0 +1,181 @@
+"""The `local` provider: a real Slurm cluster on this machine, real tools, real services.
+
+These tests need what `hpcinfra local setup` provides (Debian or Ubuntu, root, slurm-wlm, munge
+running). Where that is missing they are skipped, except in CI (CI or HPCINFRA_REQUIRE_LOCAL set),
+where `.ci/run` sets the machine up first and a missing piece is a failure.
+"""
+
+import asyncio
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from temporalio.client import Client
+
+from infra.catalog import NODE_TYPES
+from infra.providers.base import ClusterSpec, FailureClass, ProviderFailure
+from infra.providers.local import POSTGRES_ROOT, LocalProvider, check_prerequisites
+from tests.test_tools_services import steps, wait_for_item
+from tests.utils.servers import port_open, wait_until
+from tests.utils.world import make_tenant, request_body, wait_for_cluster
+from workflows.cluster import ClusterWorkflow
+
+
+def _missing() -> str | None:
+    try:
+        check_prerequisites()
+    except ProviderFailure as e:
+        return e.message
+    return None
+
+
+MISSING = _missing()
+if MISSING and (os.environ.get("CI") or os.environ.get("HPCINFRA_REQUIRE_LOCAL")):
+    raise RuntimeError(f"local clusters are required here but this machine cannot run them: {MISSING}")
+needs_local = pytest.mark.skipif(MISSING is not None, reason=f"this machine cannot run local clusters: {MISSING}")
+
+
+def test_missing_prerequisites_fail_fast_naming_the_setup_command(monkeypatch):
+    monkeypatch.setattr("infra.providers.local.shutil.which", lambda command: None)
+    with pytest.raises(ProviderFailure) as failure:
+        check_prerequisites()
+    assert failure.value.failure_class is FailureClass.CONFIGURATION
+    assert "slurmctld (package slurm-wlm)" in failure.value.message
+    assert "run `hpcinfra local setup`" in failure.value.message
+
+
+def pids_of(cluster_folder: Path) -> list[int]:
+    return [int(p.read_text()) for p in cluster_folder.glob("*.pid")]
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@needs_local
+def test_a_real_two_node_cluster_with_a_tool_and_a_database(api, stack):
+    tenant = make_tenant(stack.db.sessions, extra_providers={"here": {"kind": "local"}})
+    body = request_body(
+        tenant.providers["here"],
+        size={"numberOfNodes": 2, "nodeType": "small"},
+        tools=[{"name": "iverilog", "version": "11.0"}],
+        services=[{"name": "postgresql", "version": "15", "config": {"databaseName": "results"}}],
+    )
+    created = api.post("/clusters", json=body, headers=tenant.cad.headers)
+    assert created.status_code == 201, created.text
+    cluster_id = created.json()["id"]
+    cluster = wait_for_cluster(api, cluster_id, tenant.cad.headers, "available")
+    outputs = cluster["outputs"]
+    assert outputs["partition"] == "compute" and outputs["nodeIds"] == ["node-0", "node-1"]
+    folder = Path(outputs["slurmConf"]).parent
+
+    # A batch job runs on both nodes.
+    env = {**os.environ, "SLURM_CONF": outputs["slurmConf"]}
+    job = folder / "shared" / "both.out"
+    subprocess.run(
+        ["sbatch", "--wait", "-N2", f"--output={job}", "--wrap", "srun -l bash -c 'echo $SLURMD_NODENAME'"],
+        env=env, check=True, timeout=120, capture_output=True,
+    )  # fmt: skip
+    assert sorted(job.read_text().split()) == ["0:", "1:", "node-0", "node-1"]
+
+    # iverilog is installed once its smoke test passed as a Slurm job.
+    tool = wait_for_item(api, tenant, cluster_id, "tools", "iverilog", ("installed", "failed"))
+    assert tool["status"] == "installed", tool
+    events = api.get(f"/clusters/{cluster_id}/events", headers=tenant.cad.headers).json()
+    assert any(e["step"] == "iverilog" and "smoke test passed" in e["message"] for e in events)
+
+    # A version the provider does not offer fails, saying what it does offer.
+    api.post(f"/clusters/{cluster_id}/tools", json={"name": "iverilog", "version": "12.0"}, headers=tenant.cad.headers)
+
+    def failed_twelve():
+        tools = api.get(f"/clusters/{cluster_id}/tools", headers=tenant.cad.headers).json()
+        return next((t for t in tools if t["version"] == "12.0" and t["status"] == "failed"), None)
+
+    assert "offers iverilog 11.0" in wait_until(failed_twelve, timeout=60, what="iverilog 12.0 to fail")["statusReason"]
+
+    # The database accepts the credentials the API returns.
+    service = wait_for_item(api, tenant, cluster_id, "services", "postgresql", ("running", "failed"))
+    assert service["status"] == "running", service
+    credentials = api.get(f"/clusters/{cluster_id}/services/{service['id']}", headers=tenant.cad.headers).json()[
+        "credentials"
+    ]
+    with psycopg.connect(
+        host=credentials["host"], port=credentials["port"], user=credentials["username"],
+        password=credentials["password"], dbname=credentials["database"], connect_timeout=10,
+    ) as connection:  # fmt: skip
+        assert connection.execute("SELECT current_database()").fetchone() == ("results",)
+
+    # A dead daemon is noticed by the next health check, in the step log.
+    pids = pids_of(folder)
+    os.kill(int((folder / "slurmd-node-1.pid").read_text()), 9)
+
+    async def check():
+        client = await Client.connect(stack.temporal_address)
+        return await client.get_workflow_handle(f"cluster-{cluster_id}").execute_update(ClusterWorkflow.check_health)
+
+    report = asyncio.run(check())
+    assert not report.healthy and "slurmd-node-1 is not running" in report.message
+    assert ("health-check", "failed") in steps(api, tenant, cluster_id)
+
+    # Teardown leaves no process, no bound port and no folder.
+    ports = [credentials["port"], *_slurm_ports(folder)]
+    assert api.delete(f"/clusters/{cluster_id}", headers=tenant.cad.headers).status_code == 202
+    deleted = wait_for_cluster(api, cluster_id, tenant.cad.headers, "deleted")
+    assert [s["status"] for s in deleted["services"]] == ["stopped"]
+    assert not [pid for pid in pids if alive(pid)]
+    assert not [port for port in ports if port_open(port)]
+    assert not folder.exists()
+    assert not (POSTGRES_ROOT / cluster_id).exists()
+
+
+def _slurm_ports(folder: Path) -> list[int]:
+    conf = (folder / "slurm.conf").read_text()
+    return [int(word.split("=")[1]) for word in conf.split() if word.startswith(("SlurmctldPort=", "Port="))]
+
+
+@needs_local
+def test_a_provisioning_that_fails_half_way_is_cleaned_up_by_destroy(tmp_path, monkeypatch):
+    """What compensation does after a failed provisioning: nothing of the cluster keeps running."""
+    from infra.providers import local
+
+    spec = ClusterSpec(str(uuid.uuid4()), "acme", "broken", "here", 2, NODE_TYPES["small"], 10)
+    provider = LocalProvider(tmp_path / "local")
+    start = local._run
+
+    def second_node_fails(argv, env, what, step):
+        if "node-1" in argv:
+            raise ProviderFailure(step, "slurmd would not start (injected)", FailureClass.CONFIGURATION)
+        start(argv, env, what, step)
+
+    monkeypatch.setattr(local, "_run", second_node_fails)
+    folder = tmp_path / "local" / spec.cluster_id
+    try:
+        with pytest.raises(ProviderFailure, match="injected"):
+            asyncio.run(provider.up(spec, lambda line: None))
+        pids = pids_of(folder)
+        assert len(pids) == 2 and all(alive(pid) for pid in pids)  # slurmctld and node-0 were running
+    finally:
+        asyncio.run(provider.destroy(spec, lambda line: None))
+    assert not [pid for pid in pids if alive(pid)]
+    assert not folder.exists()
+
+
+@needs_local
+def test_utilisation_is_read_from_the_real_cluster(tmp_path):
+    spec = ClusterSpec(str(uuid.uuid4()), "acme", "metered", "here", 1, NODE_TYPES["small"], 1)
+    provider = LocalProvider(tmp_path / "local")
+    try:
+        asyncio.run(provider.up(spec, lambda line: None))
+        empty = asyncio.run(provider.utilisation(spec, {}))
+        (tmp_path / "local" / spec.cluster_id / "shared" / "results.bin").write_bytes(b"\0" * (100 * 1024**2))
+        used = asyncio.run(provider.utilisation(spec, {}))
+    finally:
+        asyncio.run(provider.destroy(spec, lambda line: None))
+    assert 0 <= used.cpu_percent <= 100 and 0 < used.memory_percent < 100
+    assert empty.storage_percent < 1 and 9 < used.storage_percent < 11  # 100 MB of 1 GB
