@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -120,17 +121,33 @@ def stack(db: Database, temporal_address: str, tmp_path_factory) -> Iterator[Sta
         "HPCINFRA_API_PORT": str(port),
         "HPCINFRA_DATA_DIR": str(logs / "data"),
     }
-    worker = Process([os.sys.executable, "-m", "hpcinfra", "worker"], logs / "worker.log", env)
+    worker = start_worker(env, logs / "worker.log")
     api = Process([os.sys.executable, "-m", "hpcinfra", "api"], logs / "api.log", env)
     base_url = f"http://127.0.0.1:{port}/api/v1"
     try:
         wait_for_http(f"{base_url}/healthz", api)
-        wait_until(lambda: "worker polling task queue" in worker.output() or not worker.alive(), what="the worker")
-        assert worker.alive(), worker.output()
-        yield Stack(db, temporal_address, task_queue, base_url, env, worker, api)
+        wait_for_worker(worker)
+        stack = Stack(db, temporal_address, task_queue, base_url, env, worker, api)
+        yield stack
     finally:
         api.stop()
-        worker.stop()
+        stack.worker.stop()  # a test may have replaced it (see restart_worker)
+
+
+def start_worker(env: dict[str, str], log: Path) -> Process:
+    return Process([os.sys.executable, "-m", "hpcinfra", "worker"], log, env)
+
+
+def wait_for_worker(worker: Process) -> None:
+    wait_until(lambda: "worker polling task queue" in worker.output() or not worker.alive(), what="the worker")
+    assert worker.alive(), worker.output()
+
+
+def restart_worker(stack: Stack) -> None:
+    """Stop the stack's worker and start a new one on the same task queue, as an operator would."""
+    stack.worker.stop()
+    stack.worker = start_worker(stack.env, stack.worker.log.with_name(f"worker-{uuid.uuid4().hex[:6]}.log"))
+    wait_for_worker(stack.worker)
 
 
 @pytest.fixture

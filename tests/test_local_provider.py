@@ -18,6 +18,7 @@ from temporalio.client import Client
 from infra.catalog import NODE_TYPES
 from infra.providers.base import ClusterSpec, FailureClass, ProviderFailure
 from infra.providers.local import POSTGRES_ROOT, LocalProvider, check_prerequisites
+from tests.conftest import restart_worker
 from tests.test_tools_services import steps, wait_for_item
 from tests.utils.servers import port_open, wait_until
 from tests.utils.world import make_tenant, request_body, wait_for_cluster
@@ -74,6 +75,11 @@ def test_a_real_two_node_cluster_with_a_tool_and_a_database(api, stack):
     outputs = cluster["outputs"]
     assert outputs["partition"] == "compute" and outputs["nodeIds"] == ["node-0", "node-1"]
     folder = Path(outputs["slurmConf"]).parent
+
+    # The daemons run on their own: a worker restart leaves them running.
+    daemons = pids_of(folder)
+    restart_worker(stack)
+    assert all(alive(pid) for pid in daemons)
 
     # A batch job runs on both nodes.
     env = {**os.environ, "SLURM_CONF": outputs["slurmConf"]}
