@@ -10,11 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 from hpcinfra.credentials import CredentialBox, new_key
-from hpcinfra.db import transaction
-from hpcinfra.models import Base, Cluster, ClusterService
+from hpcinfra.models import Base, ClusterService
 from tests.test_tools_services import wait_for_item
 from tests.utils.servers import executable
-from tests.utils.world import make_tenant, request_body, wait_for_cluster
+from tests.utils.world import insert_cluster, make_tenant, request_body, wait_for_cluster
 
 
 def database_text(db) -> str:
@@ -73,22 +72,10 @@ def test_a_sealed_credential_opens_with_any_configured_key_and_rotates_to_the_fi
 
 
 def store_service_credential(db, secret: dict, key: str) -> uuid.UUID:
-    tenant = make_tenant(db.sessions)
-    with transaction(db.sessions) as session:
-        cluster = Cluster(
-            tenant_id=uuid.UUID(tenant.id),
-            name="rotating",
-            cloud_provider_id=uuid.UUID(tenant.provider_id),
-            number_of_nodes=1,
-            node_type="small",
-            storage_gb=10,
-            created_by_id=uuid.UUID(tenant.cad.id),
-        )
-        cluster.services = [
-            ClusterService(name="redis", version="7.2", credentials_encrypted=CredentialBox([key]).seal(secret))
-        ]
-        session.add(cluster)
-    return cluster.services[0].id
+    sealed = CredentialBox([key]).seal(secret)
+    service = ClusterService(name="redis", version="7.2", credentials_encrypted=sealed)
+    insert_cluster(db.sessions, make_tenant(db.sessions), "rotating", services=[service])
+    return service.id
 
 
 def rotate(db, keys: list[str]) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ from hpcinfra.messages import ClusterInput, Decision, RequestInput
 from hpcinfra.models import Cluster, ClusterEvent, ClusterRequest
 from hpcinfra.settings import Settings
 from tests.utils.servers import executable
-from tests.utils.world import make_tenant
+from tests.utils.world import insert_cluster, make_tenant
 from worker import WORKFLOWS, build_activities
 from workflows.cluster import ClusterWorkflow
 from workflows.request import RequestWorkflow
@@ -107,17 +107,7 @@ def test_request_decided_in_time_does_not_expire(db, tmp_path):
 
 def test_cluster_workflow_continues_as_new_with_its_state(stack):
     tenant = make_tenant(stack.db.sessions)
-    with transaction(stack.db.sessions) as session:
-        cluster = Cluster(
-            tenant_id=uuid.UUID(tenant.id),
-            name="long-lived",
-            cloud_provider_id=uuid.UUID(tenant.provider_id),
-            number_of_nodes=1,
-            node_type="small",
-            storage_gb=10,
-            created_by_id=uuid.UUID(tenant.cad.id),
-        )
-        session.add(cluster)
+    cluster = insert_cluster(stack.db.sessions, tenant, "long-lived")
     checks = 6
 
     async def scenario():

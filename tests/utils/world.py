@@ -8,6 +8,7 @@ import httpx
 
 from hpcinfra import accounts
 from hpcinfra.db import transaction
+from hpcinfra.models import Cluster
 from tests.utils.servers import wait_until
 
 
@@ -54,6 +55,24 @@ def make_tenant(sessions, *, extra_providers: dict[str, dict[str, Any]] | None =
             )
             providers[pname] = str(p.id)
     return TenantWorld(str(tenant.id), name, cad, cad2, it, str(sim.id), providers)
+
+
+def insert_cluster(sessions, tenant: TenantWorld, name: str, **fields: Any) -> Cluster:
+    """A 1-node cluster row of `tenant`, made by its CAD manager, written straight to the database
+    (for tests that drive the cluster workflow or the database themselves)."""
+    with transaction(sessions) as session:
+        cluster = Cluster(
+            tenant_id=uuid.UUID(tenant.id),
+            name=name,
+            cloud_provider_id=uuid.UUID(tenant.provider_id),
+            number_of_nodes=1,
+            node_type="small",
+            storage_gb=10,
+            created_by_id=uuid.UUID(tenant.cad.id),
+            **fields,
+        )
+        session.add(cluster)
+    return cluster
 
 
 def make_admin(sessions) -> Person:
