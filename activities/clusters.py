@@ -163,12 +163,15 @@ class ClusterActivities:
     @activity.defn(name="StopServices")
     async def stop_services(self, ref: ClusterRef) -> StepOutcome:
         """Before teardown: stop every service; what was still waiting to be installed never will be."""
-        spec, provider = await asyncio.to_thread(self._load, ref.cluster_id)
         services = await asyncio.to_thread(self._services_to_stop, ref.cluster_id)
         for service in services:
+            # Loaded for each: a provider that describes the whole cluster at once must not see a
+            # service stopped a moment ago as still wanted.
+            spec, provider = await asyncio.to_thread(self._load, ref.cluster_id)
             if service.status in ("provisioning", "running"):
                 await self._run(
-                    ref.cluster_id, lambda progress, s=service: provider.stop_service(spec, _service_spec(s), progress)
+                    ref.cluster_id,
+                    lambda progress, p=provider, c=spec, s=service: p.stop_service(c, _service_spec(s), progress),
                 )
             await asyncio.to_thread(self._mark, "service", str(service.id), "stopped")
         await asyncio.to_thread(self._abandon_tool_installs, ref.cluster_id)
@@ -407,4 +410,8 @@ async def _heartbeating(work: Awaitable[T]) -> T:
                 return task.result()
             activity.heartbeat()
     finally:
-        task.cancel()
+        if not task.done():
+            # Cancelled: let the work stop in its own way (a provider may have to record what it did)
+            # before this activity reports that it stopped.
+            task.cancel()
+            await asyncio.wait({task})

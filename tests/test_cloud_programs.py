@@ -4,6 +4,7 @@ nothing to the internet but SSH from the admin range, and keeps the database pri
 password secret."""
 
 import asyncio
+import base64
 from dataclasses import replace
 
 import pulumi
@@ -12,7 +13,6 @@ from pulumi.runtime import rpc
 
 from infra.catalog import NODE_TYPES
 from infra.clouds import aws, azure, gcp
-from infra.clouds.common import password_config_key
 from infra.clouds.plan import ClusterPlan
 from infra.providers.base import ClusterSpec, ServiceSecret, ServiceSpec, ToolSpec
 
@@ -84,8 +84,6 @@ def run(cloud: str, cluster: ClusterSpec) -> CloudMocks:
     # Pulumi's test runner uses the thread's current event loop, which an earlier asyncio.run() closes.
     asyncio.set_event_loop(asyncio.new_event_loop())
     pulumi.runtime.set_mocks(mocks, project="hpcinfra", stack="test", preview=False)
-    for service, secret in cluster.secrets.items():
-        pulumi.runtime.set_config(f"hpcinfra:{password_config_key(service)}", secret.password)
 
     @pulumi.runtime.test
     def program():
@@ -223,9 +221,9 @@ def test_redis_runs_on_the_head_node_with_its_password_secret(cloud):
     )
     mocks = run(cloud, cluster)
     [redis] = [c for c in mocks.of_type(TOOL) if c.name.endswith("-redis")]
-    environment = redis.inputs["environment"]
-    assert is_secret(environment) and environment["value"] == {"REDIS_PASSWORD": "redis-password"}
-    assert "redis-password" not in redis.inputs["create"]
+    # On stdin and secret; not on the command line, and not in the environment (SSH would drop it).
+    assert is_secret(redis.inputs["stdin"]) and redis.inputs["stdin"]["value"] == "redis-password\n"
+    assert "redis-password" not in redis.inputs["create"] and "environment" not in redis.inputs
 
 
 def test_a_spec_without_an_admin_range_is_refused():
@@ -243,3 +241,21 @@ def test_the_slurm_configuration_lists_every_compute_node():
         f"NodeName=node-{i}" for i in range(4)
     ]
     assert "CPUs=8 " in conf and "PartitionName=compute Nodes=ALL" in conf
+
+
+def test_the_head_node_finds_the_shared_disk_by_its_stable_device_name(cloud):
+    mocks = run(cloud, spec())
+    [head] = [r for r in mocks.of_type(INSTANCE[cloud]) if r.name.endswith("-head")]
+    script = {
+        "aws": lambda: head.inputs["userData"],
+        "gcp": lambda: head.inputs["metadata"]["startup-script"],
+        "azure": lambda: base64.b64decode(head.inputs["osProfile"]["customData"]).decode(),
+    }[cloud]()
+    device = {
+        "aws": "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_",
+        "gcp": "/dev/disk/by-id/google-shared",
+        "azure": "/dev/disk/azure/scsi1/lun0",
+    }[cloud]
+    assert f"until [ -e {device}" in script
+    assert "mv /shared/.slurm/munge.key.new /shared/.slurm/munge.key" in script
+    assert script.rstrip().endswith("touch /var/lib/hpcinfra-ready")

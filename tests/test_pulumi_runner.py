@@ -105,9 +105,9 @@ def test_up_outputs_and_destroy_on_a_file_backend(tmp_path):
 
     def program() -> None:
         pulumi.export("headNode", "10.20.1.10")
-        pulumi.export("password", pulumi.Config().require_secret("servicePassword-redis"))
+        pulumi.export("password", pulumi.Output.secret("s3cret"))
 
-    outputs = runner.up("acme-1", program, {"servicePassword-redis": ("s3cret", True)}, lines.append)
+    outputs = runner.up("acme-1", program, {}, lines.append)
     assert outputs["headNode"] == "10.20.1.10"
     state = (tmp_path / "state").rglob("*.json")
     assert not any("s3cret" in path.read_text() for path in state)  # secrets are encrypted in the state

@@ -43,6 +43,8 @@ class ClusterWorkflow:
         self._cluster_id = input.cluster_id
         self._state = input.state
         self._status_writes = asyncio.Lock()
+        # One provider operation at a time per cluster: a health check waits for an install, and so on.
+        self._provider_busy = asyncio.Lock()
 
     @workflow.run
     async def run(self, input: ClusterInput) -> ClusterState:
@@ -55,13 +57,15 @@ class ClusterWorkflow:
                 )
             )
             if self._state.delete_requested:
-                await self._tear_down()
+                async with self._provider_busy:
+                    await self._tear_down()
                 if self._state.status == "deleted":
                     await workflow.wait_condition(workflow.all_handlers_finished)
                     return self._state
                 continue
             if self._state.queue:
-                await self._run(self._state.queue[0])
+                async with self._provider_busy:
+                    await self._run(self._state.queue[0])
                 self._state.queue.pop(0)
                 continue
             await workflow.wait_condition(workflow.all_handlers_finished)
@@ -138,7 +142,8 @@ class ClusterWorkflow:
     @workflow.update(name="check_health")
     async def check_health(self) -> HealthReport:
         """Ask the provider whether every node is still up; the answer goes to the step log."""
-        return await self._health_check()
+        async with self._provider_busy:
+            return await self._health_check()
 
     @check_health.validator
     def _validate_check_health(self) -> None:

@@ -1,9 +1,10 @@
 """The cluster on AWS: a VPC and subnet, a security group, EC2 instances for the head and compute
 nodes, an EBS volume for shared storage (exported over NFS by the head node), and RDS for PostgreSQL."""
 
+import pulumi
 import pulumi_aws as aws
 
-from infra.clouds.common import admin_key, export_outputs, install_software, service_password, wants_postgresql
+from infra.clouds.common import admin_key, export_outputs, install_software, service_password
 from infra.clouds.plan import DATABASE_CIDR, HEAD_ADDRESS, NETWORK_CIDR, SUBNET_CIDR, ClusterPlan
 from infra.providers.base import SERVICE_USER
 
@@ -31,7 +32,7 @@ def build(plan: ClusterPlan) -> None:
         routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", gateway_id=gateway.id)],
         tags=tags,
     )
-    aws.ec2.RouteTableAssociation(f"{p}-routes-subnet", subnet_id=subnet.id, route_table_id=routes.id)
+    egress = aws.ec2.RouteTableAssociation(f"{p}-routes-subnet", subnet_id=subnet.id, route_table_id=routes.id)
     firewall = aws.ec2.SecurityGroup(
         f"{p}-firewall",
         vpc_id=vpc.id,
@@ -52,7 +53,7 @@ def build(plan: ClusterPlan) -> None:
         filters=[aws.ec2.GetAmiFilterArgs(name="name", values=["debian-12-amd64-*"])],
     ).id
 
-    def instance(name: str, instance_type: str, address: str, script: str) -> aws.ec2.Instance:
+    def instance(name: str, instance_type: str, address: str, script: pulumi.Input[str]) -> aws.ec2.Instance:
         return aws.ec2.Instance(
             f"{p}-{name}",
             instance_type=instance_type,
@@ -63,20 +64,33 @@ def build(plan: ClusterPlan) -> None:
             key_name=key_pair.key_name,
             user_data=script,
             tags={**tags, "Name": f"{p}-{name}"},
+            # Boot scripts install packages: the subnet must route to the internet first.
+            opts=pulumi.ResourceOptions(depends_on=[egress]),
         )
 
-    head = instance("head", plan.head_instance_type("aws"), HEAD_ADDRESS, plan.head_script())
     storage = aws.ebs.Volume(
         f"{p}-shared", availability_zone=zones[0], size=plan.spec.storage_gb, type="gp3", encrypted=True, tags=tags
     )
-    aws.ec2.VolumeAttachment(f"{p}-shared-on-head", device_name="/dev/sdf", volume_id=storage.id, instance_id=head.id)
+    # On Nitro instances an EBS volume appears as an NVMe device whose id carries the volume's id.
+    head_script = storage.id.apply(
+        lambda volume: plan.head_script(f"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{volume.replace('-', '')}")
+    )
+    head = instance("head", plan.head_instance_type("aws"), HEAD_ADDRESS, head_script)
+    aws.ec2.VolumeAttachment(
+        f"{p}-shared-on-head",
+        device_name="/dev/sdf",
+        volume_id=storage.id,
+        instance_id=head.id,
+        # The volume is mounted and exported: stop the head before detaching it, or the detach hangs.
+        stop_instance_before_detaching=True,
+    )
     nodes = [
         instance(name, plan.instance_type("aws"), address, plan.compute_script(i))
         for i, (name, address) in enumerate(zip(plan.node_names, plan.node_addresses, strict=True))
     ]
 
     services = install_software(plan, head.public_ip, key, after=[head])
-    postgresql = wants_postgresql(plan)
+    postgresql = plan.service("postgresql")
     if postgresql is not None:
         database_subnet = aws.ec2.Subnet(
             f"{p}-database-subnet", vpc_id=vpc.id, cidr_block=DATABASE_CIDR, availability_zone=zones[1], tags=tags
@@ -102,7 +116,7 @@ def build(plan: ClusterPlan) -> None:
             storage_encrypted=True,
             db_name=postgresql.config.get("databaseName", "postgres"),
             username=SERVICE_USER,
-            password=service_password("postgresql"),
+            password=service_password(plan, "postgresql"),
             db_subnet_group_name=subnets.name,
             vpc_security_group_ids=[database_firewall.id],
             publicly_accessible=False,

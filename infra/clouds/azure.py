@@ -8,7 +8,7 @@ import base64
 import pulumi
 from pulumi_azure_native import compute, dbforpostgresql, network, privatedns, resources
 
-from infra.clouds.common import admin_key, export_outputs, install_software, service_password, wants_postgresql
+from infra.clouds.common import admin_key, export_outputs, install_software, service_password
 from infra.clouds.plan import ADMIN_USER, DATABASE_CIDR, HEAD_ADDRESS, NETWORK_CIDR, SUBNET_CIDR, ClusterPlan
 from infra.providers.base import SERVICE_USER
 
@@ -129,7 +129,7 @@ def build(plan: ClusterPlan) -> None:
         "head",
         plan.head_instance_type("azure"),
         HEAD_ADDRESS,
-        plan.head_script(),
+        plan.head_script("/dev/disk/azure/scsi1/lun0"),
         public=head_public,
         disks=[
             compute.DataDiskArgs(
@@ -143,7 +143,7 @@ def build(plan: ClusterPlan) -> None:
     ]
     head_address = head_public.ip_address
     services = install_software(plan, head_address, key, after=[head])
-    postgresql = wants_postgresql(plan)
+    postgresql = plan.service("postgresql")
     if postgresql is not None:
         database_subnet = network.Subnet(
             f"{p}-database-subnet",
@@ -161,7 +161,7 @@ def build(plan: ClusterPlan) -> None:
             private_zone_name=f"{p}.private.postgres.database.azure.com",
             tags=tags,
         )
-        privatedns.VirtualNetworkLink(
+        zone_link = privatedns.VirtualNetworkLink(
             f"{p}-database-zone-link",
             resource_group_name=rg,
             private_zone_name=zone.name,
@@ -178,20 +178,20 @@ def build(plan: ClusterPlan) -> None:
             sku=dbforpostgresql.SkuArgs(name="Standard_B1ms", tier="Burstable"),
             storage=dbforpostgresql.StorageArgs(storage_size_gb=32),
             administrator_login=SERVICE_USER,
-            administrator_login_password=service_password("postgresql"),
+            administrator_login_password=service_password(plan, "postgresql"),
             network=dbforpostgresql.NetworkArgs(
                 delegated_subnet_resource_id=database_subnet.id,
                 private_dns_zone_arm_resource_id=zone.id,
                 public_network_access="Disabled",
             ),
             tags=tags,
+            opts=pulumi.ResourceOptions(depends_on=[zone_link]),  # the server resolves through the linked zone
         )
-        dbforpostgresql.Database(
-            f"{p}-postgresql-database",
-            resource_group_name=rg,
-            server_name=server.name,
-            database_name=postgresql.config.get("databaseName", "postgres"),
-        )
+        database_name = postgresql.config.get("databaseName", "postgres")
+        if database_name != "postgres":  # the server makes that one itself
+            dbforpostgresql.Database(
+                f"{p}-postgresql-database", resource_group_name=rg, server_name=server.name, database_name=database_name
+            )
         services["postgresql"] = {"host": server.fully_qualified_domain_name, "port": postgresql.port}
 
     export_outputs(head_address, [n.vm_id for n in nodes], storage.id, services)

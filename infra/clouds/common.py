@@ -19,13 +19,10 @@ from infra.clouds.plan import (
 )
 
 
-def password_config_key(service: str) -> str:
-    """The stack's secret config value holding a service's generated password."""
-    return f"servicePassword-{service}"
-
-
-def service_password(service: str) -> pulumi.Output[str]:
-    return pulumi.Config().require_secret(password_config_key(service))
+def service_password(plan: ClusterPlan, service: str) -> pulumi.Output[str]:
+    """The platform's generated password, as a Pulumi secret: encrypted in the stack's state, never
+    on a command line (it goes into the program itself, not through `pulumi config`)."""
+    return pulumi.Output.secret(plan.spec.secrets[service].password)
 
 
 def admin_key(plan: ClusterPlan) -> tls.PrivateKey:
@@ -49,22 +46,19 @@ def install_software(
             opts=opts,
         )
     endpoints: dict[str, Any] = {}
-    redis = next((s for s in plan.spec.services if s.name == "redis"), None)
+    redis = plan.service("redis")
     if redis is not None:
         remote.Command(
             f"{plan.prefix}-redis",
             connection=connection,
             create=REDIS_INSTALL,
             delete=REDIS_REMOVE,
-            environment={"REDIS_PASSWORD": service_password("redis")},
+            # On stdin: SSH servers pass no environment but LANG and LC_*, and a command line is visible.
+            stdin=service_password(plan, "redis").apply(lambda password: password + "\n"),
             opts=opts,
         )
         endpoints["redis"] = {"host": HEAD_ADDRESS, "port": redis.port}
     return endpoints
-
-
-def wants_postgresql(plan: ClusterPlan):
-    return next((s for s in plan.spec.services if s.name == "postgresql"), None)
 
 
 def export_outputs(

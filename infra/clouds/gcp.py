@@ -5,7 +5,7 @@ and Cloud SQL for PostgreSQL on a private IP in the cluster's network."""
 import pulumi
 import pulumi_gcp as gcp
 
-from infra.clouds.common import admin_key, export_outputs, install_software, service_password, wants_postgresql
+from infra.clouds.common import admin_key, export_outputs, install_software, service_password
 from infra.clouds.plan import ADMIN_USER, HEAD_ADDRESS, SUBNET_CIDR, ClusterPlan
 from infra.providers.base import SERVICE_USER
 
@@ -64,8 +64,8 @@ def build(plan: ClusterPlan) -> None:
         "head",
         plan.head_instance_type("gcp"),
         HEAD_ADDRESS,
-        plan.head_script(),
-        disks=[gcp.compute.InstanceAttachedDiskArgs(source=storage.id)],
+        plan.head_script("/dev/disk/by-id/google-shared"),
+        disks=[gcp.compute.InstanceAttachedDiskArgs(source=storage.id, device_name="shared")],
     )
     nodes = [
         instance(name, plan.instance_type("gcp"), address, plan.compute_script(i))
@@ -74,7 +74,7 @@ def build(plan: ClusterPlan) -> None:
     head_address = head.network_interfaces.apply(lambda nics: nics[0].access_configs[0].nat_ip)
 
     services = install_software(plan, head_address, key, after=[head])
-    postgresql = wants_postgresql(plan)
+    postgresql = plan.service("postgresql")
     if postgresql is not None:
         # Cloud SQL joins the network through a peering range of its own.
         peering_range = gcp.compute.GlobalAddress(
@@ -85,6 +85,8 @@ def build(plan: ClusterPlan) -> None:
             network=network.id,
             service="servicenetworking.googleapis.com",
             reserved_peering_ranges=[peering_range.name],
+            # Deleting the peering fails while Google still holds it for the deleted database.
+            deletion_policy="ABANDON",
         )
         database = gcp.sql.DatabaseInstance(
             f"{p}-postgresql",
@@ -101,11 +103,15 @@ def build(plan: ClusterPlan) -> None:
             opts=pulumi.ResourceOptions(depends_on=[peering]),
         )
         gcp.sql.User(
-            f"{p}-postgresql-user", instance=database.name, name=SERVICE_USER, password=service_password("postgresql")
+            f"{p}-postgresql-user",
+            instance=database.name,
+            name=SERVICE_USER,
+            password=service_password(plan, "postgresql"),
+            deletion_policy="ABANDON",  # a user owning objects cannot be dropped; the instance goes anyway
         )
-        gcp.sql.Database(
-            f"{p}-postgresql-database", instance=database.name, name=postgresql.config.get("databaseName", "postgres")
-        )
+        database_name = postgresql.config.get("databaseName", "postgres")
+        if database_name != "postgres":  # Cloud SQL makes that one itself
+            gcp.sql.Database(f"{p}-postgresql-database", instance=database.name, name=database_name)
         services["postgresql"] = {"host": database.private_ip_address, "port": postgresql.port}
 
     export_outputs(head_address, [n.instance_id for n in nodes], storage.id, services)

@@ -13,7 +13,7 @@ from ipaddress import ip_network
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from infra.catalog import NODE_TYPES, TOOLS
-from infra.providers.base import ClusterSpec, ToolSpec
+from infra.providers.base import ClusterSpec, ServiceSpec, ToolSpec, describe_validation_error
 
 NETWORK_CIDR = "10.20.0.0/16"
 SUBNET_CIDR = "10.20.1.0/24"
@@ -21,8 +21,13 @@ SUBNET_CIDR = "10.20.1.0/24"
 DATABASE_CIDR = "10.20.2.0/24"
 HEAD_ADDRESS = "10.20.1.10"
 FIRST_NODE_HOST = 20
-SLURM_PORTS = (6817, 6818)  # slurmctld, slurmd
+SLURM_PORTS = (6817, 6818)  # slurmctld, slurmd (reachable from inside the network only, like all but SSH)
 SHARED = "/shared"
+# Written by a node's boot script when it has finished; software is installed only after it.
+READY_MARKER = "/var/lib/hpcinfra-ready"
+_WAIT_FOR_BOOT = f"until [ -f {READY_MARKER} ]; do sleep 10; done"
+# A Spack release, so that every cluster builds the same recipes.
+SPACK_RELEASE = "v0.22.2"
 ADMIN_USER = "hpcadmin"
 HEAD_NODE_TYPE = "small"
 
@@ -61,8 +66,7 @@ class ClusterPlan:
         try:
             return cls(spec, CloudConfig.model_validate(spec.provider_config))
         except ValidationError as e:
-            problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-            raise ValueError(f"the provider's config cannot be used: {problems}") from None
+            raise ValueError(f"the provider's config cannot be used: {describe_validation_error(e)}") from None
 
     @property
     def ssh_cidr(self) -> str:
@@ -92,7 +96,8 @@ class ClusterPlan:
 
     @property
     def node_addresses(self) -> list[str]:
-        return [f"10.20.1.{FIRST_NODE_HOST + i}" for i in range(self.spec.number_of_nodes)]
+        subnet = ip_network(SUBNET_CIDR)
+        return [str(subnet[FIRST_NODE_HOST + i]) for i in range(self.spec.number_of_nodes)]
 
     def instance_type(self, cloud: str) -> str:
         return self.spec.node_type.instance_types[cloud]
@@ -121,58 +126,71 @@ ReturnToService=2
 PartitionName=compute Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
 
-    def head_script(self) -> str:
-        """cloud-init for the head node: the shared disk (found by its size) exported over NFS, the
-        munge key made once on it, slurmctld, and Spack with Lmod modules on the shared storage."""
-        size_bytes = self.spec.storage_gb * 1024**3
+    def service(self, name: str) -> ServiceSpec | None:
+        """The spec's service of that name, if the cluster should have it."""
+        return next((s for s in self.spec.services if s.name == name), None)
+
+    def head_script(self, shared_disk: str) -> str:
+        """Boot script of the head node: the shared disk (`shared_disk`, a stable device path) exported
+        over NFS, the munge key made once on it, slurmctld, and Spack with Lmod on the shared storage."""
         return f"""#!/bin/bash
 set -euo pipefail
 hostnamectl set-hostname head
-export DEBIAN_FRONTEND=noninteractive
-apt-get update
-apt-get install -y slurm-wlm munge nfs-kernel-server lmod git python3 build-essential
-disk=""
-until [ -n "$disk" ]; do
-  disk=$(lsblk -dbpno NAME,SIZE,TYPE | awk '$2 == {size_bytes} && $3 == "disk" {{print $1; exit}}')
-  [ -n "$disk" ] || sleep 5
-done
-blkid "$disk" || mkfs.ext4 -q "$disk"
+{_install_packages("slurm-wlm munge nfs-kernel-server lmod git python3 build-essential")}
+until [ -e {shared_disk} ]; do sleep 5; done
+blkid {shared_disk} || mkfs.ext4 -q {shared_disk}
 mkdir -p {SHARED}
-grep -q " {SHARED} " /etc/fstab || echo "$disk {SHARED} ext4 defaults,nofail 0 2" >> /etc/fstab
+grep -q " {SHARED} " /etc/fstab || echo "{shared_disk} {SHARED} ext4 defaults,nofail 0 2" >> /etc/fstab
 mount -a
 echo "{SHARED} {SUBNET_CIDR}(rw,sync,no_root_squash,no_subtree_check)" > /etc/exports
 exportfs -ra
 systemctl enable --now nfs-server
 install -d -m 700 {SHARED}/.slurm
-[ -f {SHARED}/.slurm/munge.key ] || dd if=/dev/urandom bs=1 count=1024 of={SHARED}/.slurm/munge.key status=none
-install -m 400 -o munge -g munge {SHARED}/.slurm/munge.key /etc/munge/munge.key
-cat > /etc/slurm/slurm.conf <<'SLURM'
-{self.slurm_conf()}SLURM
+if [ ! -f {SHARED}/.slurm/munge.key ]; then
+  # Written aside and moved into place: a node never copies half a key.
+  dd if=/dev/urandom bs=1024 count=1 of={SHARED}/.slurm/munge.key.new status=none
+  mv {SHARED}/.slurm/munge.key.new {SHARED}/.slurm/munge.key
+fi
+{self._slurm_setup("slurmctld")}
 install -d -o slurm -g slurm /var/spool/slurmctld
-systemctl enable munge slurmctld
-systemctl restart munge slurmctld
-[ -d {SHARED}/spack ] || git clone --depth=1 https://github.com/spack/spack {SHARED}/spack
-echo ". {SHARED}/spack/share/spack/setup-env.sh; module use {SHARED}/spack/share/spack/lmod/linux-*/Core" > /etc/profile.d/spack.sh
+systemctl restart slurmctld
+[ -d {SHARED}/spack ] || git clone --depth=1 --branch {SPACK_RELEASE} https://github.com/spack/spack {SHARED}/spack
+mkdir -p {SHARED}/spack/etc/spack
+printf 'modules:\n  default:\n    enable: [lmod]\n' > {SHARED}/spack/etc/spack/modules.yaml
+touch {READY_MARKER}
 """
 
     def compute_script(self, index: int) -> str:
-        """cloud-init for compute node `index`: mount the shared storage, take the munge key, run slurmd."""
+        """Boot script of compute node `index`: mount the shared storage, take the munge key, run slurmd."""
         return f"""#!/bin/bash
 set -euo pipefail
 hostnamectl set-hostname {self.node_names[index]}
-export DEBIAN_FRONTEND=noninteractive
-apt-get update
-apt-get install -y slurm-wlm munge nfs-common lmod
+{_install_packages("slurm-wlm munge nfs-common lmod")}
 mkdir -p {SHARED}
 grep -q " {SHARED} " /etc/fstab || echo "{HEAD_ADDRESS}:{SHARED} {SHARED} nfs defaults,_netdev 0 0" >> /etc/fstab
 until mount -a && [ -f {SHARED}/.slurm/munge.key ]; do sleep 10; done
-install -m 400 -o munge -g munge {SHARED}/.slurm/munge.key /etc/munge/munge.key
+{self._slurm_setup("slurmd")}
+systemctl restart slurmd
+touch {READY_MARKER}
+"""
+
+    def _slurm_setup(self, daemon: str) -> str:
+        """The lines both kinds of node share: the munge key, slurm.conf, and modules in every shell."""
+        return f"""install -m 400 -o munge -g munge {SHARED}/.slurm/munge.key /etc/munge/munge.key
 cat > /etc/slurm/slurm.conf <<'SLURM'
 {self.slurm_conf()}SLURM
-systemctl enable munge slurmd
-systemctl restart munge slurmd
-echo ". {SHARED}/spack/share/spack/setup-env.sh; module use {SHARED}/spack/share/spack/lmod/linux-*/Core" > /etc/profile.d/spack.sh
-"""
+systemctl enable munge {daemon}
+systemctl restart munge
+echo ". {SHARED}/spack/share/spack/setup-env.sh; module use {SHARED}/spack/share/spack/lmod/linux-*/Core" > /etc/profile.d/spack.sh"""
+
+
+def _install_packages(packages: str) -> str:
+    # apt may be busy at boot (unattended upgrades) or a mirror briefly unreachable: try a few times.
+    return f"""export DEBIAN_FRONTEND=noninteractive
+for attempt in 1 2 3 4 5; do
+  apt-get update && apt-get install -y {packages} && break
+  sleep 30
+done"""
 
 
 def tool_install_command(tool: ToolSpec) -> str:
@@ -180,7 +198,7 @@ def tool_install_command(tool: ToolSpec) -> str:
     (`module load <tool>/<version>` on every node), once cloud-init has finished."""
     package = shlex.quote(f"{TOOLS[tool.name].spack_package}@{tool.version}")
     return _as_root(
-        f"cloud-init status --wait >/dev/null; . {SHARED}/spack/share/spack/setup-env.sh"
+        f"{_WAIT_FOR_BOOT}; . {SHARED}/spack/share/spack/setup-env.sh"
         f" && spack install --fail-fast {package} && spack module lmod refresh -y {package}"
     )
 
@@ -191,12 +209,13 @@ def tool_remove_command(tool: ToolSpec) -> str:
 
 
 def _as_root(script: str) -> str:
+    # --preserve-env keeps nothing secret: secrets come in on the command's stdin.
     return f"sudo --preserve-env bash -c {shlex.quote(script)}"
 
 
 # Redis runs on the head node; its password comes in through the command's (secret) environment.
 REDIS_INSTALL = _as_root(
-    "cloud-init status --wait >/dev/null; export DEBIAN_FRONTEND=noninteractive"
+    f"{_WAIT_FOR_BOOT}; read -r REDIS_PASSWORD; export DEBIAN_FRONTEND=noninteractive"
     " && apt-get install -y redis-server"
     ' && printf "bind 0.0.0.0\\nprotected-mode yes\\nrequirepass %s\\n" "$REDIS_PASSWORD" > /etc/redis/hpcinfra.conf'
     " && chmod 640 /etc/redis/hpcinfra.conf && chown redis:redis /etc/redis/hpcinfra.conf"

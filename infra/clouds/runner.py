@@ -73,15 +73,20 @@ class StackRunner:
         self,
         stack_name: str,
         program: Callable[[], None],
-        config: dict[str, tuple[str, bool]],
+        config: dict[str, str],
         progress: Callable[[str], None],
         recover: bool = False,
     ) -> dict[str, Any]:
-        """Bring the stack to what `program` describes; returns its outputs. `config` maps keys to
-        (value, is_secret). With `recover`, a lock or pending operations left by a dead run are cleared first."""
+        """Bring the stack to what `program` describes; returns its outputs. `config` is the clouds'
+        own settings (e.g. `aws:region`), never a secret: secrets are inside the program. With
+        `recover`, a lock or pending operations left by a dead run are cleared first."""
         stack = self._stack(stack_name, program)
-        stack.set_all_config({key: auto.ConfigValue(value, secret=secret) for key, (value, secret) in config.items()})
-        result = self._run(stack, recover, lambda: stack.up(on_event=_reporter(progress), color="never"))
+
+        def up() -> Any:
+            stack.set_all_config({key: auto.ConfigValue(value) for key, value in config.items()})
+            return stack.up(on_event=_reporter(progress), color="never")
+
+        result = self._run(stack, recover, up)
         return {key: value.value for key, value in result.outputs.items()}
 
     def destroy(
@@ -105,18 +110,16 @@ class StackRunner:
             pass
 
     def _run(self, stack: auto.Stack, recover: bool, operation: Callable[[], Any]) -> Any:
-        if recover:
-            self._recover(stack)
         try:
-            return operation()
-        except auto.ConcurrentUpdateError:
-            # The stack is locked. Operations on one cluster run one at a time, so the holder is a
-            # run that died: take the lock back, learn what that run left behind, and go again once.
-            self._recover(stack)
+            if recover:
+                self._recover(stack)
             try:
                 return operation()
-            except auto.CommandError as e:
-                raise _classified(e) from None
+            except auto.ConcurrentUpdateError:
+                # The stack is locked. The workflow runs one provider operation per cluster at a time, so
+                # the holder is a run that died: take the lock back, learn what it left, go again once.
+                self._recover(stack)
+                return operation()
         except auto.CommandError as e:
             raise _classified(e) from None
 
@@ -141,7 +144,7 @@ class StackRunner:
                     FailureClass.CONFIGURATION,
                 )
             env["PULUMI_CONFIG_PASSPHRASE"] = self.settings.passphrase
-        cli = pulumi_cli()
+        cli = Path(pulumi_cli())
         options = auto.LocalWorkspaceOptions(
             work_dir=str(work_dir),
             project_settings=auto.ProjectSettings(
@@ -149,7 +152,10 @@ class StackRunner:
             ),
             secrets_provider=self.settings.secrets_provider,
             env_vars={**os.environ, **env},
-            pulumi_command=auto.PulumiCommand(root=str(Path(cli).parent.parent), skip_version_check=True),
+            # Pulumi looks for <root>/bin/pulumi; a CLI elsewhere is found on the PATH.
+            pulumi_command=auto.PulumiCommand(root=str(cli.parent.parent), skip_version_check=True)
+            if cli.parent.name == "bin"
+            else None,
         )
         return auto.create_or_select_stack(stack_name, project_name=PROJECT, program=program, opts=options)
 

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infra.providers.base import Provider, ProviderUnavailable
+from infra.providers.base import Provider, ProviderUnavailable, describe_validation_error
 
 KINDS = ("sim", "local", "aws", "gcp", "azure")
 CLOUDS = ("aws", "gcp", "azure")
@@ -61,5 +61,4 @@ def check_config(kind: str, config: dict[str, Any]) -> None:
     try:
         model.model_validate(config)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'config'}: {err['msg']}" for err in e.errors())
-        raise ValueError(f"invalid {kind} provider config: {problems}") from None
+        raise ValueError(f"invalid {kind} provider config: {describe_validation_error(e)}") from None

@@ -10,9 +10,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from infra.catalog import NodeType
 
 Progress = Callable[[str], None]
+
+
+def describe_validation_error(error: "ValidationError") -> str:
+    """A pydantic validation error as one line a person can act on: `field: problem; ...`."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in error.errors())
 
 
 def threadsafe(progress: Progress) -> Progress:

@@ -48,6 +48,7 @@ POSTGRES_ROOT = Path("/var/lib/postgresql/hpcinfra")
 # slurmd makes Unix sockets in its spool folder, whose paths may not exceed 108 bytes: keep it short.
 SPOOL_ROOT = Path("/var/spool/hpcinfra")
 READY_TIMEOUT = 90
+SMOKE_TIMEOUT = 600
 
 
 class LocalConfig(BaseModel):
@@ -81,7 +82,8 @@ class LocalProvider:
         progress(f"storage: {spec.storage_gb} GB shared folder at {home / 'shared'} (measured, not enforced)")
 
         env = self._env(spec)
-        if not _alive(home / "slurmctld.pid"):
+        conf = str(home / "slurm.conf")  # on every daemon's command line
+        if not _alive(home / "slurmctld.pid", conf):
             _run(
                 ["slurmctld", "-f", str(home / "slurm.conf")],
                 env,
@@ -90,7 +92,7 @@ class LocalProvider:
             )
         progress(f"head-node: slurmctld on port {json.loads(layout.read_text())['ports']['slurmctld']}")
         for node in _nodes(spec):
-            if not _alive(home / f"slurmd-{node}.pid"):
+            if not _alive(home / f"slurmd-{node}.pid", conf):
                 _run(
                     ["slurmd", "-f", str(home / "slurm.conf"), "-N", node], env, f"start slurmd {node}", "compute-nodes"
                 )
@@ -117,9 +119,12 @@ class LocalProvider:
         for service in (home / "services").glob("*"):
             _stop_service(service)
             progress(f"service {service.name}: stopped")
-        for pidfile in sorted(home.glob("slurmd-*.pid")) + [home / "slurmctld.pid"]:
-            if _stop(pidfile):
-                progress(f"{pidfile.stem}: stopped")
+        # Job steps outlive slurmd by design: end the cluster's jobs first, so nothing is left running.
+        if (home / "slurm.conf").exists() and _alive(home / "slurmctld.pid", str(home / "slurm.conf")):
+            self._cancel_jobs(spec)
+        for daemon in [f"slurmd-{node}" for node in _nodes(spec)] + ["slurmctld"]:
+            if _stop(home / f"{daemon}.pid", str(home / "slurm.conf")):
+                progress(f"{daemon}: stopped")
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(SPOOL_ROOT / spec.cluster_id, ignore_errors=True)
         progress(f"folder: {home} removed")
@@ -129,9 +134,12 @@ class LocalProvider:
 
     def _health(self, spec: ClusterSpec) -> list[str]:
         home = self._home(spec)
-        problems = [f"{pidfile} is not running" for pidfile in self._daemons(spec) if not _alive(home / pidfile)]
+        conf = str(home / "slurm.conf")
+        problems = [
+            f"{daemon} is not running" for daemon in self._daemons(spec) if not _alive(home / f"{daemon}.pid", conf)
+        ]
         if problems:
-            return [p.replace(".pid", "") for p in problems]
+            return problems
         states = self._node_states(spec, self._env(spec))
         problems += [
             f"node {node} is {state}" for node, state in states.items() if state not in ("idle", "alloc", "mix")
@@ -209,23 +217,22 @@ class LocalProvider:
             f"#!/bin/bash\nset -euo pipefail\ncd {work}\nexport PATH={venv_bin}:$PATH\n{SMOKE_TESTS[tool.name]}\n"
         )
         script.chmod(0o755)
-        result = subprocess.run(
-            # --no-requeue: a job that cannot start fails, instead of waiting held.
-            [
-                "sbatch",
-                "--wait",
-                "--quiet",
-                "--no-requeue",
-                "-N1",
-                f"--partition={PARTITION}",
-                f"--output={work}/job.out",
-                str(script),
-            ],
-            env=self._env(spec),
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        name = f"smoke-{work.name}"
+        try:
+            result = subprocess.run(
+                # --no-requeue: a job whose launch fails ends failed, instead of being requeued and held.
+                ["sbatch", "--wait", "--quiet", "--no-requeue", "-N1", f"--job-name={name}", f"--partition={PARTITION}",
+                 f"--output={work}/job.out", str(script)],
+                env=self._env(spec), capture_output=True, text=True, timeout=SMOKE_TIMEOUT,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            subprocess.run(["scancel", f"--name={name}"], env=self._env(spec), capture_output=True, timeout=30)
+            shutil.rmtree(work, ignore_errors=True)
+            raise ProviderFailure(
+                f"install {tool.name}",
+                f"the smoke test job did not finish within {SMOKE_TIMEOUT} s",
+                FailureClass.TIMEOUT,
+            ) from None
         output = (work / "job.out").read_text().strip() if (work / "job.out").exists() else ""
         shutil.rmtree(work, ignore_errors=True)
         if result.returncode != 0:
@@ -284,7 +291,17 @@ class LocalProvider:
         return {**os.environ, "SLURM_CONF": str(self._home(spec) / "slurm.conf")}
 
     def _daemons(self, spec: ClusterSpec) -> list[str]:
-        return ["slurmctld.pid"] + [f"slurmd-{node}.pid" for node in _nodes(spec)]
+        return ["slurmctld"] + [f"slurmd-{node}" for node in _nodes(spec)]
+
+    def _cancel_jobs(self, spec: ClusterSpec, timeout: float = 30) -> None:
+        env = self._env(spec)
+        subprocess.run(["scancel", "--quiet", "--full", "--user=root"], env=env, capture_output=True, timeout=30)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            queue = subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True, timeout=30)
+            if queue.returncode != 0 or not queue.stdout.strip():
+                return
+            time.sleep(0.5)
 
     def _node_states(self, spec: ClusterSpec, env: dict[str, str]) -> dict[str, str]:
         result = subprocess.run(
@@ -443,27 +460,30 @@ def _pid(pidfile: Path) -> int | None:
         return None
 
 
-def _alive(pidfile: Path) -> bool:
+def _alive(pidfile: Path, expect: str) -> bool:
+    """Whether the process a pid file names runs, and is the one it should be: its command line
+    contains `expect` (a pid left from before a reboot may belong to anything by now)."""
     pid = _pid(pidfile)
     if pid is None:
         return False
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except (OSError, IndexError):
         return False
-    return state != "Z"
+    return state != "Z" and expect in command
 
 
-def _stop(pidfile: Path, timeout: float = 20) -> bool:
-    """Stop the process of a pid file: SIGTERM, then SIGKILL. Whether there was one to stop."""
+def _stop(pidfile: Path, expect: str, timeout: float = 20) -> bool:
+    """Stop the process of a pid file (if it is the expected one): SIGTERM, then SIGKILL. Whether it ran."""
     pid = _pid(pidfile)
-    if pid is None or not _alive(pidfile):
+    if pid is None or not _alive(pidfile, expect):
         return False
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _alive(pidfile) and time.monotonic() < deadline:
+    while _alive(pidfile, expect) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if _alive(pidfile):
+    if _alive(pidfile, expect):
         os.kill(pid, signal.SIGKILL)
     return True
 
@@ -497,8 +517,9 @@ def _start_postgresql(folder: Path, port: int, service: ServiceSpec, secret: Ser
     shutil.chown(server, POSTGRES_USER, POSTGRES_USER)
     as_postgres = ["runuser", "-u", POSTGRES_USER, "--"]
     password_file = server / "initdb.password"
-    password_file.write_text(secret.password)  # read once by initdb, then removed
-    password_file.chmod(0o600)
+    # Readable by its owner only from the moment it exists; read once by initdb, then removed.
+    with os.fdopen(os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(secret.password)
     shutil.chown(password_file, POSTGRES_USER)
     initdb = [_postgres_bin("initdb"), "-D", str(server / "data"), "-U", secret.username, "--auth=scram-sha-256"]
     try:
@@ -523,9 +544,13 @@ def _start_redis(folder: Path, port: int, service: ServiceSpec, secret: ServiceS
         f"pidfile {folder / 'redis.pid'}\ndir {folder}\nlogfile {folder / 'redis.log'}\n"
         + (f"maxmemory {service.config['maxMemoryMB']}mb\n" if "maxMemoryMB" in service.config else "")
     )
+    if not shutil.which("redis-server"):
+        raise ProviderFailure(
+            "start redis", "Redis is not installed: apt-get install redis-server", FailureClass.CONFIGURATION
+        )
     _run(["redis-server", str(config)], os.environ, "redis-server", "start redis")
     deadline = time.monotonic() + 10
-    while not _alive(folder / "redis.pid") and time.monotonic() < deadline:
+    while not _alive(folder / "redis.pid", "redis-server") and time.monotonic() < deadline:
         time.sleep(0.1)
 
 
@@ -542,4 +567,4 @@ def _stop_service(folder: Path) -> None:
             pg_ctl = [_postgres_bin("pg_ctl"), "-D", str(server / "data"), "-m", "fast", "-w", "stop"]
             subprocess.run(["runuser", "-u", POSTGRES_USER, "--", *pg_ctl], capture_output=True, timeout=60)
         shutil.rmtree(server, ignore_errors=True)
-    _stop(folder / "redis.pid")
+    _stop(folder / "redis.pid", "redis-server")

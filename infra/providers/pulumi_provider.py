@@ -10,7 +10,6 @@ from dataclasses import replace
 from typing import Any
 
 from infra.clouds import aws, azure, gcp
-from infra.clouds.common import password_config_key
 from infra.clouds.plan import ClusterPlan
 from infra.clouds.runner import StackRunner, stack_name
 from infra.providers.base import (
@@ -84,8 +83,7 @@ class PulumiProvider:
 
     async def _apply(self, spec: ClusterSpec, progress: Progress) -> dict[str, Any]:
         plan = self._plan(spec)
-        config = {password_config_key(name): (secret.password, True) for name, secret in spec.secrets.items()}
-        config.update(self._cloud_config(spec))
+        config = self._cloud_config(spec)
         return await self._in_thread(
             spec,
             plan,
@@ -106,14 +104,12 @@ class PulumiProvider:
             await asyncio.wait({running})
             raise
 
-    def _cloud_config(self, spec: ClusterSpec) -> dict[str, tuple[str, bool]]:
+    def _cloud_config(self, spec: ClusterSpec) -> dict[str, str]:
         if self.cloud == "aws":
-            return {"aws:region": (spec.region, False)}
+            return {"aws:region": spec.region}
         if self.cloud == "gcp":
-            config = {"gcp:region": (spec.region, False)}
-            if project := self._plan(spec).config.project:
-                config["gcp:project"] = (project, False)
-            return config
+            project = self._plan(spec).config.project
+            return {"gcp:region": spec.region, **({"gcp:project": project} if project else {})}
         return {}
 
     @staticmethod
