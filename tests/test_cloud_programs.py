@@ -204,7 +204,7 @@ def test_the_managed_database_only_when_asked_for_private_and_with_a_secret_pass
 def test_tools_are_spack_builds_on_the_head_node_and_adding_one_is_an_update(cloud):
     before = run(cloud, spec(tools=(ToolSpec("iverilog", "12.0"),)))
     after = run(cloud, spec(tools=(ToolSpec("iverilog", "12.0"), ToolSpec("verilator", "5.024"))))
-    commands = [c.inputs["create"] for c in after.of_type(TOOL)]
+    commands = [c.inputs["create"] for c in after.of_type(TOOL) if "-tool-" in c.name]
     assert len(commands) == 2
     assert any("spack install" in c and "verilator@5.024" in c for c in commands)
     # The same stack with one resource more: every earlier resource keeps its name.
@@ -259,3 +259,9 @@ def test_the_head_node_finds_the_shared_disk_by_its_stable_device_name(cloud):
     assert f"until [ -e {device}" in script
     assert "mv /shared/.slurm/munge.key.new /shared/.slurm/munge.key" in script
     assert script.rstrip().endswith("touch /var/lib/hpcinfra-ready")
+
+
+def test_the_stack_is_up_only_when_slurm_lists_every_compute_node(cloud):
+    mocks = run(cloud, spec(number_of_nodes=5))
+    [ready] = [c for c in mocks.of_type(TOOL) if c.name.endswith("-slurm-ready")]
+    assert "sinfo -h -N -t idle" in ready.inputs["create"] and "-ge 5 ]" in ready.inputs["create"]

@@ -14,6 +14,7 @@ from infra.clouds.plan import (
     REDIS_INSTALL,
     REDIS_REMOVE,
     ClusterPlan,
+    slurm_ready_command,
     tool_install_command,
     tool_remove_command,
 )
@@ -34,9 +35,18 @@ def install_software(
     plan: ClusterPlan, head_host: pulumi.Input[str], key: tls.PrivateKey, after: Sequence[pulumi.Resource]
 ) -> dict[str, Any]:
     """Tools as Spack builds and Redis, as commands on the head node: adding one is a stack update that
-    adds a resource, and removing one runs its delete command. Returns the endpoints of what it started."""
+    adds a resource, and removing one runs its delete command. Both wait until Slurm lists every compute
+    node idle. Returns the endpoints of what it started."""
     connection = remote.ConnectionArgs(host=head_host, user=ADMIN_USER, private_key=key.private_key_openssh)
-    opts = pulumi.ResourceOptions(depends_on=list(after))
+    slurm_ready = remote.Command(
+        f"{plan.prefix}-slurm-ready",
+        connection=connection,
+        create=slurm_ready_command(plan.spec.number_of_nodes),
+        # Asked again whenever the number of nodes changes.
+        triggers=[plan.spec.number_of_nodes],
+        opts=pulumi.ResourceOptions(depends_on=list(after)),
+    )
+    opts = pulumi.ResourceOptions(depends_on=[slurm_ready])
     for tool in plan.spec.tools:
         remote.Command(
             f"{plan.prefix}-tool-{tool.name}-{tool.version}",

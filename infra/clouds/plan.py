@@ -193,6 +193,16 @@ for attempt in 1 2 3 4 5; do
 done"""
 
 
+def slurm_ready_command(nodes: int) -> str:
+    """Succeeds once `sinfo` on the head node lists every compute node idle (up to 15 minutes), so a
+    stack update that brings a cluster up succeeds only with a working Slurm."""
+    return (
+        f"{_WAIT_FOR_BOOT}; for attempt in $(seq 90); do"
+        f' [ "$(sinfo -h -N -t idle -o %N | sort -u | wc -l)" -ge {nodes} ] && exit 0; sleep 10; done;'
+        " sinfo -N; exit 1"
+    )
+
+
 def tool_install_command(tool: ToolSpec) -> str:
     """Build a tool with Spack on the shared storage and expose it as an environment module
     (`module load <tool>/<version>` on every node), once cloud-init has finished."""
