@@ -17,7 +17,8 @@ from temporalio.client import Client
 
 from infra.catalog import NODE_TYPES
 from infra.providers.base import ClusterSpec, FailureClass, ProviderFailure
-from infra.providers.local import POSTGRES_ROOT, LocalProvider, check_prerequisites
+from infra.providers.local import LocalProvider, check_prerequisites
+from infra.providers.local_services import POSTGRES_ROOT
 from tests.conftest import restart_worker
 from tests.test_tools_services import steps, wait_for_item
 from tests.utils.servers import port_open, wait_until
@@ -148,18 +149,18 @@ def _slurm_ports(folder: Path) -> list[int]:
 @needs_local
 def test_a_provisioning_that_fails_half_way_is_cleaned_up_by_destroy(tmp_path, monkeypatch):
     """What compensation does after a failed provisioning: nothing of the cluster keeps running."""
-    from infra.providers import local
+    from infra.providers import local_processes
 
     spec = ClusterSpec(str(uuid.uuid4()), "acme", "broken", "here", 2, NODE_TYPES["small"], 10)
     provider = LocalProvider(tmp_path / "local")
-    start = local._run
+    start = local_processes.run
 
     def second_node_fails(argv, env, what, step):
         if "node-1" in argv:
             raise ProviderFailure(step, "slurmd would not start (injected)", FailureClass.CONFIGURATION)
         start(argv, env, what, step)
 
-    monkeypatch.setattr(local, "_run", second_node_fails)
+    monkeypatch.setattr(local_processes, "run", second_node_fails)
     folder = tmp_path / "local" / spec.cluster_id
     try:
         with pytest.raises(ProviderFailure, match="injected"):

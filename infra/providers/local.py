@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from infra.catalog import SERVICES, TOOLS
+from infra.providers import local_processes as processes
+from infra.providers import local_services as services
 from infra.providers.base import (
     ClusterOutputs,
     ClusterSpec,
@@ -38,13 +39,10 @@ from infra.providers.base import (
     Utilisation,
     threadsafe,
 )
+from infra.providers.local_smoke import SMOKE_FILES, SMOKE_TESTS
 
 SETUP = "hpcinfra local setup"
 PARTITION = "compute"
-POSTGRES_USER = "postgres"  # the system account PostgreSQL's server runs as (it refuses root)
-# PostgreSQL's data folders live where Debian keeps them, which the postgres account can always reach
-# (the data folder may sit below folders only root may enter); one folder per cluster.
-POSTGRES_ROOT = Path("/var/lib/postgresql/hpcinfra")
 # slurmd makes Unix sockets in its spool folder, whose paths may not exceed 108 bytes: keep it short.
 SPOOL_ROOT = Path("/var/spool/hpcinfra")
 READY_TIMEOUT = 90
@@ -74,7 +72,7 @@ class LocalProvider:
             for folder in ("state", "log", "shared", "services"):
                 (home / folder).mkdir(parents=True, exist_ok=True)
             (SPOOL_ROOT / spec.cluster_id).mkdir(parents=True, exist_ok=True)
-            ports = {"slurmctld": _free_port(), **{node: _free_port() for node in _nodes(spec)}}
+            ports = {"slurmctld": processes.free_port(), **{node: processes.free_port() for node in _nodes(spec)}}
             layout.write_text(json.dumps({"ports": ports}))
             (home / "slurm.conf").write_text(_slurm_conf(spec, home, ports))
         progress(f"slurm.conf: {home / 'slurm.conf'}")
@@ -83,8 +81,8 @@ class LocalProvider:
 
         env = self._env(spec)
         conf = str(home / "slurm.conf")  # on every daemon's command line
-        if not _alive(home / "slurmctld.pid", conf):
-            _run(
+        if not processes.alive(home / "slurmctld.pid", conf):
+            processes.run(
                 ["slurmctld", "-f", str(home / "slurm.conf")],
                 env,
                 f"start slurmctld (log: {home / 'log'})",
@@ -92,8 +90,8 @@ class LocalProvider:
             )
         progress(f"head-node: slurmctld on port {json.loads(layout.read_text())['ports']['slurmctld']}")
         for node in _nodes(spec):
-            if not _alive(home / f"slurmd-{node}.pid", conf):
-                _run(
+            if not processes.alive(home / f"slurmd-{node}.pid", conf):
+                processes.run(
                     ["slurmd", "-f", str(home / "slurm.conf"), "-N", node], env, f"start slurmd {node}", "compute-nodes"
                 )
         self._wait_idle(spec, env)
@@ -116,14 +114,14 @@ class LocalProvider:
         home = self._home(spec)
         if not home.exists():
             return
-        for service in (home / "services").glob("*"):
-            _stop_service(service)
-            progress(f"service {service.name}: stopped")
+        for folder in (home / "services").glob("*"):
+            services.stop_service(folder)
+            progress(f"service {folder.name}: stopped")
         # Job steps outlive slurmd by design: end the cluster's jobs first, so nothing is left running.
-        if (home / "slurm.conf").exists() and _alive(home / "slurmctld.pid", str(home / "slurm.conf")):
+        if (home / "slurm.conf").exists() and processes.alive(home / "slurmctld.pid", str(home / "slurm.conf")):
             self._cancel_jobs(spec)
         for daemon in [f"slurmd-{node}" for node in _nodes(spec)] + ["slurmctld"]:
-            if _stop(home / f"{daemon}.pid", str(home / "slurm.conf")):
+            if processes.stop(home / f"{daemon}.pid", str(home / "slurm.conf")):
                 progress(f"{daemon}: stopped")
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(SPOOL_ROOT / spec.cluster_id, ignore_errors=True)
@@ -136,7 +134,9 @@ class LocalProvider:
         home = self._home(spec)
         conf = str(home / "slurm.conf")
         problems = [
-            f"{daemon} is not running" for daemon in self._daemons(spec) if not _alive(home / f"{daemon}.pid", conf)
+            f"{daemon} is not running"
+            for daemon in self._daemons(spec)
+            if not processes.alive(home / f"{daemon}.pid", conf)
         ]
         if problems:
             return problems
@@ -144,7 +144,7 @@ class LocalProvider:
         problems += [
             f"node {node} is {state}" for node, state in states.items() if state not in ("idle", "alloc", "mix")
         ]
-        used = _size_gb(home / "shared")
+        used = processes.size_gb(home / "shared")
         if used > spec.storage_gb:
             problems.append(f"shared storage uses {used:.1f} GB of {spec.storage_gb} GB")
         return problems
@@ -160,7 +160,7 @@ class LocalProvider:
         return Utilisation(
             cpu_percent=min(100.0, 100 * load / (os.cpu_count() or 1)),
             memory_percent=100 * (total - available) / total,
-            storage_percent=100 * _size_gb(self._home(spec) / "shared") / spec.storage_gb,
+            storage_percent=100 * processes.size_gb(self._home(spec) / "shared") / spec.storage_gb,
         )
 
     # --- tools -------------------------------------------------------------------------------
@@ -180,7 +180,7 @@ class LocalProvider:
             )
         home = self._home(spec)
         if offer.debian_package:
-            _run(
+            processes.run(
                 ["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=300", offer.debian_package],
                 {**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
                 f"apt-get install {offer.debian_package}",
@@ -190,13 +190,13 @@ class LocalProvider:
         else:
             venv = home / "shared" / "python"
             if not venv.exists():
-                _run(
+                processes.run(
                     [sys.executable, "-m", "venv", str(venv)],
                     os.environ,
                     "create the cluster's Python environment",
                     f"install {tool.name}",
                 )
-            _run(
+            processes.run(
                 [str(venv / "bin" / "pip"), "install", "-q", f"{offer.pip_package}=={tool.version}"],
                 os.environ,
                 f"pip install {offer.pip_package}=={tool.version}",
@@ -262,21 +262,21 @@ class LocalProvider:
         self, spec: ClusterSpec, service: ServiceSpec, secret: ServiceSecret, progress: Progress
     ) -> dict[str, Any]:
         folder = self._home(spec) / "services" / service.name
-        _stop_service(folder)  # a retry starts from a clean slate
+        services.stop_service(folder)  # a retry starts from a clean slate
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        port = _free_port()
+        port = processes.free_port()
         if service.name == "postgresql":
-            _start_postgresql(folder, port, service, secret)
+            services.start_postgresql(folder, port, service, secret)
         else:
-            _start_redis(folder, port, service, secret)
+            services.start_redis(folder, port, service, secret)
         (folder / "port").write_text(str(port))
         progress(f"{service.name}: {service.version} listening on 127.0.0.1:{port}")
         return {"host": "127.0.0.1", "port": port}
 
     async def stop_service(self, spec: ClusterSpec, service: ServiceSpec, progress: Progress) -> None:
         folder = self._home(spec) / "services" / service.name
-        await asyncio.to_thread(_stop_service, folder)
+        await asyncio.to_thread(services.stop_service, folder)
         progress(f"{service.name}: stopped")
 
     # --- helpers -----------------------------------------------------------------------------
@@ -374,26 +374,6 @@ def _munge_answers() -> bool:
     return subprocess.run(["munge", "-n"], capture_output=True, timeout=10).returncode == 0
 
 
-# --- smoke tests: each runs as a batch job in a folder holding SMOKE_FILES ---------------------
-
-SMOKE_FILES = {
-    "hello_tb.v": 'module hello_tb; initial begin $display("hello from iverilog"); $finish; end endmodule\n',
-    "counter.v": "module counter(input clk, output reg [3:0] q); always @(posedge clk) q <= q + 1; endmodule\n",
-    "divider.cir": "divider\nV1 in 0 1\nR1 in out 1k\nR2 out 0 1k\n.op\n.print op v(out)\n.end\n",
-}
-SMOKE_TESTS = {
-    "iverilog": "iverilog -o hello hello_tb.v && vvp -n hello | grep 'hello from iverilog'",
-    "verilator": "verilator --lint-only -Wall -Wno-DECLFILENAME -Wno-UNUSEDSIGNAL counter.v && echo 'verilator: counter.v lints clean'",
-    "yosys": "yosys -q -p 'read_verilog counter.v; synth -top counter; stat' | grep -i 'number of cells'",
-    "nextpnr": "nextpnr-ice40 --version 2>&1 | head -1",
-    "klayout": "QT_QPA_PLATFORM=offscreen klayout -v",
-    "ngspice": "ngspice -b divider.cir 2>&1 | grep -i 'out'",
-    "gtkwave": "gtkwave --version | head -1",
-    "magic": "magic -dnull -noconsole --version",
-    "cocotb": "python -c 'import cocotb; print(\"cocotb\", cocotb.__version__)'",
-}
-
-
 # --- processes ---------------------------------------------------------------------------------
 
 
@@ -437,134 +417,3 @@ SlurmdLogFile={home}/log/slurmd-%n.log
 {nodes}
 PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 """
-
-
-def _run(argv: list[str], env: dict[str, str], what: str, step: str) -> None:
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
-    if result.returncode != 0:
-        raise ProviderFailure(
-            step, f"{what} failed: {(result.stderr or result.stdout).strip()[-800:]}", FailureClass.CONFIGURATION
-        )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _pid(pidfile: Path) -> int | None:
-    try:
-        return int(pidfile.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pidfile: Path, expect: str) -> bool:
-    """Whether the process a pid file names runs, and is the one it should be: its command line
-    contains `expect` (a pid left from before a reboot may belong to anything by now)."""
-    pid = _pid(pidfile)
-    if pid is None:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except (OSError, IndexError):
-        return False
-    return state != "Z" and expect in command
-
-
-def _stop(pidfile: Path, expect: str, timeout: float = 20) -> bool:
-    """Stop the process of a pid file (if it is the expected one): SIGTERM, then SIGKILL. Whether it ran."""
-    pid = _pid(pidfile)
-    if pid is None or not _alive(pidfile, expect):
-        return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _alive(pidfile, expect) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if _alive(pidfile, expect):
-        os.kill(pid, signal.SIGKILL)
-    return True
-
-
-def _size_gb(folder: Path) -> float:
-    total = 0
-    for path in folder.rglob("*"):
-        try:
-            if path.is_file() and not path.is_symlink():
-                total += path.stat().st_size
-        except OSError:
-            pass
-    return total / 1024**3
-
-
-def _postgres_bin(name: str) -> str:
-    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-    if not found:
-        raise ProviderFailure(
-            "start postgresql",
-            "PostgreSQL's server is not installed (apt-get install postgresql)",
-            FailureClass.CONFIGURATION,
-        )
-    return str(found[-1])
-
-
-def _start_postgresql(folder: Path, port: int, service: ServiceSpec, secret: ServiceSecret) -> None:
-    server = _postgres_folder(folder)
-    shutil.rmtree(server, ignore_errors=True)
-    server.mkdir(parents=True)
-    shutil.chown(server, POSTGRES_USER, POSTGRES_USER)
-    as_postgres = ["runuser", "-u", POSTGRES_USER, "--"]
-    password_file = server / "initdb.password"
-    # Readable by its owner only from the moment it exists; read once by initdb, then removed.
-    with os.fdopen(os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-        f.write(secret.password)
-    shutil.chown(password_file, POSTGRES_USER)
-    initdb = [_postgres_bin("initdb"), "-D", str(server / "data"), "-U", secret.username, "--auth=scram-sha-256"]
-    try:
-        _run([*as_postgres, *initdb, f"--pwfile={password_file}"], os.environ, "initdb", "start postgresql")
-    finally:
-        password_file.unlink(missing_ok=True)
-    options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={server}"
-    pg_ctl = [_postgres_bin("pg_ctl"), "-D", str(server / "data"), "-o", options, "-l", str(server / "server.log")]
-    _run([*as_postgres, *pg_ctl, "-w", "start"], os.environ, "pg_ctl start", "start postgresql")
-    database = service.config.get("databaseName", "postgres")
-    if database != "postgres":
-        createdb = [_postgres_bin("createdb"), "-h", str(server), "-p", str(port), "-U", secret.username, database]
-        _run([*as_postgres, *createdb], {**os.environ, "PGPASSWORD": secret.password}, "createdb", "start postgresql")
-
-
-def _start_redis(folder: Path, port: int, service: ServiceSpec, secret: ServiceSecret) -> None:
-    config = folder / "redis.conf"
-    # In a file only root reads: a password on the command line would show in `ps`.
-    config.touch(mode=0o600)
-    config.write_text(
-        f"port {port}\nbind 127.0.0.1\nrequirepass {secret.password}\ndaemonize yes\n"
-        f"pidfile {folder / 'redis.pid'}\ndir {folder}\nlogfile {folder / 'redis.log'}\n"
-        + (f"maxmemory {service.config['maxMemoryMB']}mb\n" if "maxMemoryMB" in service.config else "")
-    )
-    if not shutil.which("redis-server"):
-        raise ProviderFailure(
-            "start redis", "Redis is not installed: apt-get install redis-server", FailureClass.CONFIGURATION
-        )
-    _run(["redis-server", str(config)], os.environ, "redis-server", "start redis")
-    deadline = time.monotonic() + 10
-    while not _alive(folder / "redis.pid", "redis-server") and time.monotonic() < deadline:
-        time.sleep(0.1)
-
-
-def _postgres_folder(service_folder: Path) -> Path:
-    """Where a cluster's PostgreSQL keeps its data: named by the cluster's folder."""
-    return POSTGRES_ROOT / service_folder.parent.parent.name
-
-
-def _stop_service(folder: Path) -> None:
-    """Stop a service of a cluster, and remove what it kept outside the cluster's folder."""
-    if folder.name == "postgresql":
-        server = _postgres_folder(folder)
-        if (server / "data" / "postmaster.pid").exists():
-            pg_ctl = [_postgres_bin("pg_ctl"), "-D", str(server / "data"), "-m", "fast", "-w", "stop"]
-            subprocess.run(["runuser", "-u", POSTGRES_USER, "--", *pg_ctl], capture_output=True, timeout=60)
-        shutil.rmtree(server, ignore_errors=True)
-    _stop(folder / "redis.pid", "redis-server")
