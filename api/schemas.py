@@ -324,6 +324,8 @@ class ClusterEvent(Model):
 
 
 class CloudProviderIn(Input):
+    # Admins act in every tenant and may name one (extension); everyone else registers in their own.
+    tenant_id: uuid.UUID | None = None
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
     kind: ProviderKind
     region: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]

@@ -65,3 +65,15 @@ def test_failure_ends_in_error_with_reason_and_step(api, failing_tenant, provide
     assert (failed_step, "failed") in [(e["step"], e["status"]) for e in events]
     assert events[-1]["step"] == "status" and events[-1]["status"] == "error"
     assert events[-1]["message"] == failed["statusReason"]
+
+
+def test_an_admin_registers_a_provider_for_another_tenant_and_nobody_else_may(api, tenant, other_tenant, stack):
+    from tests.utils.world import make_admin
+
+    body = {"tenantId": tenant.id, "name": "lab-2", "kind": "sim", "region": "r"}
+    refused = api.post("/cloud-providers", json=body, headers=other_tenant.it.headers)
+    assert refused.status_code == 422 and "tenantId" in refused.json()["detail"]
+    created = api.post("/cloud-providers", json=body, headers=make_admin(stack.db.sessions).headers)
+    assert created.status_code == 201, created.text
+    assert created.json()["id"] in [p["id"] for p in api.get("/cloud-providers", headers=tenant.cad.headers).json()]
+    assert len(api.get("/cloud-providers", headers=other_tenant.it.headers).json()) == 1

@@ -8,7 +8,7 @@ from api.deps import CurrentUser, SessionDep, require_role
 from api.errors import Problem
 from api.pagination import Page
 from hpcinfra.accounts import AccountError, create_provider
-from hpcinfra.models import CloudProvider
+from hpcinfra.models import CloudProvider, Tenant
 
 router = APIRouter(prefix="/cloud-providers", tags=["cloud providers"])
 
@@ -22,9 +22,14 @@ def list_providers(session: SessionDep, user: CurrentUser, page: Page) -> list[s
 @router.post("", status_code=201, response_model=schemas.CloudProvider)
 def register_provider(body: schemas.CloudProviderIn, session: SessionDep, user: CurrentUser) -> schemas.CloudProvider:
     require_role(user, "it_manager", "admin", action="register cloud providers")
+    tenant_id = body.tenant_id or user.tenant_id
+    if tenant_id != user.tenant_id and (user.role != "admin" or session.get(Tenant, tenant_id) is None):
+        raise Problem(
+            422, f"tenantId {tenant_id} is not a tenant you can register providers for; leave it out for your own"
+        )
     try:
         provider = create_provider(
-            session, user.tenant_id, name=body.name, kind=body.kind, region=body.region, config=body.config
+            session, tenant_id, name=body.name, kind=body.kind, region=body.region, config=body.config
         )
     except AccountError as e:
         raise Problem(409, str(e)) from e
