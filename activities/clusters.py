@@ -16,6 +16,7 @@ from temporalio.exceptions import ApplicationError
 from hpcinfra.credentials import CredentialBox, generate_password
 from hpcinfra.db import transaction
 from hpcinfra.messages import (
+    INSTALL_STEP,
     AddService,
     AddTool,
     ClusterRef,
@@ -128,8 +129,7 @@ class ClusterActivities:
     @activity.defn(name="CheckClusterHealth")
     async def check_health(self, ref: ClusterRef) -> HealthReport:
         spec, provider = await asyncio.to_thread(self._load, ref.cluster_id)
-        outputs = await asyncio.to_thread(self._outputs, ref.cluster_id)
-        problems = await _heartbeating(provider.health(spec, outputs))
+        problems = await _heartbeating(provider.health(spec))
         if problems:
             return HealthReport(healthy=False, message="; ".join(problems))
         return HealthReport(healthy=True, message=f"all {spec.number_of_nodes} nodes healthy")
@@ -143,7 +143,7 @@ class ClusterActivities:
             ref.cluster_id, lambda progress: provider.install_tool(spec, ToolSpec(tool.name, tool.version), progress)
         )
         summary = f"{tool.name} {tool.version} installed"
-        await asyncio.to_thread(self._finished, ref, "tool", "installed", "install-tool", summary)
+        await asyncio.to_thread(self._finished, ref, "tool", "installed", summary)
         return StepOutcome(summary)
 
     @activity.defn(name="StartService")
@@ -157,7 +157,7 @@ class ClusterActivities:
             ref.cluster_id, lambda progress: provider.start_service(spec, _service_spec(service), secret, progress)
         )
         summary = f"{service.name} {service.version} running at {endpoint['host']}:{endpoint['port']}"
-        await asyncio.to_thread(self._finished, ref, "service", "running", "start-service", summary, endpoint)
+        await asyncio.to_thread(self._finished, ref, "service", "running", summary, endpoint)
         return StepOutcome(summary)
 
     @activity.defn(name="StopServices")
@@ -321,10 +321,6 @@ class ClusterActivities:
         with transaction(self.sessions) as session:
             _cluster(session, cluster_id).outputs = outputs
 
-    def _outputs(self, cluster_id: str) -> dict[str, Any]:
-        with self.sessions() as session:
-            return dict(_cluster(session, cluster_id).outputs)
-
     def _mark(self, kind: str, item_id: str, status: str) -> ClusterTool | ClusterService:
         with transaction(self.sessions) as session:
             item = _item(session, kind, item_id)
@@ -347,9 +343,10 @@ class ClusterActivities:
         return ServiceSecret(stored["username"], stored["password"])
 
     def _finished(
-        self, ref: ItemRef, kind: str, status: str, step: str, summary: str, endpoint: dict[str, Any] | None = None
+        self, ref: ItemRef, kind: str, status: str, summary: str, endpoint: dict[str, Any] | None = None
     ) -> None:
         """A tool or service is done: its status and its line in the step log are written together."""
+        step = INSTALL_STEP[kind]
         info = activity.info()
         key = uuid.uuid5(uuid.NAMESPACE_URL, f"{info.workflow_run_id}/{info.activity_id}/{step}/succeeded")
         with transaction(self.sessions) as session:

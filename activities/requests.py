@@ -7,7 +7,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from hpcinfra.db import transaction
-from hpcinfra.messages import DecisionOutcome, DecisionRecord, NoteRecord
+from hpcinfra.messages import DecisionRecord, NoteRecord, RequestState
 from hpcinfra.models import Cluster, ClusterRequest, ClusterService, ClusterTool
 from hpcinfra.store import add_note, find_user, may_decide, may_see_request
 
@@ -17,7 +17,7 @@ class RequestActivities:
         self.sessions = sessions
 
     @activity.defn(name="RecordDecision")
-    def record_decision(self, record: DecisionRecord) -> DecisionOutcome:
+    def record_decision(self, record: DecisionRecord) -> RequestState:
         """Write an approval or rejection, and on approval the cluster it creates, in one transaction.
         Running it again after it succeeded finds its own decision and returns it unchanged."""
         with transaction(self.sessions) as session:
@@ -88,5 +88,5 @@ def _create_cluster(session: Session, request: ClusterRequest, cluster_id: uuid.
     return cluster
 
 
-def _outcome(request: ClusterRequest) -> DecisionOutcome:
-    return DecisionOutcome(status=request.status, cluster_id=str(request.cluster_id) if request.cluster_id else None)
+def _outcome(request: ClusterRequest) -> RequestState:
+    return RequestState(status=request.status, cluster_id=str(request.cluster_id) if request.cluster_id else None)

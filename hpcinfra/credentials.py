@@ -44,7 +44,7 @@ class CredentialBox:
 def credential_box(settings: Settings) -> CredentialBox:
     keys = [key.strip() for key in settings.credential_keys.split(",") if key.strip()]
     if not keys:
-        keys = [_development_key(settings.data_dir)]
+        keys = [kept_secret(settings.data_dir / DEV_KEY_FILE, new_key)]
     return CredentialBox(keys)
 
 
@@ -54,10 +54,6 @@ def new_key() -> str:
 
 def generate_password() -> str:
     return secrets.token_urlsafe(24)
-
-
-def _development_key(data_dir: Path) -> str:
-    return kept_secret(data_dir / DEV_KEY_FILE, new_key)
 
 
 def kept_secret(path: Path, make: Callable[[], str]) -> str:

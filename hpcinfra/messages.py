@@ -59,18 +59,16 @@ class DecisionRecord:
 
 
 @dataclass
-class DecisionOutcome:
-    status: str
-    cluster_id: str | None = None
-
-
-@dataclass
 class RequestState:
     status: str
     cluster_id: str | None = None
 
 
 # --- the cluster workflow --------------------------------------------------------------------
+
+
+# The step-log name of installing a tool or starting a service.
+INSTALL_STEP = {"tool": "install-tool", "service": "start-service"}
 
 
 @dataclass

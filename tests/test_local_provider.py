@@ -179,9 +179,9 @@ def test_utilisation_is_read_from_the_real_cluster(tmp_path):
     provider = LocalProvider(tmp_path / "local")
     try:
         asyncio.run(provider.up(spec, lambda line: None))
-        empty = asyncio.run(provider.utilisation(spec, {}))
+        empty = asyncio.run(provider.utilisation(spec))
         (tmp_path / "local" / spec.cluster_id / "shared" / "results.bin").write_bytes(b"\0" * (100 * 1024**2))
-        used = asyncio.run(provider.utilisation(spec, {}))
+        used = asyncio.run(provider.utilisation(spec))
     finally:
         asyncio.run(provider.destroy(spec, lambda line: None))
     assert 0 <= used.cpu_percent <= 100 and 0 < used.memory_percent < 100

@@ -341,6 +341,6 @@ def test_the_sim_provider_reports_plausible_utilisation():
     from infra.providers.base import ClusterSpec
 
     spec = ClusterSpec(str(uuid.uuid4()), "acme", "c", "r", 2, NODE_TYPES["small"], 10)
-    reading = asyncio.run(SimProvider(0, Path("/nonexistent")).utilisation(spec, {}))
+    reading = asyncio.run(SimProvider(0, Path("/nonexistent")).utilisation(spec))
     for value in (reading.cpu_percent, reading.memory_percent, reading.storage_percent):
         assert 0 <= value <= 100

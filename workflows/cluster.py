@@ -15,6 +15,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 with workflow.unsafe.imports_passed_through():
     from activities.clusters import ClusterActivities
     from hpcinfra.messages import (
+        INSTALL_STEP,
         AddService,
         AddTool,
         ClusterInput,
@@ -97,8 +98,8 @@ class ClusterWorkflow:
             raise as_update_failure(e, "the tool or service") from e
         if self._state.delete_requested:
             # The deletion began while the item was being recorded: it will never be installed.
-            kind, step = ("tool", "install-tool") if isinstance(request, AddTool) else ("service", "start-service")
-            await self._item_failed(kind, registration.item_id, step, "the cluster is being deleted")
+            kind = "tool" if isinstance(request, AddTool) else "service"
+            await self._item_failed(kind, registration.item_id, INSTALL_STEP[kind], "the cluster is being deleted")
             raise ApplicationError("the cluster is being deleted; it takes no more tools or services", type="Conflict")
         return registration
 
@@ -205,7 +206,7 @@ class ClusterWorkflow:
 
     async def _install(self, kind: str, activity, operation: Operation) -> None:
         """One tool or service, as its own step; a failure marks that item failed and leaves the rest alone."""
-        step = "install-tool" if kind == "tool" else "start-service"
+        step = INSTALL_STEP[kind]
         await self._step(step, "started", operation.label)
         ref = ItemRef(self._cluster_id, operation.item_id)
         try:

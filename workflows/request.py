@@ -12,7 +12,6 @@ with workflow.unsafe.imports_passed_through():
     from hpcinfra.messages import (
         ClusterInput,
         Decision,
-        DecisionOutcome,
         DecisionRecord,
         NoteInput,
         NoteRecord,
@@ -54,7 +53,7 @@ class RequestWorkflow:
         return self._state
 
     @workflow.update(name="decide")
-    async def decide(self, decision: Decision) -> DecisionOutcome:
+    async def decide(self, decision: Decision) -> RequestState:
         """The API's way to decide: refused before anything is written if the request is decided."""
         return await self._decide(decision)
 
@@ -89,7 +88,7 @@ class RequestWorkflow:
     def state(self) -> RequestState:
         return self._state
 
-    async def _decide(self, decision: Decision) -> DecisionOutcome:
+    async def _decide(self, decision: Decision) -> RequestState:
         async with self._deciding:
             if self._state.status != "pending":
                 raise ApplicationError(f"the request is already {self._state.status}", type="AlreadyDecided")
@@ -113,13 +112,13 @@ class RequestWorkflow:
             # Nobody waits on an expiry, so it retries until the database takes it.
             await self._record(record, DB_WRITE)
 
-    async def _record(self, record: DecisionRecord, options: dict) -> DecisionOutcome:
+    async def _record(self, record: DecisionRecord, options: dict) -> RequestState:
         try:
             outcome = await workflow.execute_activity_method(RequestActivities.record_decision, record, **options)
         except ActivityError as e:
             # Nothing was recorded: the request is still pending.
             raise as_update_failure(e, "the decision") from e
-        self._state = RequestState(status=outcome.status, cluster_id=outcome.cluster_id)
+        self._state = outcome
         return outcome
 
 

@@ -92,7 +92,7 @@ class ClusterPlan:
 
     @property
     def node_names(self) -> list[str]:
-        return [f"node-{i}" for i in range(self.spec.number_of_nodes)]
+        return self.spec.node_names
 
     @property
     def node_addresses(self) -> list[str]:

@@ -92,6 +92,11 @@ class ClusterSpec:
     # The credentials of those services, by service name: never printed, never logged.
     secrets: dict[str, "ServiceSecret"] = field(default_factory=dict, repr=False, compare=False)
 
+    @property
+    def node_names(self) -> list[str]:
+        """The compute nodes' names, as Slurm knows them."""
+        return [f"node-{i}" for i in range(self.number_of_nodes)]
+
 
 @dataclass(frozen=True)
 class ClusterOutputs:
@@ -132,7 +137,7 @@ class Provider(Protocol):
         """Remove whatever of the cluster exists; safe to run on a cluster that is partly or not at all there."""
         ...
 
-    async def health(self, spec: ClusterSpec, outputs: dict[str, Any]) -> list[str]:
+    async def health(self, spec: ClusterSpec) -> list[str]:
         """The problems found; empty when the cluster is healthy."""
         ...
 
@@ -146,6 +151,6 @@ class Provider(Protocol):
 
     async def stop_service(self, spec: ClusterSpec, service: ServiceSpec, progress: Progress) -> None: ...
 
-    async def utilisation(self, spec: ClusterSpec, outputs: dict[str, Any]) -> Utilisation:
+    async def utilisation(self, spec: ClusterSpec) -> Utilisation:
         """How much of its CPUs, memory and storage the cluster uses now."""
         ...

@@ -72,7 +72,7 @@ class LocalProvider:
             for folder in ("state", "log", "shared", "services"):
                 (home / folder).mkdir(parents=True, exist_ok=True)
             (SPOOL_ROOT / spec.cluster_id).mkdir(parents=True, exist_ok=True)
-            ports = {"slurmctld": processes.free_port(), **{node: processes.free_port() for node in _nodes(spec)}}
+            ports = {"slurmctld": processes.free_port(), **{node: processes.free_port() for node in spec.node_names}}
             layout.write_text(json.dumps({"ports": ports}))
             (home / "slurm.conf").write_text(_slurm_conf(spec, home, ports))
         progress(f"slurm.conf: {home / 'slurm.conf'}")
@@ -89,7 +89,7 @@ class LocalProvider:
                 "head-node",
             )
         progress(f"head-node: slurmctld on port {json.loads(layout.read_text())['ports']['slurmctld']}")
-        for node in _nodes(spec):
+        for node in spec.node_names:
             if not processes.alive(home / f"slurmd-{node}.pid", conf):
                 processes.run(
                     ["slurmd", "-f", str(home / "slurm.conf"), "-N", node], env, f"start slurmd {node}", "compute-nodes"
@@ -98,7 +98,7 @@ class LocalProvider:
         progress(f"compute-nodes: {spec.number_of_nodes} node(s) idle in partition {PARTITION}")
         return ClusterOutputs(
             head_node=f"localhost (SLURM_CONF={home / 'slurm.conf'})",
-            node_ids=_nodes(spec),
+            node_ids=spec.node_names,
             storage_id=str(home / "shared"),
             extras={
                 "slurmConf": str(home / "slurm.conf"),
@@ -120,14 +120,14 @@ class LocalProvider:
         # Job steps outlive slurmd by design: end the cluster's jobs first, so nothing is left running.
         if (home / "slurm.conf").exists() and processes.alive(home / "slurmctld.pid", str(home / "slurm.conf")):
             self._cancel_jobs(spec)
-        for daemon in [f"slurmd-{node}" for node in _nodes(spec)] + ["slurmctld"]:
+        for daemon in [f"slurmd-{node}" for node in spec.node_names] + ["slurmctld"]:
             if processes.stop(home / f"{daemon}.pid", str(home / "slurm.conf")):
                 progress(f"{daemon}: stopped")
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(SPOOL_ROOT / spec.cluster_id, ignore_errors=True)
         progress(f"folder: {home} removed")
 
-    async def health(self, spec: ClusterSpec, outputs: dict[str, Any]) -> list[str]:
+    async def health(self, spec: ClusterSpec) -> list[str]:
         return await asyncio.to_thread(self._health, spec)
 
     def _health(self, spec: ClusterSpec) -> list[str]:
@@ -149,7 +149,7 @@ class LocalProvider:
             problems.append(f"shared storage uses {used:.1f} GB of {spec.storage_gb} GB")
         return problems
 
-    async def utilisation(self, spec: ClusterSpec, outputs: dict[str, Any]) -> Utilisation:
+    async def utilisation(self, spec: ClusterSpec) -> Utilisation:
         return await asyncio.to_thread(self._utilisation, spec)
 
     def _utilisation(self, spec: ClusterSpec) -> Utilisation:
@@ -291,7 +291,7 @@ class LocalProvider:
         return {**os.environ, "SLURM_CONF": str(self._home(spec) / "slurm.conf")}
 
     def _daemons(self, spec: ClusterSpec) -> list[str]:
-        return ["slurmctld"] + [f"slurmd-{node}" for node in _nodes(spec)]
+        return ["slurmctld"] + [f"slurmd-{node}" for node in spec.node_names]
 
     def _cancel_jobs(self, spec: ClusterSpec, timeout: float = 30) -> None:
         env = self._env(spec)
@@ -308,7 +308,7 @@ class LocalProvider:
             ["sinfo", "-h", "-N", "-o", "%N %t"], env=env, capture_output=True, text=True, timeout=30
         )
         states = dict(line.split() for line in result.stdout.splitlines() if line.strip())
-        return {node: states.get(node, "missing").rstrip("*~#!%$@^-") for node in _nodes(spec)}
+        return {node: states.get(node, "missing").rstrip("*~#!%$@^-") for node in spec.node_names}
 
     def _wait_idle(self, spec: ClusterSpec, env: dict[str, str]) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -377,17 +377,13 @@ def _munge_answers() -> bool:
 # --- processes ---------------------------------------------------------------------------------
 
 
-def _nodes(spec: ClusterSpec) -> list[str]:
-    return [f"node-{i}" for i in range(spec.number_of_nodes)]
-
-
 def _slurm_conf(spec: ClusterSpec, home: Path, ports: dict[str, int]) -> str:
     node = spec.node_type
     host = socket.gethostname()
     nodes = "\n".join(
         f"NodeName={name} NodeHostname={host} NodeAddr=127.0.0.1 Port={ports[name]} "
         f"CPUs={node.vcpus} RealMemory={node.memory_gb * 1024} State=UNKNOWN"
-        for name in _nodes(spec)
+        for name in spec.node_names
     )
     return f"""# The {spec.name} cluster ({spec.cluster_id}), made by hpcinfra's local provider.
 ClusterName=c{spec.cluster_id.replace("-", "")[:12]}

@@ -48,7 +48,7 @@ class PulumiProvider:
             progress,
         )
 
-    async def health(self, spec: ClusterSpec, outputs: dict[str, Any]) -> list[str]:
+    async def health(self, spec: ClusterSpec) -> list[str]:
         plan = self._plan(spec)
         current = await asyncio.to_thread(self.runner.refresh, self._stack(spec), self._program(plan))
         missing = [key for key in ("headNode", "nodeIds", "storageId") if not current.get(key)]
@@ -74,7 +74,7 @@ class PulumiProvider:
         )
         await self._apply(without, progress)
 
-    async def utilisation(self, spec: ClusterSpec, outputs: dict[str, Any]) -> Utilisation:
+    async def utilisation(self, spec: ClusterSpec) -> Utilisation:
         raise ProviderFailure(
             "metrics",
             f"reading utilisation from {self.cloud}'s monitoring API is not built yet",

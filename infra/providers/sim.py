@@ -95,7 +95,7 @@ class SimProvider:
                 progress(f"{step}: removed (simulated)")
         self._save(spec, state)
 
-    async def health(self, spec: ClusterSpec, outputs: dict[str, Any]) -> list[str]:
+    async def health(self, spec: ClusterSpec) -> list[str]:
         if _config(spec).unhealthy:
             return ["slurmd not responding on one node (simulated)"]
         missing = [step for step in STEPS if step not in self._load(spec)["resources"]]
@@ -132,7 +132,7 @@ class SimProvider:
         self._save(spec, state)
         progress(f"{service.name}: stopped (simulated)")
 
-    async def utilisation(self, spec: ClusterSpec, outputs: dict[str, Any]) -> Utilisation:
+    async def utilisation(self, spec: ClusterSpec) -> Utilisation:
         """A plausible reading (simulated): busy in working hours, quiet at night, each cluster its own
         level; storage fills slowly over the days."""
         now = time.time()
