@@ -124,6 +124,12 @@ def test_compute_nodes_follow_the_spec_and_the_catalog(cloud, nodes):
     assert NODE_TYPES["small"].instance_types[cloud] in types  # the head node
 
 
+def test_aws_instances_report_their_cpu_every_minute():
+    """Metering reads one-minute CloudWatch metrics; without detailed monitoring EC2 sends five-minute ones."""
+    instances = run("aws", spec(number_of_nodes=2)).of_type(INSTANCE["aws"])
+    assert [r.inputs.get("monitoring") for r in instances] == [True] * 3
+
+
 def test_shared_storage_follows_the_spec(cloud):
     disks = run(cloud, spec(storage_gb=777)).of_type(DISK[cloud])
     assert [disk_size(cloud, d.inputs) for d in disks] == [777]

@@ -63,6 +63,8 @@ def build(plan: ClusterPlan) -> None:
             vpc_security_group_ids=[firewall.id],
             key_name=key_pair.key_name,
             user_data=script,
+            # One-minute CloudWatch metrics (else every five), so metering reads every minute's CPU.
+            monitoring=True,
             tags={**tags, "Name": f"{p}-{name}"},
             # Boot scripts install packages: the subnet must route to the internet first.
             opts=pulumi.ResourceOptions(depends_on=[egress]),
