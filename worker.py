@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from temporalio.worker import Worker
 
 from activities.clusters import ClusterActivities
+from activities.metering import MeteringActivities
 from activities.requests import RequestActivities
 from hpcinfra.credentials import credential_box, kept_secret
 from hpcinfra.db import make_engine, make_session_factory
@@ -16,15 +17,17 @@ from hpcinfra.settings import Settings, get_settings
 from hpcinfra.temporal import connect
 from infra.providers import ProviderSettings
 from workflows.cluster import ClusterWorkflow
+from workflows.metering import MeteringWorkflow
 from workflows.request import RequestWorkflow
 
-WORKFLOWS = [RequestWorkflow, ClusterWorkflow]
+WORKFLOWS = [RequestWorkflow, ClusterWorkflow, MeteringWorkflow]
 
 
 def build_activities(settings: Settings) -> list:
     sessions = make_session_factory(make_engine(settings.sqlalchemy_url))
-    requests = RequestActivities(sessions)
+    requests = RequestActivities(sessions, settings.budget_min_runway_hours)
     clusters = ClusterActivities(sessions, credential_box(settings), provider_settings(settings))
+    metering = MeteringActivities(sessions, clusters.load)
     return [
         requests.record_decision,
         requests.add_note,
@@ -40,6 +43,7 @@ def build_activities(settings: Settings) -> list:
         clusters.register_tool,
         clusters.register_service,
         clusters.pending_installs,
+        metering.collect,
     ]
 
 

@@ -79,7 +79,12 @@ class ClusterActivities:
     def set_status(self, change: StatusChange) -> None:
         """The status and its line in the step log change together, so readers never see one without the other."""
         with transaction(self.sessions) as session:
-            cluster = _cluster(session, change.cluster_id)
+            cluster = find_cluster(session, change.cluster_id)
+            # Metering follows availability (see hpcinfra/metering.py).
+            if change.status == "available":
+                cluster.metering_from, cluster.metering_to = change.time, None
+            elif cluster.status == "available":
+                cluster.metering_to = change.time
             cluster.status = change.status
             cluster.status_reason = change.reason
             message = change.reason or f"cluster is {change.status}"
@@ -106,7 +111,7 @@ class ClusterActivities:
     async def provision(self, ref: ClusterRef) -> ProvisionOutcome:
         """Bring the cluster up through its provider. Each step the provider reports goes to the
         step log as it happens and to the heartbeat, so a stalled run is noticed and retried."""
-        spec, provider = await asyncio.to_thread(self._load, ref.cluster_id)
+        spec, provider = await asyncio.to_thread(self.load, ref.cluster_id)
         attempt = activity.info().attempt
         if attempt > 1:
             await asyncio.to_thread(self._progress_line, ref.cluster_id, f"provision: attempt {attempt}", "retrying")
@@ -121,14 +126,14 @@ class ClusterActivities:
     @activity.defn(name="DestroyCluster")
     async def destroy(self, ref: ClusterRef) -> StepOutcome:
         """Remove whatever the provider created for the cluster: teardown, and compensation of a failed provisioning."""
-        spec, provider = await asyncio.to_thread(self._load, ref.cluster_id)
+        spec, provider = await asyncio.to_thread(self.load, ref.cluster_id)
         await self._run(ref.cluster_id, lambda progress: provider.destroy(spec, progress))
         await asyncio.to_thread(self._save_outputs, ref.cluster_id, {})
         return StepOutcome("everything the provider created for the cluster is gone")
 
     @activity.defn(name="CheckClusterHealth")
     async def check_health(self, ref: ClusterRef) -> HealthReport:
-        spec, provider = await asyncio.to_thread(self._load, ref.cluster_id)
+        spec, provider = await asyncio.to_thread(self.load, ref.cluster_id)
         problems = await _heartbeating(provider.health(spec))
         if problems:
             return HealthReport(healthy=False, message="; ".join(problems))
@@ -138,7 +143,7 @@ class ClusterActivities:
     async def install_tool(self, ref: ItemRef) -> StepOutcome:
         tool = await asyncio.to_thread(self._mark, "tool", ref.item_id, "installing")
         # Loaded after: the cluster's desired state now includes this tool.
-        spec, provider = await asyncio.to_thread(self._load, ref.cluster_id)
+        spec, provider = await asyncio.to_thread(self.load, ref.cluster_id)
         await self._run(
             ref.cluster_id, lambda progress: provider.install_tool(spec, ToolSpec(tool.name, tool.version), progress)
         )
@@ -152,7 +157,7 @@ class ClusterActivities:
         password never passes through the workflow's history; it is stored only encrypted."""
         service, secret = await asyncio.to_thread(self._service_with_secret, ref.item_id)
         # Loaded after: the cluster's desired state now includes this service.
-        spec, provider = await asyncio.to_thread(self._load, ref.cluster_id)
+        spec, provider = await asyncio.to_thread(self.load, ref.cluster_id)
         endpoint = await self._run(
             ref.cluster_id, lambda progress: provider.start_service(spec, _service_spec(service), secret, progress)
         )
@@ -167,7 +172,7 @@ class ClusterActivities:
         for service in services:
             # Loaded for each: a provider that describes the whole cluster at once must not see a
             # service stopped a moment ago as still wanted.
-            spec, provider = await asyncio.to_thread(self._load, ref.cluster_id)
+            spec, provider = await asyncio.to_thread(self.load, ref.cluster_id)
             if service.status in ("provisioning", "running"):
                 await self._run(
                     ref.cluster_id,
@@ -233,7 +238,7 @@ class ClusterActivities:
     def pending_installs(self, ref: ClusterRef) -> PendingInstalls:
         """The tools and services of the cluster still to install (asked for with the cluster itself)."""
         with self.sessions() as session:
-            cluster = _cluster(session, ref.cluster_id)
+            cluster = find_cluster(session, ref.cluster_id)
             operations = [
                 Operation("install_tool", str(t.id), f"{t.name} {t.version}")
                 for t in cluster.tools
@@ -284,9 +289,10 @@ class ClusterActivities:
         with transaction(self.sessions) as session:
             _log_step(session, key, cluster_id, step, status, message, utcnow())
 
-    def _load(self, cluster_id: str) -> tuple[ClusterSpec, Provider]:
+    def load(self, cluster_id: str) -> tuple[ClusterSpec, Provider]:
+        """The cluster's spec as it should be now, and its provider."""
         with self.sessions() as session:
-            cluster = _cluster(session, cluster_id)
+            cluster = find_cluster(session, cluster_id)
             cloud = session.get_one(CloudProvider, cluster.cloud_provider_id)
             tenant = session.get_one(Tenant, cluster.tenant_id)
             # What the cluster should have now: tools being or already installed, services being or already started.
@@ -319,7 +325,7 @@ class ClusterActivities:
 
     def _save_outputs(self, cluster_id: str, outputs: dict[str, Any]) -> None:
         with transaction(self.sessions) as session:
-            _cluster(session, cluster_id).outputs = outputs
+            find_cluster(session, cluster_id).outputs = outputs
 
     def _mark(self, kind: str, item_id: str, status: str) -> ClusterTool | ClusterService:
         with transaction(self.sessions) as session:
@@ -358,16 +364,16 @@ class ClusterActivities:
 
     def _abandon_tool_installs(self, cluster_id: str) -> None:
         with transaction(self.sessions) as session:
-            for tool in _cluster(session, cluster_id).tools:
+            for tool in find_cluster(session, cluster_id).tools:
                 if tool.status in ("pending", "installing"):
                     tool.status, tool.status_reason = "failed", "the cluster was deleted before the tool was installed"
 
     def _services_to_stop(self, cluster_id: str) -> list[ClusterService]:
         with self.sessions() as session:
-            return [s for s in _cluster(session, cluster_id).services if s.status != "stopped"]
+            return [s for s in find_cluster(session, cluster_id).services if s.status != "stopped"]
 
 
-def _cluster(session: Session, cluster_id: str) -> Cluster:
+def find_cluster(session: Session, cluster_id: str) -> Cluster:
     cluster = session.get(Cluster, uuid.UUID(cluster_id))
     if cluster is None:
         raise ApplicationError(f"cluster {cluster_id} does not exist", type="NotFound", non_retryable=True)

@@ -6,6 +6,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from hpcinfra import credits
 from hpcinfra.db import transaction
 from hpcinfra.messages import DecisionRecord, NoteRecord, RequestState
 from hpcinfra.models import Cluster, ClusterRequest, ClusterService, ClusterTool
@@ -13,8 +14,10 @@ from hpcinfra.store import add_note, find_user, may_decide, may_see_request
 
 
 class RequestActivities:
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], min_runway_hours: float) -> None:
         self.sessions = sessions
+        # The budget guard: an approval must leave the tenant this many hours of credits.
+        self.min_runway_hours = min_runway_hours
 
     @activity.defn(name="RecordDecision")
     def record_decision(self, record: DecisionRecord) -> RequestState:
@@ -42,6 +45,11 @@ class RequestActivities:
                     f"the request is already {request.status}", type="AlreadyDecided", non_retryable=True
                 )
 
+            if record.status == "approved":
+                standing = credits.standing(session, request.tenant_id)
+                refusal = credits.shortfall(standing, credits.rate_of_request(request), self.min_runway_hours)
+                if refusal is not None:
+                    raise ApplicationError(f"not approved: {refusal}", type="Conflict", non_retryable=True)
             request.status = record.status
             request.approved_by_id = decider.id if decider else None
             request.approved_at = record.decided_at

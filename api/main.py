@@ -8,7 +8,7 @@ from api import errors
 from api.auth import Authentication
 from api.deps import TemporalConnection
 from api.limits import BodySizeLimit
-from api.routes import cluster_items, clusters, meta, providers, requests
+from api.routes import cluster_items, clusters, meta, metrics, providers, requests, tenants
 from hpcinfra.credentials import credential_box
 from hpcinfra.db import make_engine, make_session_factory
 from hpcinfra.settings import Settings, get_settings
@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         Authentication, prefix=API_PREFIX, public=frozenset({f"{API_PREFIX}/healthz", f"{API_PREFIX}/readyz"})
     )
     v1 = APIRouter(prefix=API_PREFIX)
-    for module in (meta, requests, clusters, cluster_items, providers):
+    for module in (meta, requests, clusters, cluster_items, metrics, providers, tenants):
         v1.include_router(module.router)
     app.include_router(v1)
     return app

@@ -8,3 +8,4 @@ from fastapi import Path
 RequestId = Annotated[uuid.UUID, Path(alias="requestId")]
 ClusterId = Annotated[uuid.UUID, Path(alias="clusterId")]
 ServiceId = Annotated[uuid.UUID, Path(alias="serviceId")]
+TenantId = Annotated[uuid.UUID, Path(alias="tenantId")]

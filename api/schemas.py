@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from hpcinfra import models
+from hpcinfra import credits, models
 from infra import catalog
 from infra.providers import check_config
 
@@ -229,6 +229,16 @@ class Note(Model):
     note: str
 
 
+class CreditEstimate(Model):
+    """What a request or cluster costs and what it does to the tenant's runway (extension): the days its
+    balance lasts at the total rate of its metered clusters, without this one and with it. A runway
+    of null means nothing draws on the balance."""
+
+    rate_per_hour: float
+    runway_days_before: float | None
+    runway_days_after: float | None
+
+
 class ClusterRequest(Model):
     id: uuid.UUID
     name: str
@@ -244,9 +254,10 @@ class ClusterRequest(Model):
     notes: list[Note]
     rejection_reason: str | None = None
     cluster_id: uuid.UUID | None = None
+    estimated_credits: CreditEstimate
 
     @classmethod
-    def from_row(cls, row: models.ClusterRequest) -> "ClusterRequest":
+    def from_row(cls, row: models.ClusterRequest, estimate: CreditEstimate) -> "ClusterRequest":
         return cls(
             id=row.id,
             name=row.name,
@@ -262,6 +273,7 @@ class ClusterRequest(Model):
             notes=[Note.model_validate(n) for n in row.notes],
             rejection_reason=row.rejection_reason,
             cluster_id=row.cluster_id,
+            estimated_credits=estimate,
         )
 
 
@@ -291,9 +303,12 @@ class Cluster(Model):
     created_by: User
     request_id: uuid.UUID | None = None
     outputs: dict[str, Any]
+    estimated_credits: CreditEstimate
 
     @classmethod
-    def from_row(cls, row: models.Cluster, secrets: dict[uuid.UUID, dict[str, str]] | None = None) -> "Cluster":
+    def from_row(
+        cls, row: models.Cluster, estimate: CreditEstimate, secrets: dict[uuid.UUID, dict[str, str]] | None = None
+    ) -> "Cluster":
         """`secrets` (service id -> decrypted credentials) only where the caller may see them."""
         secrets = secrets or {}
         return cls(
@@ -310,6 +325,7 @@ class Cluster(Model):
             created_by=User.model_validate(row.created_by),
             request_id=row.request_id,
             outputs=row.outputs,
+            estimated_credits=estimate,
         )
 
 
@@ -392,3 +408,223 @@ class Catalog(Model):
 class Health(Model):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+# --- metrics, credits and analytics ---------------------------------------------------------------
+
+
+class Cores(Model):
+    utilization_percent: float
+    allocated_cores: int
+
+
+class Memory(Model):
+    utilization_percent: float
+    allocated_gb: int = Field(alias="allocatedGB")
+
+
+class Storage(Model):
+    utilization_percent: float
+    allocated_gb: int = Field(alias="allocatedGB")
+
+
+def _use(use: Any, model: type[Model]) -> Model:
+    key = "allocated_cores" if model is Cores else "allocated_gb"
+    return model.model_validate({"utilization_percent": use.utilization_percent, key: use.allocated})
+
+
+class PointCredits(Model):
+    consumed: float
+    rate: float
+
+
+class MetricPoint(Model):
+    timestamp: datetime
+    cpu: Cores
+    memory: Memory
+    storage: Storage
+    credits: PointCredits
+
+
+class TimeRange(Model):
+    start: datetime
+    end: datetime
+    interval: str
+
+
+class Metrics(Model):
+    time_range: TimeRange
+    metrics: list[MetricPoint]
+
+    @classmethod
+    def of(cls, time_range: TimeRange, points: list[Any]) -> "Metrics":
+        return cls(
+            time_range=time_range,
+            metrics=[
+                MetricPoint(
+                    timestamp=p.timestamp,
+                    cpu=_use(p.cpu, Cores),
+                    memory=_use(p.memory, Memory),
+                    storage=_use(p.storage, Storage),
+                    credits=PointCredits(consumed=p.credits_consumed, rate=p.credits_rate),
+                )
+                for p in points
+            ],
+        )
+
+
+class Current(Model):
+    cpu: Cores
+    memory: Memory
+    storage: Storage
+
+
+class SummaryCredits(Model):
+    total_consumed: float
+    current_rate: float
+    estimated_daily: float
+    estimated_monthly: float
+
+
+class Budget(Model):
+    """The tenant's balance and budget policy, and whether this cluster runs on a spent balance (extension)."""
+
+    balance: float
+    policy: Literal["flag", "stop"]
+    over_budget: bool
+
+
+class MetricsSummary(Model):
+    current: Current
+    credits: SummaryCredits
+    budget: Budget
+
+    @classmethod
+    def of(cls, s: Any) -> "MetricsSummary":
+        return cls(
+            current=Current(cpu=_use(s.cpu, Cores), memory=_use(s.memory, Memory), storage=_use(s.storage, Storage)),
+            credits=SummaryCredits(
+                total_consumed=s.total_consumed,
+                current_rate=s.current_rate,
+                estimated_daily=s.estimated_daily,
+                estimated_monthly=s.estimated_monthly,
+            ),
+            budget=Budget(balance=s.balance, policy=s.policy, over_budget=s.over_budget),
+        )
+
+
+class Overview(Model):
+    total_clusters: int
+    active_clusters: int
+    total_users: int
+    active_users: int
+
+
+class AverageUtilization(Model):
+    cpu: float
+    memory: float
+    storage: float
+
+
+class Resources(Model):
+    total_cores: int
+    total_memory_gb: int = Field(alias="totalMemoryGB")
+    total_storage_gb: int = Field(alias="totalStorageGB")
+    average_utilization: AverageUtilization
+
+
+class Consumed(Model):
+    daily: float
+    weekly: float
+    monthly: float
+
+
+class Forecast(Model):
+    next_week: float
+    next_month: float
+
+
+class AnalyticsCredits(Model):
+    balance: float
+    consumed: Consumed
+    forecast: Forecast
+    # Extensions: the tenant's budget policy, and whether its balance is spent.
+    policy: Literal["flag", "stop"]
+    exhausted: bool
+
+
+class ClusterShare(Model):
+    cluster_id: uuid.UUID
+    name: str
+    credits_consumed: float
+    utilization_percent: float
+    over_budget: bool  # extension: metered while the balance is spent (policy "flag")
+
+
+class UserShare(Model):
+    user_id: uuid.UUID
+    name: str
+    credits_consumed: float
+
+
+class Breakdown(Model):
+    by_cluster: list[ClusterShare]
+    by_user: list[UserShare]
+
+
+class Analytics(Model):
+    overview: Overview
+    resources: Resources
+    credits: AnalyticsCredits
+    breakdown: Breakdown
+
+    @classmethod
+    def of(cls, a: Any) -> "Analytics":
+        return cls(
+            overview=Overview.model_validate(a),
+            resources=Resources(
+                total_cores=a.total_cores,
+                total_memory_gb=a.total_memory_gb,
+                total_storage_gb=a.total_storage_gb,
+                average_utilization=AverageUtilization(
+                    cpu=a.average_cpu, memory=a.average_memory, storage=a.average_storage
+                ),
+            ),
+            credits=AnalyticsCredits(
+                balance=a.balance,
+                consumed=Consumed(daily=a.consumed_daily, weekly=a.consumed_weekly, monthly=a.consumed_monthly),
+                forecast=Forecast(next_week=a.forecast_next_week, next_month=a.forecast_next_month),
+                policy=a.policy,
+                exhausted=a.exhausted,
+            ),
+            breakdown=Breakdown(
+                by_cluster=[ClusterShare.model_validate(c) for c in a.by_cluster],
+                by_user=[UserShare.model_validate(u) for u in a.by_user],
+            ),
+        )
+
+
+class GrantIn(Input):
+    amount: Annotated[float, Field(ge=0.000001, le=credits.MAX_GRANT, allow_inf_nan=False)]
+    note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)] = ""
+
+
+class LedgerEntry(Model):
+    id: int
+    kind: Literal["grant", "consumption"]
+    amount: float  # credits: positive for grants, negative for consumption
+    cluster_id: uuid.UUID | None = None
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    note: str | None = None
+    by_id: uuid.UUID | None = None
+    time: datetime
+
+
+class CreditAccount(Model):
+    """A tenant's balance, budget policy and ledger, newest entries first (extension)."""
+
+    tenant_id: uuid.UUID
+    balance: float
+    policy: Literal["flag", "stop"]
+    entries: list[LedgerEntry]

@@ -4,11 +4,14 @@ import hashlib
 import re
 import secrets
 import uuid
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from hpcinfra import credits
+from hpcinfra.credits import BUDGET_POLICIES
 from hpcinfra.models import ApiToken, CloudProvider, Tenant, User
 from infra.providers import KINDS, check_config
 
@@ -25,15 +28,20 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_tenant(session: Session, name: str) -> Tenant:
+def create_tenant(session: Session, name: str, *, opening_credits: Decimal, budget_policy: str = "flag") -> Tenant:
+    """A new tenant, with its opening grant of credits (none when `opening_credits` is 0)."""
     name = name.strip()
     if not name:
         raise AccountError("a tenant needs a name")
     if session.scalar(select(Tenant).where(Tenant.name == name)) is not None:
         raise AccountError(f"tenant {name!r} exists already")
-    tenant = Tenant(name=name)
+    if budget_policy not in BUDGET_POLICIES:
+        raise AccountError(f"budget policy must be one of {', '.join(BUDGET_POLICIES)}, not {budget_policy!r}")
+    tenant = Tenant(name=name, credit_balance=0, budget_policy=budget_policy)
     session.add(tenant)
     session.flush()
+    if opening_credits > 0:
+        credits.grant(session, tenant, opening_credits, "opening grant")
     return tenant
 
 

@@ -2,12 +2,13 @@
 
 import json
 import os
+from decimal import Decimal
 from typing import Annotated
 
 import typer
 from sqlalchemy import select
 
-from hpcinfra import accounts, credentials
+from hpcinfra import accounts, credentials, credits
 from hpcinfra.db import make_engine, make_session_factory, transaction, upgrade
 from hpcinfra.models import ClusterService
 from hpcinfra.settings import get_settings
@@ -67,11 +68,18 @@ def db_upgrade() -> None:
 
 
 @tenants_app.command("create")
-def tenants_create(name: str) -> None:
-    """Create a tenant; prints its id as the last line."""
+def tenants_create(
+    name: str,
+    budget_policy: Annotated[
+        str, typer.Option(help="when the balance reaches zero: flag the clusters, or stop (tear them down)")
+    ] = "flag",
+) -> None:
+    """Create a tenant with its opening grant of credits (HPCINFRA_OPENING_CREDITS); prints its id as the last line."""
     try:
         with transaction(_sessions()) as session:
-            tenant = accounts.create_tenant(session, name)
+            tenant = accounts.create_tenant(
+                session, name, opening_credits=get_settings().opening_credits, budget_policy=budget_policy
+            )
     except accounts.AccountError as e:
         _fail(str(e))
     typer.echo(f"created tenant {name}")
@@ -139,6 +147,51 @@ def providers_create(
         _fail(str(e))
     typer.echo(f"registered {kind} provider {name} ({region}) for {tenant}")
     typer.echo(str(provider.id))
+
+
+credits_app = typer.Typer(help="Tenants' credits: grants and budget policy.", no_args_is_help=True)
+app.add_typer(credits_app, name="credits")
+
+
+@credits_app.command("grant")
+def credits_grant(
+    tenant: Annotated[str, typer.Option(help="the tenant's name")],
+    amount: Annotated[str, typer.Option(help="credits to add, e.g. 5000 or 12.5")],
+    note: Annotated[str, typer.Option(help="why, for the ledger")] = "granted",
+) -> None:
+    """Grant credits to a tenant: an entry in its ledger, added to its balance. Prints the new balance last."""
+    try:
+        credits_amount = Decimal(amount)
+    except ArithmeticError:
+        _fail(f"--amount must be a number of credits, not {amount!r}")
+    if not credits_amount.is_finite():
+        _fail("--amount must be a number of credits")
+    try:
+        with transaction(_sessions()) as session:
+            tenant_row = accounts.tenant_by_name(session, tenant)
+            credits.grant(session, tenant_row, credits_amount, note)
+        with _sessions()() as session:
+            balance = credits.as_credits(accounts.tenant_by_name(session, tenant).credit_balance)
+    except ValueError as e:  # an AccountError, or an amount out of range
+        _fail(str(e))
+    typer.echo(f"granted {credits_amount} credits to {tenant}; balance:")
+    typer.echo(f"{balance:g}")
+
+
+@credits_app.command("policy")
+def credits_policy(
+    tenant: Annotated[str, typer.Option(help="the tenant's name")],
+    policy: Annotated[str, typer.Argument(help="flag: mark clusters running on a spent balance; stop: tear them down")],
+) -> None:
+    """Set what happens to a tenant's running clusters when its balance reaches zero."""
+    if policy not in credits.BUDGET_POLICIES:
+        _fail(f"the policy must be one of {', '.join(credits.BUDGET_POLICIES)}, not {policy!r}")
+    try:
+        with transaction(_sessions()) as session:
+            accounts.tenant_by_name(session, tenant).budget_policy = policy
+    except accounts.AccountError as e:
+        _fail(str(e))
+    typer.echo(f"budget policy of {tenant}: {policy}")
 
 
 @credentials_app.command("new-key")

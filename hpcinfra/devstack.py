@@ -82,7 +82,7 @@ def seed_demo(settings: Settings) -> dict[str, str]:
     with transaction(sessions) as session:
         if session.scalar(select(Tenant).where(Tenant.name == DEMO_TENANT)) is not None:
             return {}
-        tenant = accounts.create_tenant(session, DEMO_TENANT)
+        tenant = accounts.create_tenant(session, DEMO_TENANT, opening_credits=settings.opening_credits)
         tokens = {}
         for email, name, role in DEMO_USERS:
             user = accounts.create_user(session, tenant, email=email, name=name, role=role)

@@ -199,3 +199,36 @@ class HealthReport:
 @dataclass
 class PendingInstalls:
     operations: list[Operation]
+
+
+# --- metering --------------------------------------------------------------------------------
+
+
+def metering_workflow_id(cluster_id: str) -> str:
+    return f"metering-{cluster_id}"
+
+
+@dataclass
+class MeteringInput:
+    cluster_id: str
+
+
+@dataclass
+class CollectRequest:
+    cluster_id: str
+    now: datetime  # record the minutes that ended by then
+
+
+@dataclass
+class Collection:
+    minutes: int  # how many minutes were recorded now
+    finished: bool  # the cluster is no longer metered and all its minutes are recorded
+    # Set when the tenant's balance is spent and its policy is to stop clusters: why this one must go.
+    stop_reason: str | None = None
+
+
+@dataclass
+class StopRequest:
+    """The platform itself asks for a cluster's teardown; the reason goes to its status and step log."""
+
+    reason: str

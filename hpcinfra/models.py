@@ -4,7 +4,18 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -39,6 +50,10 @@ class Tenant(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The sum of the tenant's ledger, in credit units (see hpcinfra/credits.py), kept with every entry.
+    credit_balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    # What happens to running clusters when the balance reaches zero: "flag" them, or "stop" (tear down).
+    budget_policy: Mapped[str] = mapped_column(String(10), default="flag")
 
 
 class User(Base):
@@ -140,6 +155,12 @@ class Cluster(Base):
     # What the provider reported once the cluster was up: head node address, node ids, storage id.
     outputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Metering: the cluster is metered from `metering_from` (when it last became available) until
+    # `metering_to` (when it stopped being available; empty while it is). `metered_until` is the end of
+    # the last minute recorded, so collection resumes where it stopped and records no minute twice.
+    metering_from: Mapped[datetime | None]
+    metering_to: Mapped[datetime | None]
+    metered_until: Mapped[datetime | None]
 
     created_by: Mapped[User] = relationship(lazy="joined")
     tools: Mapped[list["ClusterTool"]] = relationship(
@@ -192,3 +213,60 @@ class ClusterEvent(Base):
     status: Mapped[str] = mapped_column(String(20))
     message: Mapped[str] = mapped_column(Text, default="")
     time: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CreditEntry(Base):
+    """A line of a tenant's credit ledger, in credit units: a grant (positive) or a cluster's consumption
+    over [period_start, period_end) (negative). One consumption entry per cluster and period start."""
+
+    __tablename__ = "credit_ledger"
+    __table_args__ = (UniqueConstraint("cluster_id", "period_start"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # "grant" or "consumption"
+    amount: Mapped[int] = mapped_column(BigInteger)
+    cluster_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("clusters.id"))
+    period_start: Mapped[datetime | None]
+    period_end: Mapped[datetime | None]
+    note: Mapped[str | None] = mapped_column(Text)
+    by_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    time: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MetricSample(Base):
+    """One minute of a cluster: its use (in hundredths of a percent, so sums are exact), what it had,
+    and what the minute cost in credit units (which is also its rate: see hpcinfra/credits.py)."""
+
+    __tablename__ = "metric_samples"
+
+    cluster_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clusters.id"), primary_key=True)
+    minute: Mapped[datetime] = mapped_column(primary_key=True)
+    cpu_use: Mapped[int] = mapped_column(Integer)
+    memory_use: Mapped[int] = mapped_column(Integer)
+    storage_use: Mapped[int] = mapped_column(Integer)
+    cores: Mapped[int] = mapped_column(Integer)
+    memory_gb: Mapped[int] = mapped_column(Integer)
+    storage_gb: Mapped[int] = mapped_column(Integer)
+    credit_units: Mapped[int] = mapped_column(BigInteger)
+
+
+class MetricRollup(Base):
+    """The minute samples of an hour or a day, summed as they arrive: averages are sums over `samples`."""
+
+    __tablename__ = "metric_rollups"
+    __table_args__ = (Index("ix_metric_rollups_tenant", "tenant_id", "resolution", "start"),)
+
+    cluster_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clusters.id"), primary_key=True)
+    resolution: Mapped[str] = mapped_column(String(4), primary_key=True)  # "hour" or "day"
+    start: Mapped[datetime] = mapped_column(primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
+    samples: Mapped[int] = mapped_column(Integer)
+    cpu_use: Mapped[int] = mapped_column(BigInteger)
+    memory_use: Mapped[int] = mapped_column(BigInteger)
+    storage_use: Mapped[int] = mapped_column(BigInteger)
+    # What the cluster had in the latest minute of the period.
+    cores: Mapped[int] = mapped_column(Integer)
+    memory_gb: Mapped[int] = mapped_column(Integer)
+    storage_gb: Mapped[int] = mapped_column(Integer)
+    credit_units: Mapped[int] = mapped_column(BigInteger)

@@ -1,10 +1,11 @@
 """One place for every setting. Every command reads the same `HPCINFRA_*` environment variables."""
 
 from datetime import timedelta
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,6 +33,11 @@ class Settings(BaseSettings):
     # Direct `POST /clusters` by a CAD manager, without approval, up to this size.
     self_service_max_nodes: int = 2
     self_service_node_types: list[str] = ["small", "medium"]
+
+    # Credits: what a new tenant is granted, and how many hours of runway (its balance over its clusters'
+    # total rate, the new one included) an approval must leave; 0 turns the check off.
+    opening_credits: Decimal = Field(default=Decimal(10_000), ge=0)
+    budget_min_runway_hours: float = Field(default=24, ge=0)
 
     # The simulated provider waits this long for each simulated step (0 in tests).
     sim_step_seconds: float = 1.0

@@ -183,3 +183,36 @@ def test_migrations_build_exactly_the_models_schema(fresh_db):
 
     with fresh_db.engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+
+
+def test_credits_granted_and_a_budget_policy_set_from_the_command_line(stack, api):
+    db = stack.db
+    name = f"acme-{uuid.uuid4().hex[:6]}"
+    tenant_id = last_line(hpcinfra(db, "tenants", "create", name, "--budget-policy", "stop"))
+    token = last_line(
+        hpcinfra(db, "users", "create", "--tenant", name, "--email", "it@a.example", "--name", "It", "--role", "it_manager")
+    )  # fmt: skip
+    it = {"Authorization": f"Bearer {token}"}
+
+    assert last_line(hpcinfra(db, "credits", "grant", "--tenant", name, "--amount", "2500.5", "--note", "pilot")) == (
+        "12500.5"  # on top of the opening grant
+    )
+    account = api.get(f"/tenants/{tenant_id}/credits", headers=it).json()
+    assert account["balance"] == 12500.5 and account["policy"] == "stop"
+    assert [(e["kind"], e["amount"], e["note"]) for e in account["entries"]] == [
+        ("grant", 2500.5, "pilot"),
+        ("grant", 10000, "opening grant"),
+    ]
+    hpcinfra(db, "credits", "policy", "--tenant", name, "flag")
+    assert api.get(f"/tenants/{tenant_id}/credits", headers=it).json()["policy"] == "flag"
+
+    for args, complaint in [
+        (("grant", "--tenant", name, "--amount", "lots"), "must be a number"),
+        (("grant", "--tenant", name, "--amount", "-3"), "a grant must be"),
+        (("grant", "--tenant", name, "--amount", "0.0000001"), "at most 6 decimals"),
+        (("grant", "--tenant", "nobody", "--amount", "5"), "no tenant named"),
+        (("policy", "--tenant", name, "pause"), "must be one of flag, stop"),
+    ]:
+        refused = hpcinfra(db, "credits", *args)
+        assert refused.returncode == 1 and complaint in refused.stderr, (args, refused.stderr)
+    assert api.get(f"/tenants/{tenant_id}/credits", headers=it).json()["balance"] == 12500.5

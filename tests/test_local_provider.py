@@ -9,6 +9,7 @@ import asyncio
 import os
 import subprocess
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -179,9 +180,14 @@ def test_utilisation_is_read_from_the_real_cluster(tmp_path):
     provider = LocalProvider(tmp_path / "local")
     try:
         asyncio.run(provider.up(spec, lambda line: None))
-        empty = asyncio.run(provider.utilisation(spec))
+        start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=5)
+        end = start + timedelta(minutes=5)
+        (empty,) = asyncio.run(provider.utilisation(spec, {}, start, end)).values()
         (tmp_path / "local" / spec.cluster_id / "shared" / "results.bin").write_bytes(b"\0" * (100 * 1024**2))
-        used = asyncio.run(provider.utilisation(spec))
+        readings = asyncio.run(provider.utilisation(spec, {}, start, end))
+        # The machine keeps no history: the reading stands for the window's last minute.
+        assert list(readings) == [end - timedelta(minutes=1)]
+        (used,) = readings.values()
     finally:
         asyncio.run(provider.destroy(spec, lambda line: None))
     assert 0 <= used.cpu_percent <= 100 and 0 < used.memory_percent < 100

@@ -334,13 +334,24 @@ def test_concurrent_deletes_are_one_deletion(api, tenant, stack):
     assert steps(api, tenant, cluster["id"]).count(("status", "deleting")) == 1
 
 
-def test_the_sim_provider_reports_plausible_utilisation():
+def test_the_sim_provider_reports_plausible_utilisation_for_every_minute_asked():
     import asyncio
+    from datetime import UTC, datetime, timedelta
 
     from infra.catalog import NODE_TYPES
     from infra.providers.base import ClusterSpec
 
     spec = ClusterSpec(str(uuid.uuid4()), "acme", "c", "r", 2, NODE_TYPES["small"], 10)
-    reading = asyncio.run(SimProvider(0, Path("/nonexistent")).utilisation(spec))
-    for value in (reading.cpu_percent, reading.memory_percent, reading.storage_percent):
-        assert 0 <= value <= 100
+    start = datetime(2026, 11, 2, 11, 58, tzinfo=UTC)
+    provider = SimProvider(0, Path("/nonexistent"))
+    readings = asyncio.run(provider.utilisation(spec, {}, start, start + timedelta(minutes=3)))
+    assert list(readings) == [start + timedelta(minutes=i) for i in range(3)]
+    for reading in readings.values():
+        for value in (reading.cpu_percent, reading.memory_percent, reading.storage_percent):
+            assert 0 <= value <= 100
+    # A minute asked for again (a gap filled later) reads the same.
+    assert asyncio.run(provider.utilisation(spec, {}, start, start + timedelta(minutes=1)))[start] == readings[start]
+    # Busier at noon than at midnight.
+    midnight = datetime(2026, 11, 2, tzinfo=UTC)
+    quiet = asyncio.run(provider.utilisation(spec, {}, midnight, midnight + timedelta(minutes=1)))[midnight]
+    assert readings[start].cpu_percent > quiet.cpu_percent

@@ -10,7 +10,7 @@ import asyncio
 from dataclasses import dataclass
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from activities.clusters import ClusterActivities
@@ -24,14 +24,18 @@ with workflow.unsafe.imports_passed_through():
         HealthReport,
         ItemFailed,
         ItemRef,
+        MeteringInput,
         Operation,
         Registration,
         ServiceRequest,
         StatusChange,
         StepRecord,
+        StopRequest,
         ToolRequest,
+        metering_workflow_id,
     )
     from workflows.activity_options import AWAITED_WRITE, DB_WRITE, PROVIDER_RUN, TEARDOWN
+    from workflows.metering import MeteringWorkflow
     from workflows.refusals import as_update_failure
 
 DELETION = ("deleting", "deleted")
@@ -49,6 +53,8 @@ class ClusterWorkflow:
 
     @workflow.run
     async def run(self, input: ClusterInput) -> ClusterState:
+        if self._state.status == "available" and not self._state.delete_requested:
+            await self._start_metering()  # a cluster available from before metering existed
         while True:
             await workflow.wait_condition(
                 lambda: (
@@ -122,10 +128,19 @@ class ClusterWorkflow:
     async def delete(self) -> None:
         """Mark the cluster `deleting`; the teardown starts once the operation under way (if any) has
         finished. Deleting a cluster that is already being deleted changes nothing."""
+        await self._delete()
+
+    @workflow.signal(name="stop")
+    async def stop(self, request: StopRequest) -> None:
+        """A teardown the platform asks for itself (the tenant's credits are spent and its policy is to
+        stop clusters): as a delete, with the reason on the status and in the step log."""
+        await self._delete(request.reason)
+
+    async def _delete(self, reason: str | None = None) -> None:
         if self._state.delete_requested:
             return
         self._state.delete_requested = True  # at once: no new operation is accepted from here on
-        await self._set_status("deleting")
+        await self._set_status("deleting", reason)
 
     @workflow.update(name="retry")
     async def retry(self) -> None:
@@ -185,9 +200,25 @@ class ClusterWorkflow:
             await self._fail_provisioning(f"provisioning failed at step health-check: {report.message}")
             return
         await self._set_status("available")
+        await self._start_metering()
         pending = await workflow.execute_activity_method(ClusterActivities.pending_installs, ref, **DB_WRITE)
         for operation in pending.operations:
             self._enqueue(operation, "pending")
+
+    async def _start_metering(self) -> None:
+        """Meter the cluster while it is available (workflows/metering.py); the metering outlives this
+        run (continue-as-new) and ends by itself."""
+        if not workflow.patched("metering"):
+            return  # a history from before metering existed replays as it ran
+        try:
+            await workflow.start_child_workflow(
+                MeteringWorkflow.run,
+                MeteringInput(self._cluster_id),
+                id=metering_workflow_id(self._cluster_id),
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            )
+        except WorkflowAlreadyStartedError:
+            pass  # still metering from an earlier time it was available
 
     async def _fail_provisioning(self, reason: str) -> None:
         """Compensate a failed provisioning, so that nothing of it keeps costing, then report `error`."""

@@ -13,9 +13,11 @@ from api import schemas
 from api.access import cluster_for, clusters_visible_to, may_see_credentials, provider_for_new_cluster
 from api.deps import CredentialsDep, CurrentUser, SessionDep, SettingsDep, TemporalDep, require_role
 from api.errors import Problem
+from api.estimates import Estimates
 from api.pagination import Page
 from api.params import ClusterId
 from api.workflow_calls import UPDATE_TIMEOUT, start_or_take_back, update
+from hpcinfra import credits
 from hpcinfra.messages import ClusterInput, cluster_workflow_id
 from hpcinfra.models import Cluster, ClusterEvent, ClusterService, ClusterTool, User
 from workflows.cluster import ClusterWorkflow
@@ -38,7 +40,8 @@ def list_clusters(
     if cloud_provider_id is not None:
         query = query.where(Cluster.cloud_provider_id == cloud_provider_id)
     rows = session.scalars(page.apply(query.order_by(Cluster.created_at.desc(), Cluster.id)))
-    return [schemas.Cluster.from_row(c) for c in rows]
+    estimates = Estimates(session)
+    return [schemas.Cluster.from_row(c, estimates.of_cluster(c)) for c in rows]
 
 
 @router.post("", status_code=201, response_model=schemas.Cluster)
@@ -58,6 +61,16 @@ async def create_cluster(
 
     def insert() -> Cluster:
         provider_for_new_cluster(session, user, body.cloud_provider_id)
+        rate = credits.cluster_rate(
+            size.node_type,
+            size.number_of_nodes,
+            size.storage,
+            [s.name for s in body.services],
+            [t.name for t in body.tools],
+        )
+        refusal = credits.shortfall(credits.standing(session, user.tenant_id), rate, settings.budget_min_runway_hours)
+        if refusal is not None:
+            raise Problem(409, f"the cluster was not created: {refusal}")
         cluster = Cluster(
             tenant_id=user.tenant_id,
             name=body.name,
@@ -81,7 +94,7 @@ async def create_cluster(
         task_queue=settings.task_queue,
     )
     await start_or_take_back(start, session, cluster, "cluster")
-    return await run_in_threadpool(lambda: schemas.Cluster.from_row(cluster))
+    return await run_in_threadpool(lambda: schemas.Cluster.from_row(cluster, Estimates(session).of_cluster(cluster)))
 
 
 @router.get("/{clusterId}", response_model=schemas.Cluster)
@@ -93,7 +106,7 @@ def get_cluster(
     secrets = {}
     if may_see_credentials(user, cluster):
         secrets = {s.id: credentials.open(s.credentials_encrypted) for s in cluster.services if s.credentials_encrypted}
-    return schemas.Cluster.from_row(cluster, secrets)
+    return schemas.Cluster.from_row(cluster, Estimates(session).of_cluster(cluster), secrets)
 
 
 @router.delete("/{clusterId}", status_code=202, response_model=schemas.Cluster)
@@ -133,7 +146,8 @@ async def retry_cluster(
 def _reloaded(session: Session, user: User, cluster_id: uuid.UUID) -> schemas.Cluster:
     """The cluster as the workflow left it, without credentials (answers to changes carry none)."""
     session.expire_all()
-    return schemas.Cluster.from_row(cluster_for(session, user, cluster_id))
+    cluster = cluster_for(session, user, cluster_id)
+    return schemas.Cluster.from_row(cluster, Estimates(session).of_cluster(cluster))
 
 
 @router.get("/{clusterId}/events", response_model=list[schemas.ClusterEvent])

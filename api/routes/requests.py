@@ -5,11 +5,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 
 from api import schemas
 from api.access import provider_for_new_cluster, request_for, requests_visible_to
 from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, require_role
 from api.errors import Problem
+from api.estimates import Estimates
 from api.pagination import Page
 from api.params import RequestId
 from api.workflow_calls import UPDATE_TIMEOUT, start_or_take_back, update
@@ -36,7 +38,8 @@ def list_requests(
     if requested_by is not None:
         query = query.where(ClusterRequest.requested_by_id == requested_by)
     rows = session.scalars(page.apply(query.order_by(ClusterRequest.requested_at.desc(), ClusterRequest.id)))
-    return [schemas.ClusterRequest.from_row(r) for r in rows]
+    estimates = Estimates(session)
+    return [schemas.ClusterRequest.from_row(r, estimates.of_request(r)) for r in rows]
 
 
 @router.post("", status_code=201, response_model=schemas.ClusterRequest)
@@ -72,12 +75,12 @@ async def create_request(
         task_queue=settings.task_queue,
     )
     await start_or_take_back(start, session, request, "request")
-    return await run_in_threadpool(lambda: schemas.ClusterRequest.from_row(request))
+    return await run_in_threadpool(_view, session, request)
 
 
 @router.get("/{requestId}", response_model=schemas.ClusterRequest)
 def get_request(request_id: RequestId, session: SessionDep, user: CurrentUser) -> schemas.ClusterRequest:
-    return schemas.ClusterRequest.from_row(request_for(session, user, request_id))
+    return _view(session, request_for(session, user, request_id))
 
 
 @router.patch("/{requestId}", response_model=schemas.ClusterRequest)
@@ -107,9 +110,13 @@ async def decide_request(
 
     def reload() -> schemas.ClusterRequest:
         session.expire_all()
-        return schemas.ClusterRequest.from_row(request_for(session, user, request_id))
+        return _view(session, request_for(session, user, request_id))
 
     return await run_in_threadpool(reload)
+
+
+def _view(session: Session, request: ClusterRequest) -> schemas.ClusterRequest:
+    return schemas.ClusterRequest.from_row(request, Estimates(session).of_request(request))
 
 
 @router.get("/{requestId}/notes", response_model=list[schemas.Note])

@@ -7,6 +7,7 @@ a person which kind of failure it was.
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -151,6 +152,10 @@ class Provider(Protocol):
 
     async def stop_service(self, spec: ClusterSpec, service: ServiceSpec, progress: Progress) -> None: ...
 
-    async def utilisation(self, spec: ClusterSpec) -> Utilisation:
-        """How much of its CPUs, memory and storage the cluster uses now."""
+    async def utilisation(
+        self, spec: ClusterSpec, outputs: dict[str, Any], start: datetime, end: datetime
+    ) -> dict[datetime, Utilisation]:
+        """How much of its CPUs, memory and storage the cluster used in each whole minute of [start, end),
+        by the minute's start (UTC); `outputs` are what provisioning reported. A minute the provider
+        has no reading for is left out (the collector carries the reading before it forward)."""
         ...

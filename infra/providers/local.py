@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -149,8 +150,12 @@ class LocalProvider:
             problems.append(f"shared storage uses {used:.1f} GB of {spec.storage_gb} GB")
         return problems
 
-    async def utilisation(self, spec: ClusterSpec) -> Utilisation:
-        return await asyncio.to_thread(self._utilisation, spec)
+    async def utilisation(
+        self, spec: ClusterSpec, outputs: dict[str, Any], start: datetime, end: datetime
+    ) -> dict[datetime, Utilisation]:
+        """The machine keeps no history: the reading taken now stands for the window's last minute
+        (and, carried forward by the collector, for minutes missed before it)."""
+        return {end - timedelta(minutes=1): await asyncio.to_thread(self._utilisation, spec)}
 
     def _utilisation(self, spec: ClusterSpec) -> Utilisation:
         """Read from the machine itself: every node of a local cluster shares its CPUs and memory."""

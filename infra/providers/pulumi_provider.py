@@ -7,9 +7,11 @@ so installing a tool or starting a service is a stack update, and so is stopping
 import asyncio
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from infra.clouds import aws, azure, gcp
+from infra.clouds.monitoring import read_utilisation
 from infra.clouds.plan import ClusterPlan
 from infra.clouds.runner import StackRunner, stack_name
 from infra.providers.base import (
@@ -74,12 +76,13 @@ class PulumiProvider:
         )
         await self._apply(without, progress)
 
-    async def utilisation(self, spec: ClusterSpec) -> Utilisation:
-        raise ProviderFailure(
-            "metrics",
-            f"reading utilisation from {self.cloud}'s monitoring API is not built yet",
-            FailureClass.CONFIGURATION,
-        )
+    async def utilisation(
+        self, spec: ClusterSpec, outputs: dict[str, Any], start: datetime, end: datetime
+    ) -> dict[datetime, Utilisation]:
+        """From the cloud's monitoring API (CloudWatch, Cloud Monitoring, Azure Monitor)."""
+        config = self._plan(spec).config
+        node_ids = list(outputs.get("nodeIds") or [])
+        return await asyncio.to_thread(read_utilisation, self.cloud, spec.region, config, node_ids, outputs, start, end)
 
     async def _apply(self, spec: ClusterSpec, progress: Progress) -> dict[str, Any]:
         plan = self._plan(spec)

@@ -17,7 +17,7 @@ import asyncio
 import json
 import math
 import os
-import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -132,17 +132,15 @@ class SimProvider:
         self._save(spec, state)
         progress(f"{service.name}: stopped (simulated)")
 
-    async def utilisation(self, spec: ClusterSpec) -> Utilisation:
-        """A plausible reading (simulated): busy in working hours, quiet at night, each cluster its own
-        level; storage fills slowly over the days."""
-        now = time.time()
-        level = (int(spec.cluster_id.replace("-", "")[:8], 16) % 40) / 100  # 0.00 to 0.39, per cluster
-        day = 0.5 - 0.5 * math.cos(2 * math.pi * ((now / 3600) % 24) / 24)  # 0 at midnight, 1 at noon
-        return Utilisation(
-            cpu_percent=round(100 * min(1.0, 0.1 + level + 0.5 * day), 1),
-            memory_percent=round(100 * min(1.0, 0.2 + level + 0.3 * day), 1),
-            storage_percent=round(min(100.0, 5 + (now / 86400) % 30), 1),
-        )
+    async def utilisation(
+        self, spec: ClusterSpec, outputs: dict[str, Any], start: datetime, end: datetime
+    ) -> dict[datetime, Utilisation]:
+        readings = {}
+        minute = start
+        while minute < end:
+            readings[minute] = simulated_use(spec.cluster_id, minute)
+            minute += timedelta(minutes=1)
+        return readings
 
     def state(self, cluster_id: str) -> dict[str, Any]:
         """What the simulated cloud holds for a cluster, and the failures it injected (to look at)."""
@@ -189,6 +187,19 @@ class SimProvider:
             "compute-nodes": f"{spec.number_of_nodes} x {n.name} ({n.vcpus} vCPU, {n.memory_gb} GB) idle (simulated)",
             "storage": f"{spec.storage_gb} GB shared storage mounted on every node (simulated)",
         }[step]
+
+
+def simulated_use(cluster_id: str, at: datetime) -> Utilisation:
+    """A plausible reading (simulated), the same whenever it is asked for: busy in working hours, quiet at
+    night, each cluster at its own level; storage fills slowly over the days."""
+    level = (int(cluster_id.replace("-", "")[:8], 16) % 40) / 100  # 0.00 to 0.39, per cluster
+    hours = at.timestamp() / 3600
+    day = 0.5 - 0.5 * math.cos(2 * math.pi * (hours % 24) / 24)  # 0 at midnight, 1 at noon (UTC)
+    return Utilisation(
+        cpu_percent=round(100 * min(1.0, 0.1 + level + 0.5 * day), 1),
+        memory_percent=round(100 * min(1.0, 0.2 + level + 0.3 * day), 1),
+        storage_percent=round(min(100.0, 5 + (hours / 24) % 30), 1),
+    )
 
 
 def _config(spec: ClusterSpec) -> SimConfig:

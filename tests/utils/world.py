@@ -2,6 +2,7 @@
 
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -10,6 +11,9 @@ from hpcinfra import accounts
 from hpcinfra.db import transaction
 from hpcinfra.models import Cluster
 from tests.utils.servers import wait_until
+
+# What a tenant made by these builders starts with: the platform's default opening grant.
+OPENING_CREDITS = Decimal(10_000)
 
 
 @dataclass
@@ -35,12 +39,18 @@ class TenantWorld:
     providers: dict[str, str] = field(default_factory=dict)
 
 
-def make_tenant(sessions, *, extra_providers: dict[str, dict[str, Any]] | None = None) -> TenantWorld:
+def make_tenant(
+    sessions,
+    *,
+    extra_providers: dict[str, dict[str, Any]] | None = None,
+    opening_credits: Decimal = OPENING_CREDITS,
+    budget_policy: str = "flag",
+) -> TenantWorld:
     """A tenant with two CAD managers, an IT manager and a sim provider (plus any `extra_providers`,
     name -> {"kind": ..., "config": ...})."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     with transaction(sessions) as session:
-        tenant = accounts.create_tenant(session, name)
+        tenant = accounts.create_tenant(session, name, opening_credits=opening_credits, budget_policy=budget_policy)
 
         def person(local: str, role: str) -> Person:
             user = accounts.create_user(session, tenant, email=f"{local}@{name}.example", name=local, role=role)
@@ -58,18 +68,20 @@ def make_tenant(sessions, *, extra_providers: dict[str, dict[str, Any]] | None =
 
 
 def insert_cluster(sessions, tenant: TenantWorld, name: str, **fields: Any) -> Cluster:
-    """A 1-node cluster row of `tenant`, made by its CAD manager, written straight to the database
+    """A 1-node cluster row of `tenant` (unless `fields` say otherwise), made by its CAD manager, written straight to the database
     (for tests that drive the cluster workflow or the database themselves)."""
     with transaction(sessions) as session:
         cluster = Cluster(
-            tenant_id=uuid.UUID(tenant.id),
-            name=name,
-            cloud_provider_id=uuid.UUID(tenant.provider_id),
-            number_of_nodes=1,
-            node_type="small",
-            storage_gb=10,
-            created_by_id=uuid.UUID(tenant.cad.id),
-            **fields,
+            **{
+                "tenant_id": uuid.UUID(tenant.id),
+                "name": name,
+                "cloud_provider_id": uuid.UUID(tenant.provider_id),
+                "number_of_nodes": 1,
+                "node_type": "small",
+                "storage_gb": 10,
+                "created_by_id": uuid.UUID(tenant.cad.id),
+                **fields,
+            }
         )
         session.add(cluster)
     return cluster
@@ -78,7 +90,7 @@ def insert_cluster(sessions, tenant: TenantWorld, name: str, **fields: Any) -> C
 def make_admin(sessions) -> Person:
     name = f"ops-{uuid.uuid4().hex[:10]}"
     with transaction(sessions) as session:
-        tenant = accounts.create_tenant(session, name)
+        tenant = accounts.create_tenant(session, name, opening_credits=Decimal(0))
         user = accounts.create_user(session, tenant, email=f"admin@{name}.example", name="admin", role="admin")
         return Person(str(user.id), user.email, "admin", accounts.issue_token(session, user))
 
@@ -101,12 +113,12 @@ def file_request(api: httpx.Client, who: Person, provider_id: str, **overrides: 
     return response.json()
 
 
-def wait_for_cluster(api: httpx.Client, cluster_id: str, headers: dict, status: str) -> dict:
+def wait_for_cluster(api: httpx.Client, cluster_id: str, headers: dict, status: str, timeout: float = 30) -> dict:
     def reached():
         cluster = api.get(f"/clusters/{cluster_id}", headers=headers).json()
         return cluster if cluster["status"] == status else None
 
-    return wait_until(reached, timeout=30, what=f"cluster {cluster_id} to be {status}")
+    return wait_until(reached, timeout=timeout, what=f"cluster {cluster_id} to be {status}")
 
 
 def wait_for_request(api: httpx.Client, request_id: str, headers: dict, status: str) -> dict:

@@ -1,0 +1,50 @@
+"""The credit estimate every request and cluster shows: its rate, and the tenant's runway without it
+and with it."""
+
+import uuid
+
+from sqlalchemy.orm import Session
+
+from api.schemas import CreditEstimate
+from hpcinfra import credits
+from hpcinfra.models import Cluster, ClusterRequest
+
+# A cluster that may still start (its runway "after" includes it) and one that is metered now.
+_STARTING = ("pending", "provisioning")
+
+
+class Estimates:
+    """Estimates for one response: each tenant's standing is read once, however many rows it has."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._standings: dict[uuid.UUID, credits.Standing] = {}
+
+    def of_cluster(self, cluster: Cluster) -> CreditEstimate:
+        rate = credits.rate_of(cluster)
+        standing = self._standing(cluster.tenant_id)
+        if cluster.status == "available":
+            return _estimate(rate, standing, before=standing.rate - rate, after=standing.rate)
+        if cluster.status in _STARTING:
+            return _estimate(rate, standing, before=standing.rate, after=standing.rate + rate)
+        return _estimate(rate, standing, before=standing.rate, after=standing.rate)
+
+    def of_request(self, request: ClusterRequest) -> CreditEstimate:
+        rate = credits.rate_of_request(request)
+        standing = self._standing(request.tenant_id)
+        # Once decided, the request changes nothing more: an approved one's cluster shows its own estimate.
+        after = standing.rate + rate if request.status == "pending" else standing.rate
+        return _estimate(rate, standing, before=standing.rate, after=after)
+
+    def _standing(self, tenant_id: uuid.UUID) -> credits.Standing:
+        if tenant_id not in self._standings:
+            self._standings[tenant_id] = credits.standing(self.session, tenant_id)
+        return self._standings[tenant_id]
+
+
+def _estimate(rate: int, standing: credits.Standing, *, before: int, after: int) -> CreditEstimate:
+    return CreditEstimate(
+        rate_per_hour=credits.as_rate(rate),
+        runway_days_before=credits.runway_days(standing.balance, before),
+        runway_days_after=credits.runway_days(standing.balance, after),
+    )

@@ -1,0 +1,73 @@
+"""A tenant's analytics and credits: for its IT managers and admins."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from api import schemas
+from api.deps import CurrentUser, SessionDep, require_role
+from api.errors import Problem
+from api.pagination import Page
+from api.params import TenantId
+from api.routes.metrics import End, Start, time_range
+from hpcinfra import credits, reports
+from hpcinfra.models import CreditEntry, Tenant, User
+
+router = APIRouter(prefix="/tenants", tags=["tenants"])
+
+
+def _tenant(session, user: User, tenant_id, *roles: str, action: str) -> Tenant:
+    """The tenant, for callers of `roles`. Admins see every tenant, others only their own: another
+    tenant is not found (404) whatever the role, so nobody learns which tenants exist."""
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None or (user.role != "admin" and tenant.id != user.tenant_id):
+        raise Problem(404, f"there is no tenant {tenant_id} that you can see")
+    require_role(user, *roles, action=action)
+    return tenant
+
+
+@router.get("/{tenantId}/analytics", response_model=schemas.Analytics)
+def get_analytics(
+    tenant_id: TenantId, session: SessionDep, user: CurrentUser, start: Start = None, end: End = None
+) -> schemas.Analytics:
+    """Clusters, users, use and credits of the tenant over [start, end) (default: the last 30 days)."""
+    tenant = _tenant(session, user, tenant_id, "it_manager", "admin", action="read tenant analytics")
+    start, end = time_range(start, end, timedelta(days=30))
+    return schemas.Analytics.of(reports.analytics(session, tenant.id, start, end))
+
+
+@router.get("/{tenantId}/credits", response_model=schemas.CreditAccount)
+def get_credits(tenant_id: TenantId, session: SessionDep, user: CurrentUser, page: Page) -> schemas.CreditAccount:
+    """The tenant's balance, budget policy and ledger, newest first (extension)."""
+    tenant = _tenant(session, user, tenant_id, "it_manager", "admin", action="read a tenant's credits")
+    entries = session.scalars(
+        page.apply(select(CreditEntry).where(CreditEntry.tenant_id == tenant.id).order_by(CreditEntry.id.desc()))
+    )
+    return schemas.CreditAccount(
+        tenant_id=tenant.id,
+        balance=credits.as_credits(tenant.credit_balance),
+        policy=tenant.budget_policy,
+        entries=[
+            schemas.LedgerEntry.model_validate({**_columns(e), "amount": credits.as_credits(e.amount)}) for e in entries
+        ],
+    )
+
+
+@router.post("/{tenantId}/credits", status_code=201, response_model=schemas.LedgerEntry)
+def grant_credits(
+    tenant_id: TenantId, body: schemas.GrantIn, session: SessionDep, user: CurrentUser
+) -> schemas.LedgerEntry:
+    """Grant credits to a tenant: an entry in its ledger, added to its balance. Admins only."""
+    tenant = _tenant(session, user, tenant_id, "admin", action="grant credits")
+    try:
+        entry = credits.grant(session, tenant, Decimal(str(body.amount)), body.note or "granted", by=user.id)
+    except ValueError as e:
+        raise Problem(422, str(e), errors=[{"field": "amount", "message": str(e)}]) from None
+    session.commit()
+    return schemas.LedgerEntry.model_validate({**_columns(entry), "amount": credits.as_credits(entry.amount)})
+
+
+def _columns(entry: CreditEntry) -> dict:
+    return {column.key: getattr(entry, column.key) for column in CreditEntry.__table__.columns}

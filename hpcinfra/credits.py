@@ -1,0 +1,186 @@
+"""The credit arithmetic: rates, the ledger, balances and runway.
+
+Every rate in the catalog is in credits per hour, and usage is metered by the whole minute. To keep
+the accounts exact, amounts are held as whole *credit units*: one unit is a millionth of a credit-per-hour
+rate held for one minute, so a minute at any catalog rate costs a whole number of units and a sum of
+minutes never drifts (a credit is 60,000,000 units). Amounts leave this module as credits.
+"""
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from hpcinfra.models import Cluster, ClusterRequest, ClusterService, ClusterTool, CreditEntry, Tenant, utcnow
+from infra.catalog import NODE_TYPES, SERVICES, STORAGE_CREDITS_PER_GB_HOUR, TOOLS
+
+UNITS_PER_CREDIT = 60_000_000
+# Units a minute at a rate of one credit per hour costs.
+UNITS_PER_CREDIT_HOUR_MINUTE = 1_000_000
+MINUTES_PER_DAY = 24 * 60
+BUDGET_POLICIES = ("flag", "stop")
+MAX_GRANT = 1_000_000_000
+# A service costs while it is wanted: from the moment it is asked for until it fails or is stopped.
+COSTLY_SERVICE_STATUSES = ("pending", "provisioning", "running")
+
+
+def per_minute(credits_per_hour: float) -> int:
+    """The units one minute at this rate costs."""
+    return round(Decimal(str(credits_per_hour)) * UNITS_PER_CREDIT_HOUR_MINUTE)
+
+
+def as_credits(units: int) -> float:
+    return round(units / UNITS_PER_CREDIT, 6)
+
+
+def as_rate(units_per_minute: int) -> float:
+    """A per-minute cost in units, as credits per hour."""
+    return round(units_per_minute / UNITS_PER_CREDIT_HOUR_MINUTE, 6)
+
+
+def as_units(credits: Decimal | float | int) -> int:
+    return round(Decimal(str(credits)) * UNITS_PER_CREDIT)
+
+
+def cluster_rate(
+    node_type: str, number_of_nodes: int, storage_gb: int, services: Iterable[str] = (), tools: Iterable[str] = ()
+) -> int:
+    """What a minute of a cluster of this size with these services and tools costs, in units."""
+    return (
+        number_of_nodes * per_minute(NODE_TYPES[node_type].credits_per_hour)
+        + storage_gb * per_minute(STORAGE_CREDITS_PER_GB_HOUR)
+        + sum(per_minute(SERVICES[name].credits_per_hour) for name in services)
+        + sum(per_minute(TOOLS[name].credits_per_hour) for name in tools)
+    )
+
+
+def rate_of(cluster: Cluster) -> int:
+    """A cluster's cost per minute, in units, with the services it has now."""
+    return cluster_rate(
+        cluster.node_type,
+        cluster.number_of_nodes,
+        cluster.storage_gb,
+        [s.name for s in cluster.services if s.status in COSTLY_SERVICE_STATUSES],
+        [t.name for t in cluster.tools if t.status != "failed"],
+    )
+
+
+def rate_of_request(request: ClusterRequest) -> int:
+    """What a minute of the cluster a request asks for would cost, in units."""
+    return cluster_rate(
+        request.node_type,
+        request.number_of_nodes,
+        request.storage_gb,
+        [s["name"] for s in request.services],
+        [t["name"] for t in request.tools],
+    )
+
+
+def runway_days(balance: int, rate: int) -> float | None:
+    """How many days `balance` lasts at `rate` (units per minute); None when nothing draws on it."""
+    if rate <= 0:
+        return None
+    return round(max(balance, 0) / rate / MINUTES_PER_DAY, 2)
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A tenant's balance and what draws on it now, both in units."""
+
+    balance: int
+    rate: int
+    policy: str
+
+    @property
+    def exhausted(self) -> bool:
+        return self.balance <= 0
+
+
+def shortfall(standing: Standing, rate: int, min_runway_hours: float) -> str | None:
+    """Why a cluster costing `rate` (units per minute) may not start: the tenant's balance would not last
+    `min_runway_hours` at its total rate with the cluster; None when it would, or the check is off."""
+    total = standing.rate + rate
+    if min_runway_hours <= 0 or total <= 0:
+        return None
+    hours = max(standing.balance, 0) / total / 60
+    if hours >= min_runway_hours:
+        return None
+    return (
+        f"the tenant's balance of {as_credits(standing.balance):g} credits would last {hours:.1f} hours at "
+        f"{as_rate(total):g} credits/hour (this cluster's {as_rate(rate):g} and its running clusters' "
+        f"{as_rate(standing.rate):g}); a cluster may start only with {min_runway_hours:g} hours of runway. "
+        "An admin can grant credits (POST /tenants/{tenantId}/credits)"
+    )
+
+
+def standing(session: Session, tenant_id: uuid.UUID) -> Standing:
+    """The tenant's balance and total rate: the sum of the rates of its clusters that are metered now."""
+    balance, policy = session.execute(
+        select(Tenant.credit_balance, Tenant.budget_policy).where(Tenant.id == tenant_id)
+    ).one()
+    clusters = session.execute(
+        select(Cluster.id, Cluster.node_type, Cluster.number_of_nodes, Cluster.storage_gb).where(
+            Cluster.tenant_id == tenant_id, Cluster.status == "available"
+        )
+    ).all()
+    ids = [c.id for c in clusters]
+    services = _names_by_cluster(session, ClusterService, ids, ClusterService.status.in_(COSTLY_SERVICE_STATUSES))
+    tools = _names_by_cluster(session, ClusterTool, ids, ClusterTool.status != "failed")
+    rate = sum(
+        cluster_rate(c.node_type, c.number_of_nodes, c.storage_gb, services.get(c.id, ()), tools.get(c.id, ()))
+        for c in clusters
+    )
+    return Standing(balance=balance, rate=rate, policy=policy)
+
+
+def _names_by_cluster(session: Session, table, cluster_ids: list[uuid.UUID], wanted) -> dict[uuid.UUID, list[str]]:
+    names: dict[uuid.UUID, list[str]] = {}
+    if cluster_ids:
+        for cluster_id, name in session.execute(
+            select(table.cluster_id, table.name).where(table.cluster_id.in_(cluster_ids), wanted)
+        ):
+            names.setdefault(cluster_id, []).append(name)
+    return names
+
+
+def grant(session: Session, tenant: Tenant, credits: Decimal, note: str, by: uuid.UUID | None = None) -> CreditEntry:
+    """Add credits to a tenant's balance, as an entry in its ledger."""
+    if not 0 < credits <= MAX_GRANT or credits != credits.quantize(Decimal("0.000001")):
+        raise ValueError(f"a grant must be from 0.000001 to {MAX_GRANT:,} credits, with at most 6 decimals")
+    entry = CreditEntry(tenant_id=tenant.id, kind="grant", amount=as_units(credits), note=note, by_id=by, time=utcnow())
+    _enter(session, entry)
+    return entry
+
+
+def charge(
+    session: Session, tenant_id: uuid.UUID, cluster_id: uuid.UUID, start: datetime, end: datetime, units: int
+) -> None:
+    """Draw a cluster's consumption over [start, end) from the tenant's balance. The ledger takes one
+    entry per cluster and start, so the same interval can never be charged twice."""
+    entry = CreditEntry(
+        tenant_id=tenant_id,
+        kind="consumption",
+        amount=-units,
+        cluster_id=cluster_id,
+        period_start=start,
+        period_end=end,
+        time=utcnow(),
+    )
+    _enter(session, entry)
+
+
+def _enter(session: Session, entry: CreditEntry) -> None:
+    """Write a ledger entry and move the balance with it, in the database (collectors of one tenant's
+    clusters charge it at the same time: a read-modify-write here would lose some of their charges)."""
+    session.add(entry)
+    session.execute(
+        update(Tenant)
+        .where(Tenant.id == entry.tenant_id)
+        .values(credit_balance=Tenant.credit_balance + entry.amount)
+        .execution_options(synchronize_session=False)
+    )
+    session.flush()

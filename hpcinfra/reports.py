@@ -1,0 +1,373 @@
+"""Reading the metered data back: a cluster's metrics over time, its summary, and a tenant's analytics.
+
+Every query reads the coarsest table that answers it: a range is cut into whole days (day rollups),
+whole hours at its edges (hour rollups) and single minutes at its very edges (minute samples), so
+30 days of a cluster cost about 30 rows, not 43,200.
+"""
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from hpcinfra import credits
+from hpcinfra.metering import MINUTE, ceil_minute
+from hpcinfra.models import Cluster, ClusterRequest, MetricRollup, MetricSample, User
+from infra.catalog import NODE_TYPES
+
+HOUR, DAY = timedelta(hours=1), timedelta(days=1)
+INTERVALS = {"minute": MINUTE, "hour": HOUR, "day": DAY}
+# Most points one metrics query returns (a week of minutes); a longer range needs a coarser interval.
+MAX_POINTS = 7 * 24 * 60
+# Forecasts and "monthly" figures count a month as 30 days.
+MONTH = timedelta(days=30)
+
+
+def floor_to(t: datetime, step: timedelta) -> datetime:
+    epoch = datetime(1970, 1, 1, tzinfo=t.tzinfo)
+    return epoch + (t - epoch) // step * step
+
+
+def ceil_to(t: datetime, step: timedelta) -> datetime:
+    floor = floor_to(t, step)
+    return floor if floor == t else floor + step
+
+
+def pieces(start: datetime, end: datetime) -> list[tuple[str, datetime, datetime]]:
+    """[start, end) as the fewest periods of the stored resolutions: (resolution, from, to). A minute
+    belongs to the range when it starts in it."""
+    first, last = ceil_minute(start), ceil_minute(end)
+    result: list[tuple[str, datetime, datetime]] = []
+
+    def cut(a: datetime, b: datetime, step: timedelta, finer: str, coarser: str | None) -> None:
+        inner_a, inner_b = ceil_to(a, step), floor_to(b, step)
+        if inner_a >= inner_b:
+            result.append((finer, a, b))
+            return
+        result.append((finer, a, inner_a))
+        if coarser is None:
+            result.append(("day", inner_a, inner_b))
+        else:
+            cut(inner_a, inner_b, DAY, coarser, None)
+        result.append((finer, inner_b, b))
+
+    if first < last:
+        cut(first, last, HOUR, "minute", "hour")
+    return [(resolution, a, b) for resolution, a, b in result if a < b]
+
+
+@dataclass
+class Totals:
+    """Sums over some minutes: use in hundredths of a percent, cost in credit units."""
+
+    samples: int = 0
+    cpu_use: int = 0
+    memory_use: int = 0
+    storage_use: int = 0
+    credit_units: int = 0
+
+    def add(self, other: "Totals") -> None:
+        for name in ("samples", "cpu_use", "memory_use", "storage_use", "credit_units"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def average(self, name: str) -> float:
+        return round(getattr(self, name) / self.samples / 100, 2) if self.samples else 0.0
+
+
+def totals_by_cluster(
+    session: Session,
+    start: datetime,
+    end: datetime,
+    *,
+    cluster_id: uuid.UUID | None = None,
+    tenant_id: uuid.UUID | None = None,
+) -> dict[uuid.UUID, Totals]:
+    """Sums per cluster over [start, end), for one cluster or every cluster of a tenant."""
+    by_cluster: dict[uuid.UUID, Totals] = defaultdict(Totals)
+    for resolution, a, b in pieces(start, end):
+        if resolution == "minute":
+            t = MetricSample
+            query = select(
+                t.cluster_id,
+                func.count(),
+                func.sum(t.cpu_use),
+                func.sum(t.memory_use),
+                func.sum(t.storage_use),
+                func.sum(t.credit_units),
+            ).where(t.minute >= a, t.minute < b)
+            if tenant_id is not None:
+                query = query.join(Cluster, Cluster.id == t.cluster_id).where(Cluster.tenant_id == tenant_id)
+        else:
+            t = MetricRollup
+            query = select(
+                t.cluster_id,
+                func.sum(t.samples),
+                func.sum(t.cpu_use),
+                func.sum(t.memory_use),
+                func.sum(t.storage_use),
+                func.sum(t.credit_units),
+            ).where(t.resolution == resolution, t.start >= a, t.start < b)
+            if tenant_id is not None:
+                query = query.where(t.tenant_id == tenant_id)
+        if cluster_id is not None:
+            query = query.where(t.cluster_id == cluster_id)
+        for row in session.execute(query.group_by(t.cluster_id)):
+            by_cluster[row[0]].add(Totals(*(int(value) for value in row[1:])))
+    return dict(by_cluster)
+
+
+def _sum(totals: Iterable[Totals]) -> Totals:
+    total = Totals()
+    for t in totals:
+        total.add(t)
+    return total
+
+
+# --- a cluster's metrics -------------------------------------------------------------------------
+
+
+@dataclass
+class Use:
+    utilization_percent: float
+    allocated: int
+
+
+@dataclass
+class Point:
+    timestamp: datetime
+    cpu: Use
+    memory: Use
+    storage: Use
+    credits_consumed: float
+    credits_rate: float  # credits per hour, averaged over the point's minutes
+
+
+def series(session: Session, cluster_id: uuid.UUID, start: datetime, end: datetime, interval: str) -> list[Point]:
+    """One point per `interval` that starts in [start, end) rounded down to the interval, for each
+    period with recorded minutes: each point covers its whole period."""
+    step = INTERVALS[interval]
+    first = floor_to(start, step)
+    if interval == "minute":
+        rows = session.scalars(
+            select(MetricSample)
+            .where(MetricSample.cluster_id == cluster_id, MetricSample.minute >= first, MetricSample.minute < end)
+            .order_by(MetricSample.minute)
+        )
+        return [_point(r.minute, 1, r.cpu_use, r.memory_use, r.storage_use, r.credit_units, r) for r in rows]
+    rows = session.scalars(
+        select(MetricRollup)
+        .where(
+            MetricRollup.cluster_id == cluster_id,
+            MetricRollup.resolution == interval,
+            MetricRollup.start >= first,
+            MetricRollup.start < end,
+        )
+        .order_by(MetricRollup.start)
+    )
+    return [_point(r.start, r.samples, r.cpu_use, r.memory_use, r.storage_use, r.credit_units, r) for r in rows]
+
+
+def _point(timestamp, samples, cpu_use, memory_use, storage_use, units, sized) -> Point:
+    return Point(
+        timestamp=timestamp,
+        cpu=Use(round(cpu_use / samples / 100, 2), sized.cores),
+        memory=Use(round(memory_use / samples / 100, 2), sized.memory_gb),
+        storage=Use(round(storage_use / samples / 100, 2), sized.storage_gb),
+        credits_consumed=credits.as_credits(units),
+        credits_rate=credits.as_rate(units // samples),
+    )
+
+
+def points_in(start: datetime, end: datetime, interval: str) -> int:
+    step = INTERVALS[interval]
+    return int((ceil_to(end, step) - floor_to(start, step)) / step)
+
+
+# --- a cluster's summary -------------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    cpu: Use
+    memory: Use
+    storage: Use
+    total_consumed: float
+    current_rate: float  # credits per hour
+    estimated_daily: float
+    estimated_monthly: float
+    balance: float
+    policy: str
+    over_budget: bool  # metered while the tenant's balance is spent
+
+
+def summary(session: Session, cluster: Cluster) -> Summary:
+    """The latest recorded minute, everything the cluster has cost, and what it costs from now on."""
+    last = session.scalar(
+        select(MetricSample).where(MetricSample.cluster_id == cluster.id).order_by(MetricSample.minute.desc()).limit(1)
+    )
+    total = session.scalar(
+        select(func.sum(MetricRollup.credit_units)).where(
+            MetricRollup.cluster_id == cluster.id, MetricRollup.resolution == "day"
+        )
+    )
+    metered = cluster.status == "available"
+    rate = credits.rate_of(cluster) if metered else 0
+    standing = credits.standing(session, cluster.tenant_id)
+    size = _Size.of(cluster)
+    return Summary(
+        cpu=Use(last.cpu_use / 100 if last else 0.0, size.cores),
+        memory=Use(last.memory_use / 100 if last else 0.0, size.memory_gb),
+        storage=Use(last.storage_use / 100 if last else 0.0, size.storage_gb),
+        total_consumed=credits.as_credits(int(total or 0)),
+        current_rate=credits.as_rate(rate),
+        estimated_daily=credits.as_credits(rate * 24 * 60),
+        estimated_monthly=credits.as_credits(rate * int(MONTH / MINUTE)),
+        balance=credits.as_credits(standing.balance),
+        policy=standing.policy,
+        over_budget=metered and standing.exhausted,
+    )
+
+
+@dataclass
+class _Size:
+    cores: int
+    memory_gb: int
+    storage_gb: int
+
+    @classmethod
+    def of(cls, cluster) -> "_Size":
+        """What a cluster (a row, or a row's columns) has: cores and memory over its nodes, and storage."""
+        node_type = NODE_TYPES[cluster.node_type]
+        return cls(
+            cluster.number_of_nodes * node_type.vcpus, cluster.number_of_nodes * node_type.memory_gb, cluster.storage_gb
+        )
+
+
+# --- a tenant's analytics ------------------------------------------------------------------------
+
+
+@dataclass
+class ClusterShare:
+    cluster_id: uuid.UUID
+    name: str
+    credits_consumed: float
+    utilization_percent: float
+    over_budget: bool
+
+
+@dataclass
+class UserShare:
+    user_id: uuid.UUID
+    name: str
+    credits_consumed: float
+
+
+@dataclass
+class Analytics:
+    total_clusters: int
+    active_clusters: int
+    total_users: int
+    active_users: int
+    total_cores: int
+    total_memory_gb: int
+    total_storage_gb: int
+    average_cpu: float
+    average_memory: float
+    average_storage: float
+    balance: float
+    policy: str
+    exhausted: bool
+    consumed_daily: float
+    consumed_weekly: float
+    consumed_monthly: float
+    forecast_next_week: float
+    forecast_next_month: float
+    by_cluster: list[ClusterShare] = field(default_factory=list)
+    by_user: list[UserShare] = field(default_factory=list)
+
+
+def analytics(session: Session, tenant_id: uuid.UUID, start: datetime, end: datetime) -> Analytics:
+    """The tenant's clusters, use and credits over [start, end). Consumption "daily", "weekly" and
+    "monthly" is over the day, 7 days and 30 days up to `end`; the forecast is the tenant's rate now
+    (its metered clusters, with their services) held for the next 7 and 30 days."""
+    clusters = session.execute(
+        select(
+            Cluster.id,
+            Cluster.name,
+            Cluster.status,
+            Cluster.created_by_id,
+            Cluster.created_at,
+            Cluster.node_type,
+            Cluster.number_of_nodes,
+            Cluster.storage_gb,
+        ).where(Cluster.tenant_id == tenant_id)
+    ).all()
+    users = dict(session.execute(select(User.id, User.name).where(User.tenant_id == tenant_id)).all())
+    in_range = totals_by_cluster(session, start, end, tenant_id=tenant_id)
+    standing = credits.standing(session, tenant_id)
+
+    def consumed(span: timedelta) -> float:
+        if span == end - start:
+            return credits.as_credits(_sum(in_range.values()).credit_units)
+        return credits.as_credits(
+            _sum(totals_by_cluster(session, end - span, end, tenant_id=tenant_id).values()).credit_units
+        )
+
+    available = [c for c in clusters if c.status == "available"]
+    sizes = [_Size.of(c) for c in available]
+    overall = _sum(in_range.values())
+    names = {c.id: c for c in clusters}
+    by_user: dict[uuid.UUID, int] = defaultdict(int)
+    for cluster_id, totals in in_range.items():
+        by_user[names[cluster_id].created_by_id] += totals.credit_units
+    requesters = session.scalars(
+        select(ClusterRequest.requested_by_id).where(
+            ClusterRequest.tenant_id == tenant_id,
+            ClusterRequest.requested_at >= start,
+            ClusterRequest.requested_at < end,
+        )
+    ).all()
+    return Analytics(
+        total_clusters=sum(1 for c in clusters if c.status != "deleted" and c.created_at < end),
+        active_clusters=len(in_range),
+        total_users=len(users),
+        active_users=len(set(by_user) | set(requesters)),
+        total_cores=sum(s.cores for s in sizes),
+        total_memory_gb=sum(s.memory_gb for s in sizes),
+        total_storage_gb=sum(s.storage_gb for s in sizes),
+        average_cpu=overall.average("cpu_use"),
+        average_memory=overall.average("memory_use"),
+        average_storage=overall.average("storage_use"),
+        balance=credits.as_credits(standing.balance),
+        policy=standing.policy,
+        exhausted=standing.exhausted,
+        consumed_daily=consumed(DAY),
+        consumed_weekly=consumed(7 * DAY),
+        consumed_monthly=consumed(MONTH),
+        forecast_next_week=credits.as_credits(standing.rate * int(7 * DAY / MINUTE)),
+        forecast_next_month=credits.as_credits(standing.rate * int(MONTH / MINUTE)),
+        by_cluster=sorted(
+            (
+                ClusterShare(
+                    cluster_id,
+                    names[cluster_id].name,
+                    credits.as_credits(totals.credit_units),
+                    totals.average("cpu_use"),
+                    over_budget=standing.exhausted and names[cluster_id].status == "available",
+                )
+                for cluster_id, totals in in_range.items()
+            ),
+            key=lambda share: (-share.credits_consumed, share.name),
+        ),
+        by_user=sorted(
+            (
+                UserShare(user_id, users.get(user_id, "?"), credits.as_credits(units))
+                for user_id, units in by_user.items()
+            ),
+            key=lambda share: (-share.credits_consumed, share.name),
+        ),
+    )

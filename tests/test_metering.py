@@ -1,0 +1,273 @@
+"""Metering on the database: minutes recorded once, charged at the catalog's rates, rolled up exactly,
+and read back from the coarsest table that answers, on SQLite and PostgreSQL."""
+
+import asyncio
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+from temporalio.testing import ActivityEnvironment
+
+from activities.clusters import ClusterActivities
+from activities.metering import MeteringActivities
+from hpcinfra import credits, metering, reports
+from hpcinfra.credentials import credential_box
+from hpcinfra.db import transaction
+from hpcinfra.messages import CollectRequest
+from hpcinfra.models import Cluster, ClusterService, CreditEntry, MetricRollup, MetricSample, Tenant
+from hpcinfra.settings import Settings
+from infra.providers.base import Utilisation
+from infra.providers.sim import simulated_use
+from tests.utils.world import OPENING_CREDITS, insert_cluster, make_tenant
+from worker import provider_settings
+
+T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+STEADY = {}  # no readings: every minute carries the last one (zero at first)
+
+
+def minutes(n: int) -> timedelta:
+    return timedelta(minutes=n)
+
+
+def metered_cluster(db, tenant, *, nodes=4, node_type="small", storage_gb=10, services=(), since=T0):
+    cluster = insert_cluster(
+        db.sessions,
+        tenant,
+        f"m-{uuid.uuid4().hex[:8]}",
+        number_of_nodes=nodes,
+        node_type=node_type,
+        storage_gb=storage_gb,
+        status="available",
+        metering_from=since,
+    )
+    with transaction(db.sessions) as session:
+        for name in services:
+            session.add(ClusterService(cluster_id=cluster.id, name=name, version="16", status="running"))
+    return cluster.id
+
+
+def record(db, cluster_id, now, readings=STEADY):
+    with transaction(db.sessions) as session:
+        return metering.record(session, cluster_id, now, readings)
+
+
+def ledger(db, cluster_id) -> list[CreditEntry]:
+    with db.sessions() as session:
+        return session.scalars(
+            select(CreditEntry).where(CreditEntry.cluster_id == cluster_id).order_by(CreditEntry.period_start)
+        ).all()
+
+
+def balance(db, tenant) -> Decimal:
+    with db.sessions() as session:
+        units = session.get_one(Tenant, uuid.UUID(tenant.id)).credit_balance
+        assert units == session.scalar(
+            select(func.sum(CreditEntry.amount)).where(CreditEntry.tenant_id == uuid.UUID(tenant.id))
+        ), "the balance is the sum of the ledger"
+        return Decimal(units) / credits.UNITS_PER_CREDIT
+
+
+def test_four_small_nodes_for_90_minutes_cost_exactly_what_the_rates_say(db):
+    tenant = make_tenant(db.sessions)
+    plain = metered_cluster(db, tenant)
+    with_database = metered_cluster(db, tenant, services=["postgresql"])
+
+    for cluster_id in (plain, with_database):
+        assert record(db, cluster_id, T0 + minutes(90)).minutes == 90
+
+    # small: 1 credit/hour per node; storage: 0.0002 per GB-hour; postgresql: 0.5 per hour.
+    expected_plain = Decimal("1.5") * (4 * Decimal(1) + 10 * Decimal("0.0002"))  # 6.003
+    expected_with_database = expected_plain + Decimal("1.5") * Decimal("0.5")  # 6.753
+    for cluster_id, expected in ((plain, expected_plain), (with_database, expected_with_database)):
+        (entry,) = ledger(db, cluster_id)
+        assert Decimal(-entry.amount) / credits.UNITS_PER_CREDIT == expected
+        assert (entry.period_start, entry.period_end) == (T0, T0 + minutes(90))
+    assert balance(db, tenant) == OPENING_CREDITS - expected_plain - expected_with_database
+
+    with db.sessions() as session:
+        hours = reports.series(session, plain, T0, T0 + minutes(90), "hour")
+    assert [(p.timestamp, p.credits_consumed, p.credits_rate) for p in hours] == [
+        (T0, 4.002, 4.002),
+        (T0 + minutes(60), 2.001, 4.002),
+    ]
+    assert (hours[0].cpu.allocated, hours[0].memory.allocated, hours[0].storage.allocated) == (8, 32, 10)
+
+
+def test_every_minute_the_cluster_was_available_in_is_metered_once_it_has_ended(db):
+    tenant = make_tenant(db.sessions)
+    # Available at 10:00:30: the minute 10:00 counts, once it is over.
+    cluster_id = metered_cluster(db, tenant, since=T0 + timedelta(seconds=30))
+    assert record(db, cluster_id, T0 + timedelta(seconds=59)) is None
+    span = record(db, cluster_id, T0 + minutes(1))
+    assert (span.start, span.end) == (T0, T0 + minutes(1))
+
+    # Teardown began at 10:30:45: 10:30 is the last minute metered, however late the collection runs.
+    with transaction(db.sessions) as session:
+        session.get_one(Cluster, cluster_id).metering_to = T0 + minutes(30) + timedelta(seconds=45)
+    assert record(db, cluster_id, T0 + minutes(30) + timedelta(seconds=50)).minutes == 29
+    with db.sessions() as session:
+        assert not metering.finished(session.get_one(Cluster, cluster_id))
+    assert record(db, cluster_id, T0 + minutes(300)).minutes == 1
+    with db.sessions() as session:
+        cluster = session.get_one(Cluster, cluster_id)
+        assert metering.finished(cluster)
+        last = session.scalar(select(func.max(MetricSample.minute)).where(MetricSample.cluster_id == cluster_id))
+    assert last == T0 + minutes(30)
+
+
+def test_missed_minutes_are_filled_in_once_when_collection_resumes(db, tmp_path):
+    """Through the activity, with the sim provider's readings: collections every minute, then none for
+    an hour (no worker), then again; and the same collection twice (a retried activity)."""
+    tenant = make_tenant(db.sessions)
+    cluster_id = metered_cluster(db, tenant)
+    collect = collector(db, tmp_path)
+
+    for now in [T0 + minutes(m) for m in (1, 2, 3)] + [T0 + minutes(63), T0 + minutes(63), T0 + minutes(64)]:
+        asyncio.run(ActivityEnvironment().run(collect, CollectRequest(str(cluster_id), now)))
+
+    with db.sessions() as session:
+        samples = session.scalars(
+            select(MetricSample).where(MetricSample.cluster_id == cluster_id).order_by(MetricSample.minute)
+        ).all()
+    assert [s.minute for s in samples] == [T0 + minutes(m) for m in range(64)]
+    # The gap carries the sim's reading for each minute it missed, not a copy of the last one.
+    for sample in (samples[3], samples[40], samples[62]):
+        assert sample.cpu_use == round(simulated_use(str(cluster_id), sample.minute).cpu_percent * 100)
+    entries = ledger(db, cluster_id)
+    assert [(e.period_start, e.period_end) for e in entries] == [
+        (T0 + minutes(a), T0 + minutes(b)) for a, b in ((0, 1), (1, 2), (2, 3), (3, 63), (63, 64))
+    ]
+    rate = credits.cluster_rate("small", 4, 10)
+    assert sum(e.amount for e in entries) == -64 * rate
+    assert balance(db, tenant) == OPENING_CREDITS - Decimal(64 * rate) / credits.UNITS_PER_CREDIT
+
+
+def collector(db, tmp_path):
+    settings = Settings(database_url=db.url, data_dir=tmp_path, sim_step_seconds=0)
+    clusters = ClusterActivities(db.sessions, credential_box(settings), provider_settings(settings))
+    return MeteringActivities(db.sessions, clusters.load).collect
+
+
+def test_rollups_equal_the_raw_aggregate(db):
+    tenant = make_tenant(db.sessions)
+    cluster_id = metered_cluster(db, tenant, since=T0 - minutes(17))
+    rng = random.Random(7)
+    now = T0 - minutes(17)
+    while now < T0 + timedelta(days=2, hours=3):
+        now += minutes(rng.choice([1, 1, 1, 2, 7, 59, 61, 200]))
+        readings = {m: simulated_use(str(cluster_id), m) for m in _minutes_before(now, 300) if rng.random() < 0.8}
+        record(db, cluster_id, now, readings)
+
+    with db.sessions() as session:
+        for resolution in ("hour", "day"):
+            raw = {
+                start: totals
+                for start, *totals in session.execute(
+                    select(
+                        func.min(MetricSample.minute),
+                        func.count(),
+                        func.sum(MetricSample.cpu_use),
+                        func.sum(MetricSample.memory_use),
+                        func.sum(MetricSample.storage_use),
+                        func.sum(MetricSample.credit_units),
+                    )
+                    .where(MetricSample.cluster_id == cluster_id)
+                    .group_by(_period(session, resolution))
+                )
+            }
+            rolled = {
+                r.start: [r.samples, r.cpu_use, r.memory_use, r.storage_use, r.credit_units]
+                for r in session.scalars(
+                    select(MetricRollup).where(
+                        MetricRollup.cluster_id == cluster_id, MetricRollup.resolution == resolution
+                    )
+                )
+            }
+            assert len(rolled) > 2
+            assert {
+                reports.floor_to(start, reports.INTERVALS[resolution]): [int(v) for v in totals]
+                for start, totals in raw.items()
+            } == rolled
+
+
+def _minutes_before(now: datetime, count: int) -> list[datetime]:
+    last = metering.floor_minute(now)
+    return [last - minutes(i) for i in range(1, count + 1)]
+
+
+def _period(session, resolution: str):
+    if session.get_bind().dialect.name == "postgresql":
+        return func.date_trunc(resolution, MetricSample.minute)
+    return func.substr(MetricSample.minute, 1, 13 if resolution == "hour" else 10)
+
+
+def test_any_range_reads_the_same_totals_from_rollups_as_from_the_minutes(db):
+    tenant = make_tenant(db.sessions)
+    first = T0 - timedelta(days=3, minutes=13)
+    clusters = [metered_cluster(db, tenant, since=first), metered_cluster(db, tenant, nodes=2, since=first)]
+    for cluster_id in clusters:
+        record(db, cluster_id, T0 + timedelta(days=2))
+    rng = random.Random(11)
+    with db.sessions() as session:
+        for _ in range(25):
+            start = first + timedelta(seconds=rng.randrange(0, 5 * 86400))
+            end = start + timedelta(seconds=rng.randrange(1, 5 * 86400))
+            read = reports.totals_by_cluster(session, start, end, tenant_id=uuid.UUID(tenant.id))
+            for cluster_id in clusters:
+                raw = session.execute(
+                    select(func.count(), func.coalesce(func.sum(MetricSample.credit_units), 0)).where(
+                        MetricSample.cluster_id == cluster_id,
+                        MetricSample.minute >= start,
+                        MetricSample.minute < end,
+                    )
+                ).one()
+                got = read.get(cluster_id, reports.Totals())
+                assert (got.samples, got.credit_units) == (raw[0], raw[1]), (start, end)
+
+
+def test_a_range_is_cut_into_the_coarsest_periods():
+    start = datetime(2026, 11, 2, 22, 17, 30, tzinfo=UTC)
+    end = datetime(2026, 11, 6, 1, 5, tzinfo=UTC)
+    assert reports.pieces(start, end) == [
+        ("minute", datetime(2026, 11, 2, 22, 18, tzinfo=UTC), datetime(2026, 11, 2, 23, tzinfo=UTC)),
+        ("hour", datetime(2026, 11, 2, 23, tzinfo=UTC), datetime(2026, 11, 3, tzinfo=UTC)),
+        ("day", datetime(2026, 11, 3, tzinfo=UTC), datetime(2026, 11, 6, tzinfo=UTC)),
+        ("hour", datetime(2026, 11, 6, tzinfo=UTC), datetime(2026, 11, 6, 1, tzinfo=UTC)),
+        ("minute", datetime(2026, 11, 6, 1, tzinfo=UTC), datetime(2026, 11, 6, 1, 5, tzinfo=UTC)),
+    ]
+    inside_an_hour = (datetime(2026, 11, 2, 22, 17, tzinfo=UTC), datetime(2026, 11, 2, 22, 20, tzinfo=UTC))
+    assert reports.pieces(*inside_an_hour) == [("minute", *inside_an_hour)]
+
+
+def test_the_budget_guard_names_the_shortfall():
+    standing = credits.Standing(balance=credits.as_units(40), rate=credits.cluster_rate("small", 1, 10), policy="flag")
+    two_small = credits.cluster_rate("small", 2, 10)
+    reason = credits.shortfall(standing, two_small, min_runway_hours=24)
+    # 40 credits at 1.002 + 2.002 credits/hour last 13.3 hours.
+    assert reason is not None and "13.3 hours" in reason and "3.004 credits/hour" in reason and "24 hours" in reason
+    assert credits.shortfall(standing, two_small, min_runway_hours=12) is None
+    assert credits.shortfall(standing, two_small, min_runway_hours=0) is None
+
+
+@pytest.mark.parametrize("given", ["0", "-5", "1000000001", "0.0000001"])
+def test_a_grant_out_of_range_is_refused_and_changes_nothing(db, given):
+    tenant = make_tenant(db.sessions)
+    with pytest.raises(ValueError, match="a grant must be"):
+        with transaction(db.sessions) as session:
+            credits.grant(session, session.get_one(Tenant, uuid.UUID(tenant.id)), Decimal(given), "x")
+    assert balance(db, tenant) == OPENING_CREDITS
+
+
+def test_utilisation_the_provider_cannot_give_is_carried_forward(db):
+    tenant = make_tenant(db.sessions)
+    cluster_id = metered_cluster(db, tenant)
+    record(db, cluster_id, T0 + minutes(2), {T0: Utilisation(50, 40, 10), T0 + minutes(1): Utilisation(60, 41, 11)})
+    record(db, cluster_id, T0 + minutes(4), {})
+    with db.sessions() as session:
+        uses = session.scalars(
+            select(MetricSample.cpu_use).where(MetricSample.cluster_id == cluster_id).order_by(MetricSample.minute)
+        ).all()
+    assert uses == [5000, 6000, 6000, 6000]
