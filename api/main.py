@@ -1,5 +1,6 @@
 """The FastAPI application: assembles the routers under /api/v1 and the shared machinery."""
 
+import gc
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
@@ -26,6 +27,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessions = make_session_factory(engine)
         app.state.temporal = TemporalConnection(settings)
         app.state.credentials = credential_box(settings)
+        # What is loaded by now lives as long as the app: keep it out of the garbage collector's
+        # full collections, which otherwise pause requests for tens of milliseconds.
+        gc.freeze()
         yield
         engine.dispose()
 

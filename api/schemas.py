@@ -418,19 +418,19 @@ class Cores(Model):
     allocated_cores: int
 
 
-class Memory(Model):
+class Gigabytes(Model):
+    """Memory or storage: how much of it was used, and how much the cluster has."""
+
     utilization_percent: float
     allocated_gb: int = Field(alias="allocatedGB")
 
 
-class Storage(Model):
-    utilization_percent: float
-    allocated_gb: int = Field(alias="allocatedGB")
+def _cores(use: Any) -> Cores:
+    return Cores(utilization_percent=use.utilization_percent, allocated_cores=use.allocated)
 
 
-def _use(use: Any, model: type[Model]) -> Model:
-    key = "allocated_cores" if model is Cores else "allocated_gb"
-    return model.model_validate({"utilization_percent": use.utilization_percent, key: use.allocated})
+def _gigabytes(use: Any) -> Gigabytes:
+    return Gigabytes(utilization_percent=use.utilization_percent, allocated_gb=use.allocated)
 
 
 class PointCredits(Model):
@@ -441,8 +441,8 @@ class PointCredits(Model):
 class MetricPoint(Model):
     timestamp: datetime
     cpu: Cores
-    memory: Memory
-    storage: Storage
+    memory: Gigabytes
+    storage: Gigabytes
     credits: PointCredits
 
 
@@ -463,9 +463,9 @@ class Metrics(Model):
             metrics=[
                 MetricPoint(
                     timestamp=p.timestamp,
-                    cpu=_use(p.cpu, Cores),
-                    memory=_use(p.memory, Memory),
-                    storage=_use(p.storage, Storage),
+                    cpu=_cores(p.cpu),
+                    memory=_gigabytes(p.memory),
+                    storage=_gigabytes(p.storage),
                     credits=PointCredits(consumed=p.credits_consumed, rate=p.credits_rate),
                 )
                 for p in points
@@ -475,8 +475,8 @@ class Metrics(Model):
 
 class Current(Model):
     cpu: Cores
-    memory: Memory
-    storage: Storage
+    memory: Gigabytes
+    storage: Gigabytes
 
 
 class SummaryCredits(Model):
@@ -502,7 +502,7 @@ class MetricsSummary(Model):
     @classmethod
     def of(cls, s: Any) -> "MetricsSummary":
         return cls(
-            current=Current(cpu=_use(s.cpu, Cores), memory=_use(s.memory, Memory), storage=_use(s.storage, Storage)),
+            current=Current(cpu=_cores(s.cpu), memory=_gigabytes(s.memory), storage=_gigabytes(s.storage)),
             credits=SummaryCredits(
                 total_consumed=s.total_consumed,
                 current_rate=s.current_rate,

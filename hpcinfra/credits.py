@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
 from hpcinfra.models import Cluster, ClusterRequest, ClusterService, ClusterTool, CreditEntry, Tenant, utcnow
@@ -137,13 +137,13 @@ def standing(session: Session, tenant_id: uuid.UUID) -> Standing:
     return Standing(balance=balance, rate=rate, policy=policy)
 
 
-def _names_by_cluster(session: Session, table, cluster_ids: list[uuid.UUID], wanted) -> dict[uuid.UUID, list[str]]:
+def _names_by_cluster(session: Session, table, cluster_ids: Select, wanted) -> dict[uuid.UUID, list[str]]:
+    """The names of the tools or services (`table`) of the clusters `cluster_ids` selects, by cluster."""
     names: dict[uuid.UUID, list[str]] = {}
-    if cluster_ids:
-        for cluster_id, name in session.execute(
-            select(table.cluster_id, table.name).where(table.cluster_id.in_(cluster_ids), wanted)
-        ):
-            names.setdefault(cluster_id, []).append(name)
+    for cluster_id, name in session.execute(
+        select(table.cluster_id, table.name).where(table.cluster_id.in_(cluster_ids), wanted)
+    ):
+        names.setdefault(cluster_id, []).append(name)
     return names
 
 

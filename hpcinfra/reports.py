@@ -1,8 +1,9 @@
 """Reading the metered data back: a cluster's metrics over time, its summary, and a tenant's analytics.
 
-Every query reads the coarsest table that answers it: a range is cut into whole days (day rollups),
-whole hours at its edges (hour rollups) and single minutes at its very edges (minute samples), so
-30 days of a cluster cost about 30 rows, not 43,200.
+Every query reads the coarsest table that answers it. A cluster's metrics by the minute, hour or day
+read the minute samples or that rollup; tenant-wide figures count whole hours, cut into whole days
+(day rollups) and hours at the edges (hour rollups), so 30 days of a cluster cost about 30 rows, not
+43,200, and a range that reaches the present ends with today's day rollup.
 """
 
 import uuid
@@ -15,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from hpcinfra import credits
-from hpcinfra.metering import MINUTE, ceil_minute
+from hpcinfra.metering import MINUTE
 from hpcinfra.models import Cluster, ClusterRequest, MetricRollup, MetricSample, User
 from infra.catalog import NODE_TYPES
 
@@ -37,27 +38,22 @@ def ceil_to(t: datetime, step: timedelta) -> datetime:
     return floor if floor == t else floor + step
 
 
+def hours_of(start: datetime, end: datetime, now: datetime) -> tuple[datetime, datetime]:
+    """The whole hours a tenant-wide figure over [start, end) counts: every hour the range touches. Nothing
+    is recorded after `now`, so a range reaching it may end with today's day rollup, which holds exactly
+    the minutes recorded today."""
+    last = ceil_to(end, DAY) if end >= now else ceil_to(end, HOUR)
+    return floor_to(start, HOUR), last
+
+
 def pieces(start: datetime, end: datetime) -> list[tuple[str, datetime, datetime]]:
-    """[start, end) as the fewest periods of the stored resolutions: (resolution, from, to). A minute
-    belongs to the range when it starts in it."""
-    first, last = ceil_minute(start), ceil_minute(end)
-    result: list[tuple[str, datetime, datetime]] = []
-
-    def cut(a: datetime, b: datetime, step: timedelta, finer: str, coarser: str | None) -> None:
-        inner_a, inner_b = ceil_to(a, step), floor_to(b, step)
-        if inner_a >= inner_b:
-            result.append((finer, a, b))
-            return
-        result.append((finer, a, inner_a))
-        if coarser is None:
-            result.append(("day", inner_a, inner_b))
-        else:
-            cut(inner_a, inner_b, DAY, coarser, None)
-        result.append((finer, inner_b, b))
-
-    if first < last:
-        cut(first, last, HOUR, "minute", "hour")
-    return [(resolution, a, b) for resolution, a, b in result if a < b]
+    """[start, end), on whole hours, as the fewest rollup periods: (resolution, from, to): days where the
+    range holds whole days, hours at its edges."""
+    first_day, last_day = ceil_to(start, DAY), floor_to(end, DAY)
+    if first_day >= last_day:
+        return [("hour", start, end)] if start < end else []
+    edges = [("hour", start, first_day), ("day", first_day, last_day), ("hour", last_day, end)]
+    return [(resolution, a, b) for resolution, a, b in edges if a < b]
 
 
 @dataclass
@@ -78,52 +74,36 @@ class Totals:
         return round(getattr(self, name) / self.samples / 100, 2) if self.samples else 0.0
 
 
-def totals_by_cluster(
-    session: Session,
-    start: datetime,
-    end: datetime,
-    *,
-    cluster_id: uuid.UUID | None = None,
-    tenant_id: uuid.UUID | None = None,
-) -> dict[uuid.UUID, Totals]:
-    """Sums per cluster over [start, end), for one cluster or every cluster of a tenant."""
-    by_cluster: dict[uuid.UUID, Totals] = defaultdict(Totals)
+def totals(
+    session: Session, tenant_id: uuid.UUID, start: datetime, end: datetime, *, by_cluster: bool
+) -> dict[uuid.UUID | None, Totals]:
+    """Sums over the whole hours [start, end) of the tenant's clusters: per cluster, or (`by_cluster`
+    false) for the tenant as a whole, under the key None."""
+    result: dict[uuid.UUID | None, Totals] = defaultdict(Totals)
+    t = MetricRollup
+    sums = (
+        func.sum(t.samples),
+        func.sum(t.cpu_use),
+        func.sum(t.memory_use),
+        func.sum(t.storage_use),
+        func.sum(t.credit_units),
+    )
     for resolution, a, b in pieces(start, end):
-        if resolution == "minute":
-            t = MetricSample
-            query = select(
-                t.cluster_id,
-                func.count(),
-                func.sum(t.cpu_use),
-                func.sum(t.memory_use),
-                func.sum(t.storage_use),
-                func.sum(t.credit_units),
-            ).where(t.minute >= a, t.minute < b)
-            if tenant_id is not None:
-                query = query.join(Cluster, Cluster.id == t.cluster_id).where(Cluster.tenant_id == tenant_id)
+        where = (t.tenant_id == tenant_id, t.resolution == resolution, t.start >= a, t.start < b)
+        if by_cluster:
+            rows = session.execute(select(t.cluster_id, *sums).where(*where).group_by(t.cluster_id)).all()
         else:
-            t = MetricRollup
-            query = select(
-                t.cluster_id,
-                func.sum(t.samples),
-                func.sum(t.cpu_use),
-                func.sum(t.memory_use),
-                func.sum(t.storage_use),
-                func.sum(t.credit_units),
-            ).where(t.resolution == resolution, t.start >= a, t.start < b)
-            if tenant_id is not None:
-                query = query.where(t.tenant_id == tenant_id)
-        if cluster_id is not None:
-            query = query.where(t.cluster_id == cluster_id)
-        for row in session.execute(query.group_by(t.cluster_id)):
-            by_cluster[row[0]].add(Totals(*(int(value) for value in row[1:])))
-    return dict(by_cluster)
+            rows = [(None, *session.execute(select(*sums).where(*where)).one())]
+        for key, *values in rows:
+            if values[0] is not None:  # a tenant-wide sum over no rows
+                result[key].add(Totals(*(int(v) for v in values)))
+    return dict(result)
 
 
-def _sum(totals: Iterable[Totals]) -> Totals:
+def _sum(parts: Iterable[Totals]) -> Totals:
     total = Totals()
-    for t in totals:
-        total.add(t)
+    for part in parts:
+        total.add(part)
     return total
 
 
@@ -290,10 +270,10 @@ class Analytics:
     by_user: list[UserShare] = field(default_factory=list)
 
 
-def analytics(session: Session, tenant_id: uuid.UUID, start: datetime, end: datetime) -> Analytics:
-    """The tenant's clusters, use and credits over [start, end). Consumption "daily", "weekly" and
-    "monthly" is over the day, 7 days and 30 days up to `end`; the forecast is the tenant's rate now
-    (its metered clusters, with their services) held for the next 7 and 30 days."""
+def analytics(session: Session, tenant_id: uuid.UUID, start: datetime, end: datetime, now: datetime) -> Analytics:
+    """The tenant's clusters, use and credits over the whole hours [start, end) touches. Consumption
+    "daily", "weekly" and "monthly" is over the day, 7 days and 30 days up to `end`; the forecast is the
+    tenant's rate now (its metered clusters, with their services) held for the next 7 and 30 days."""
     clusters = session.execute(
         select(
             Cluster.id,
@@ -307,23 +287,23 @@ def analytics(session: Session, tenant_id: uuid.UUID, start: datetime, end: date
         ).where(Cluster.tenant_id == tenant_id)
     ).all()
     users = dict(session.execute(select(User.id, User.name).where(User.tenant_id == tenant_id)).all())
-    in_range = totals_by_cluster(session, start, end, tenant_id=tenant_id)
+    start, end = hours_of(start, end, now)
+    in_range = totals(session, tenant_id, start, end, by_cluster=True)
     standing = credits.standing(session, tenant_id)
 
     def consumed(span: timedelta) -> float:
-        if span == end - start:
-            return credits.as_credits(_sum(in_range.values()).credit_units)
-        return credits.as_credits(
-            _sum(totals_by_cluster(session, end - span, end, tenant_id=tenant_id).values()).credit_units
-        )
+        """Over the `span` up to `end`, as whole hours; the range itself when it is that span."""
+        first, last = hours_of(end - span, end, now)
+        spent = in_range if (first, last) == (start, end) else totals(session, tenant_id, first, last, by_cluster=False)
+        return credits.as_credits(_sum(spent.values()).credit_units)
 
     available = [c for c in clusters if c.status == "available"]
     sizes = [_Size.of(c) for c in available]
     overall = _sum(in_range.values())
     names = {c.id: c for c in clusters}
     by_user: dict[uuid.UUID, int] = defaultdict(int)
-    for cluster_id, totals in in_range.items():
-        by_user[names[cluster_id].created_by_id] += totals.credit_units
+    for cluster_id, spent in in_range.items():
+        by_user[names[cluster_id].created_by_id] += spent.credit_units
     requesters = session.scalars(
         select(ClusterRequest.requested_by_id).where(
             ClusterRequest.tenant_id == tenant_id,
@@ -355,8 +335,8 @@ def analytics(session: Session, tenant_id: uuid.UUID, start: datetime, end: date
                 ClusterShare(
                     cluster_id,
                     names[cluster_id].name,
-                    credits.as_credits(totals.credit_units),
-                    totals.average("cpu_use"),
+                    credits.as_credits(spent.credit_units),
+                    spent.average("cpu_use"),
                     over_budget=standing.exhausted and names[cluster_id].status == "available",
                 )
                 for cluster_id, totals in in_range.items()

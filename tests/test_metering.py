@@ -204,42 +204,56 @@ def _period(session, resolution: str):
     return func.substr(MetricSample.minute, 1, 13 if resolution == "hour" else 10)
 
 
-def test_any_range_reads_the_same_totals_from_rollups_as_from_the_minutes(db):
+def test_tenant_figures_over_any_range_equal_the_minutes_of_the_hours_it_touches(db):
     tenant = make_tenant(db.sessions)
     first = T0 - timedelta(days=3, minutes=13)
     clusters = [metered_cluster(db, tenant, since=first), metered_cluster(db, tenant, nodes=2, since=first)]
+    now = T0 + timedelta(days=2)
     for cluster_id in clusters:
-        record(db, cluster_id, T0 + timedelta(days=2))
+        record(db, cluster_id, now)
     rng = random.Random(11)
     with db.sessions() as session:
         for _ in range(25):
             start = first + timedelta(seconds=rng.randrange(0, 5 * 86400))
             end = start + timedelta(seconds=rng.randrange(1, 5 * 86400))
-            read = reports.totals_by_cluster(session, start, end, tenant_id=uuid.UUID(tenant.id))
+            hours = reports.hours_of(start, end, now)
+            by_cluster = reports.totals(session, uuid.UUID(tenant.id), *hours, by_cluster=True)
+            tenant_wide = reports.totals(session, uuid.UUID(tenant.id), *hours, by_cluster=False)
+            expected = reports.Totals()
             for cluster_id in clusters:
                 raw = session.execute(
                     select(func.count(), func.coalesce(func.sum(MetricSample.credit_units), 0)).where(
                         MetricSample.cluster_id == cluster_id,
-                        MetricSample.minute >= start,
-                        MetricSample.minute < end,
+                        MetricSample.minute >= reports.floor_to(start, reports.HOUR),
+                        MetricSample.minute < reports.ceil_to(end, reports.HOUR),
                     )
                 ).one()
-                got = read.get(cluster_id, reports.Totals())
+                got = by_cluster.get(cluster_id, reports.Totals())
                 assert (got.samples, got.credit_units) == (raw[0], raw[1]), (start, end)
+                expected.add(got)
+            got = tenant_wide.get(None, reports.Totals())
+            assert (got.samples, got.credit_units) == (expected.samples, expected.credit_units)
 
 
 def test_a_range_is_cut_into_the_coarsest_periods():
     start = datetime(2026, 11, 2, 22, 17, 30, tzinfo=UTC)
     end = datetime(2026, 11, 6, 1, 5, tzinfo=UTC)
-    assert reports.pieces(start, end) == [
-        ("minute", datetime(2026, 11, 2, 22, 18, tzinfo=UTC), datetime(2026, 11, 2, 23, tzinfo=UTC)),
-        ("hour", datetime(2026, 11, 2, 23, tzinfo=UTC), datetime(2026, 11, 3, tzinfo=UTC)),
+    later = datetime(2027, 1, 1, tzinfo=UTC)
+    hours = reports.hours_of(start, end, now=later)
+    assert hours == (datetime(2026, 11, 2, 22, tzinfo=UTC), datetime(2026, 11, 6, 2, tzinfo=UTC))
+    assert reports.pieces(*hours) == [
+        ("hour", datetime(2026, 11, 2, 22, tzinfo=UTC), datetime(2026, 11, 3, tzinfo=UTC)),
         ("day", datetime(2026, 11, 3, tzinfo=UTC), datetime(2026, 11, 6, tzinfo=UTC)),
-        ("hour", datetime(2026, 11, 6, tzinfo=UTC), datetime(2026, 11, 6, 1, tzinfo=UTC)),
-        ("minute", datetime(2026, 11, 6, 1, tzinfo=UTC), datetime(2026, 11, 6, 1, 5, tzinfo=UTC)),
+        ("hour", datetime(2026, 11, 6, tzinfo=UTC), datetime(2026, 11, 6, 2, tzinfo=UTC)),
     ]
-    inside_an_hour = (datetime(2026, 11, 2, 22, 17, tzinfo=UTC), datetime(2026, 11, 2, 22, 20, tzinfo=UTC))
-    assert reports.pieces(*inside_an_hour) == [("minute", *inside_an_hour)]
+    # A range reaching the present ends with today's day rollup: nothing later is recorded yet.
+    assert reports.pieces(*reports.hours_of(start, end, now=end))[-1] == (
+        "day",
+        datetime(2026, 11, 3, tzinfo=UTC),
+        datetime(2026, 11, 7, tzinfo=UTC),
+    )
+    within_a_day = (datetime(2026, 11, 2, 9, tzinfo=UTC), datetime(2026, 11, 2, 11, tzinfo=UTC))
+    assert reports.pieces(*within_a_day) == [("hour", *within_a_day)]
 
 
 def test_the_budget_guard_names_the_shortfall():

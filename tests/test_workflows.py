@@ -1,18 +1,29 @@
-"""Workflow behaviour that the HTTP tests cannot reach quickly: request expiry on the time-skipping
-test server, and the cluster workflow continuing as new with its state intact on the dev server.
+"""Workflow behaviour that the HTTP tests cannot reach quickly: request expiry and 90 minutes of metering
+on the time-skipping test server, and the cluster workflow continuing as new with its state intact on
+the dev server.
 Both run the real workflows and the real activities against the test database."""
 
 import asyncio
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
+from sqlalchemy import func, select
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from hpcinfra import credits, metering
 from hpcinfra.db import transaction
-from hpcinfra.messages import ClusterInput, Decision, RequestInput
-from hpcinfra.models import Cluster, ClusterEvent, ClusterRequest
+from hpcinfra.messages import (
+    ClusterInput,
+    Decision,
+    RequestInput,
+    StopRequest,
+    cluster_workflow_id,
+    metering_workflow_id,
+)
+from hpcinfra.models import Cluster, ClusterEvent, ClusterRequest, CreditEntry, MetricSample
 from hpcinfra.settings import Settings
 from tests.utils.servers import executable
 from tests.utils.world import insert_cluster, make_tenant
@@ -52,16 +63,16 @@ async def on_time_skipping_server(db, scenario, data_dir):
                 activities=build_activities(settings),
                 activity_executor=executor,
             ):
-                return await scenario(env.client, task_queue)
+                return await scenario(env, task_queue)
 
 
 def test_request_nobody_decides_expires_as_rejected(db, tmp_path):
     tenant = make_tenant(db.sessions)
     request_id = insert_request(db, tenant)
 
-    async def scenario(client: Client, task_queue: str):
+    async def scenario(env: WorkflowEnvironment, task_queue: str):
         # A week passes in an instant: the test server skips time while the workflow only waits.
-        return await client.execute_workflow(
+        return await env.client.execute_workflow(
             RequestWorkflow.run, RequestInput(str(request_id), WEEK), id=f"request-{request_id}", task_queue=task_queue
         )
 
@@ -80,8 +91,8 @@ def test_request_decided_in_time_does_not_expire(db, tmp_path):
     tenant = make_tenant(db.sessions)
     request_id = insert_request(db, tenant)
 
-    async def scenario(client: Client, task_queue: str):
-        handle = await client.start_workflow(
+    async def scenario(env: WorkflowEnvironment, task_queue: str):
+        handle = await env.client.start_workflow(
             RequestWorkflow.run, RequestInput(str(request_id), WEEK), id=f"request-{request_id}", task_queue=task_queue
         )
         await handle.signal(RequestWorkflow.decide_by_signal, Decision("approved", tenant.it.email))
@@ -103,6 +114,42 @@ def test_request_decided_in_time_does_not_expire(db, tmp_path):
             tenant.it.id,
         )
         assert session.get(Cluster, request.cluster_id).status == "available"
+
+
+def test_an_available_cluster_is_metered_every_minute_until_its_teardown_begins(db, tmp_path):
+    """90 minutes of metering on skipped time: every minute recorded and charged once, at the catalog's
+    rate; the platform's own `stop` tears the cluster down, and metering ends with its last minute."""
+    tenant = make_tenant(db.sessions)
+    cluster = insert_cluster(db.sessions, tenant, "metered", number_of_nodes=4)
+
+    async def scenario(env: WorkflowEnvironment, task_queue: str):
+        handle = await env.client.start_workflow(
+            ClusterWorkflow.run,
+            ClusterInput(str(cluster.id)),
+            id=cluster_workflow_id(str(cluster.id)),
+            task_queue=task_queue,
+        )
+        for _ in range(200):
+            if (await handle.query(ClusterWorkflow.state)).status == "available":
+                break
+            await asyncio.sleep(0.05)
+        await env.sleep(timedelta(minutes=90))
+        await handle.signal(ClusterWorkflow.stop, StopRequest("stopped by the test"))
+        await handle.result()
+        await env.client.get_workflow_handle(metering_workflow_id(str(cluster.id))).result()
+
+    asyncio.run(on_time_skipping_server(db, scenario, tmp_path))
+    with db.sessions() as session:
+        row = session.get_one(Cluster, cluster.id)
+        minutes = session.scalars(
+            select(MetricSample.minute).where(MetricSample.cluster_id == cluster.id).order_by(MetricSample.minute)
+        ).all()
+        charged = session.scalar(select(func.sum(CreditEntry.amount)).where(CreditEntry.cluster_id == cluster.id))
+    first, last = metering.floor_minute(row.metering_from), metering.ceil_minute(row.metering_to)
+    assert minutes == [first + timedelta(minutes=i) for i in range(int((last - first) / timedelta(minutes=1)))]
+    assert 90 <= len(minutes) <= 92
+    assert -charged == len(minutes) * credits.cluster_rate("small", 4, 10)
+    assert row.status == "deleted" and row.metered_until == last
 
 
 def test_cluster_workflow_continues_as_new_with_its_state(stack):

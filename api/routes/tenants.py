@@ -1,6 +1,6 @@
 """A tenant's analytics and credits: for its IT managers and admins."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from fastapi import APIRouter
@@ -32,10 +32,11 @@ def _tenant(session, user: User, tenant_id, *roles: str, action: str) -> Tenant:
 def get_analytics(
     tenant_id: TenantId, session: SessionDep, user: CurrentUser, start: Start = None, end: End = None
 ) -> schemas.Analytics:
-    """Clusters, users, use and credits of the tenant over [start, end) (default: the last 30 days)."""
+    """Clusters, users, use and credits of the tenant over every hour [start, end) touches (default: the
+    last 30 days)."""
     tenant = _tenant(session, user, tenant_id, "it_manager", "admin", action="read tenant analytics")
     start, end = time_range(start, end, timedelta(days=30))
-    return schemas.Analytics.of(reports.analytics(session, tenant.id, start, end))
+    return schemas.Analytics.of(reports.analytics(session, tenant.id, start, end, datetime.now(UTC)))
 
 
 @router.get("/{tenantId}/credits", response_model=schemas.CreditAccount)

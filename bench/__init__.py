@@ -1,0 +1,1 @@
+"""Benchmarks: run them as modules (`python -m bench.<name>`); they are not part of the test suite."""
