@@ -4,19 +4,25 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities.clusters import find_cluster
 from hpcinfra import credits, metering
 from hpcinfra.db import transaction
 from hpcinfra.messages import Collection, CollectRequest
-from infra.providers.base import ClusterSpec, Provider, ProviderFailure, Utilisation
+from infra.providers.base import ClusterSpec, Provider, Utilisation
 
 log = logging.getLogger(__name__)
+
+# The clouds publish a minute's metrics some minutes after it: the window is read from this far back, so
+# the newest reading published stands for the minutes not published yet.
+LOOKBACK = timedelta(minutes=15)
+# After a long outage, utilisation is read for the last day of the window only (the minutes before it
+# carry the reading before them); every minute is still recorded and charged.
+LONGEST_READ = timedelta(days=1)
 
 
 class MeteringActivities:
@@ -27,17 +33,19 @@ class MeteringActivities:
 
     @activity.defn(name="CollectMetrics")
     async def collect(self, request: CollectRequest) -> Collection:
-        """Record the cluster's minutes since the last collection, up to `request.now`. Utilisation the
-        provider cannot give (its monitoring API down, say) is carried forward from the last reading:
-        the minutes are still recorded and charged, as the cluster still had what it had."""
+        """Record the cluster's minutes since the last collection, up to `request.now`. Utilisation is
+        best effort: what the provider cannot give (its monitoring API down, a minute not published yet)
+        carries the reading before it forward, and the minutes are recorded and charged all the same,
+        as the cluster had what it had."""
         span, outputs = await asyncio.to_thread(self._pending, request)
         readings: dict[datetime, Utilisation] = {}
         if span is not None:
+            read_from = max(span.start - LOOKBACK, span.end - LONGEST_READ)
             try:
                 spec, provider = await asyncio.to_thread(self.load, request.cluster_id)
-                readings = await provider.utilisation(spec, outputs, span.start, span.end)
-            except (ProviderFailure, ApplicationError) as e:
-                log.warning("cluster %s: no utilisation for %s to %s: %s", request.cluster_id, span.start, span.end, e)
+                readings = await provider.utilisation(spec, outputs, read_from, span.end)
+            except Exception as e:  # noqa: BLE001 - whatever the provider's failure, the minutes are charged
+                log.warning("cluster %s: no utilisation for %s to %s: %s", request.cluster_id, read_from, span.end, e)
         return await asyncio.to_thread(self._record, request, readings)
 
     def _pending(self, request: CollectRequest) -> tuple[metering.Window | None, dict]:
@@ -51,11 +59,11 @@ class MeteringActivities:
             span = metering.record(session, cluster_id, request.now, readings)
         with self.sessions() as session:
             cluster = find_cluster(session, request.cluster_id)
-            standing = credits.standing(session, cluster.tenant_id)
+            balance, policy = credits.account(session, cluster.tenant_id)
             stop_reason = None
-            if standing.exhausted and standing.policy == "stop" and cluster.status == "available":
+            if balance <= 0 and policy == "stop" and cluster.status == "available":
                 stop_reason = (
-                    f"stopped: the tenant's credit balance is {credits.as_credits(standing.balance)} and its budget "
+                    f"stopped: the tenant's credit balance is {credits.as_credits(balance)} and its budget "
                     "policy is 'stop'; an admin can grant credits (POST /tenants/{tenantId}/credits)"
                 )
             return Collection(

@@ -46,8 +46,8 @@ class RequestActivities:
                 )
 
             if record.status == "approved":
-                standing = credits.standing(session, request.tenant_id)
-                refusal = credits.shortfall(standing, credits.rate_of_request(request), self.min_runway_hours)
+                rate = credits.rate_of_request(request)
+                refusal = credits.shortfall(session, request.tenant_id, rate, self.min_runway_hours)
                 if refusal is not None:
                     raise ApplicationError(f"not approved: {refusal}", type="Conflict", non_retryable=True)
             request.status = record.status

@@ -80,7 +80,7 @@ def tenants_create(
             tenant = accounts.create_tenant(
                 session, name, opening_credits=get_settings().opening_credits, budget_policy=budget_policy
             )
-    except accounts.AccountError as e:
+    except ValueError as e:  # an AccountError, or an opening grant the ledger refuses
         _fail(str(e))
     typer.echo(f"created tenant {name}")
     typer.echo(str(tenant.id))

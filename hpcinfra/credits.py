@@ -24,8 +24,12 @@ UNITS_PER_CREDIT_HOUR_MINUTE = 1_000_000
 MINUTES_PER_DAY = 24 * 60
 BUDGET_POLICIES = ("flag", "stop")
 MAX_GRANT = 1_000_000_000
+# The most a balance may hold: far beyond any real need, and within a 64-bit count of units.
+MAX_BALANCE = 100_000_000_000
 # A service costs while it is wanted: from the moment it is asked for until it fails or is stopped.
 COSTLY_SERVICE_STATUSES = ("pending", "provisioning", "running")
+# Clusters that run, or are about to: what the budget guard counts against the balance.
+STARTED_STATUSES = ("pending", "provisioning", "available")
 
 
 def per_minute(credits_per_hour: float) -> int:
@@ -100,34 +104,44 @@ class Standing:
         return self.balance <= 0
 
 
-def shortfall(standing: Standing, rate: int, min_runway_hours: float) -> str | None:
-    """Why a cluster costing `rate` (units per minute) may not start: the tenant's balance would not last
-    `min_runway_hours` at its total rate with the cluster; None when it would, or the check is off."""
-    total = standing.rate + rate
-    if min_runway_hours <= 0 or total <= 0:
+def shortfall(session: Session, tenant_id: uuid.UUID, rate: int, min_runway_hours: float) -> str | None:
+    """Why a new cluster costing `rate` (units per minute) may not start: the tenant's balance would not
+    last `min_runway_hours` at the rate of its clusters that run or are about to, with the new one; None
+    when it would, or the check is off. Locks the tenant's row until the caller's transaction ends, so
+    two approvals at once cannot both count on the same balance."""
+    if min_runway_hours <= 0:
         return None
-    hours = max(standing.balance, 0) / total / 60
+    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+    others = standing(session, tenant_id, STARTED_STATUSES)
+    total = others.rate + rate
+    hours = max(others.balance, 0) / total / 60 if total > 0 else float("inf")
     if hours >= min_runway_hours:
         return None
     return (
-        f"the tenant's balance of {as_credits(standing.balance):g} credits would last {hours:.1f} hours at "
-        f"{as_rate(total):g} credits/hour (this cluster's {as_rate(rate):g} and its running clusters' "
-        f"{as_rate(standing.rate):g}); a cluster may start only with {min_runway_hours:g} hours of runway. "
+        f"the tenant's balance of {as_credits(others.balance):g} credits would last {hours:.1f} hours at "
+        f"{as_rate(total):g} credits/hour (this cluster's {as_rate(rate):g} and its other clusters' "
+        f"{as_rate(others.rate):g}); a cluster may start only with {min_runway_hours:g} hours of runway. "
         "An admin can grant credits (POST /tenants/{tenantId}/credits)"
     )
 
 
-def standing(session: Session, tenant_id: uuid.UUID) -> Standing:
-    """The tenant's balance and total rate: the sum of the rates of its clusters that are metered now."""
+def account(session: Session, tenant_id: uuid.UUID) -> tuple[int, str]:
+    """The tenant's balance (in units) and budget policy."""
     balance, policy = session.execute(
         select(Tenant.credit_balance, Tenant.budget_policy).where(Tenant.id == tenant_id)
     ).one()
+    return balance, policy
+
+
+def standing(session: Session, tenant_id: uuid.UUID, statuses: tuple[str, ...] = ("available",)) -> Standing:
+    """The tenant's balance and total rate: the sum of the rates of its clusters in `statuses` (by
+    default, those metered now)."""
+    balance, policy = account(session, tenant_id)
+    chosen = (Cluster.tenant_id == tenant_id, Cluster.status.in_(statuses))
     clusters = session.execute(
-        select(Cluster.id, Cluster.node_type, Cluster.number_of_nodes, Cluster.storage_gb).where(
-            Cluster.tenant_id == tenant_id, Cluster.status == "available"
-        )
+        select(Cluster.id, Cluster.node_type, Cluster.number_of_nodes, Cluster.storage_gb).where(*chosen)
     ).all()
-    ids = [c.id for c in clusters]
+    ids = select(Cluster.id).where(*chosen)
     services = _names_by_cluster(session, ClusterService, ids, ClusterService.status.in_(COSTLY_SERVICE_STATUSES))
     tools = _names_by_cluster(session, ClusterTool, ids, ClusterTool.status != "failed")
     rate = sum(
@@ -151,6 +165,9 @@ def grant(session: Session, tenant: Tenant, credits: Decimal, note: str, by: uui
     """Add credits to a tenant's balance, as an entry in its ledger."""
     if not 0 < credits <= MAX_GRANT or credits != credits.quantize(Decimal("0.000001")):
         raise ValueError(f"a grant must be from 0.000001 to {MAX_GRANT:,} credits, with at most 6 decimals")
+    balance, _ = account(session, tenant.id)
+    if balance + as_units(credits) > as_units(MAX_BALANCE):
+        raise ValueError(f"a balance may hold at most {MAX_BALANCE:,} credits; this tenant has {as_credits(balance):,}")
     entry = CreditEntry(tenant_id=tenant.id, kind="grant", amount=as_units(credits), note=note, by_id=by, time=utcnow())
     _enter(session, entry)
     return entry

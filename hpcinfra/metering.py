@@ -53,6 +53,22 @@ class Window:
         return int((self.end - self.start) / MINUTE)
 
 
+@dataclass(frozen=True)
+class Allocation:
+    """What a cluster has: cores and memory over its nodes, and its shared storage."""
+
+    cores: int
+    memory_gb: int
+    storage_gb: int
+
+    @classmethod
+    def of(cls, cluster) -> "Allocation":
+        """Of a cluster row, or of a row of its columns."""
+        node_type = NODE_TYPES[cluster.node_type]
+        nodes = cluster.number_of_nodes
+        return cls(nodes * node_type.vcpus, nodes * node_type.memory_gb, cluster.storage_gb)
+
+
 def window(cluster: Cluster, now: datetime) -> Window | None:
     """The minutes of `cluster` not recorded yet, up to `now`; None when there are none."""
     if cluster.metering_from is None:
@@ -79,16 +95,18 @@ def record(
     session: Session, cluster_id: uuid.UUID, now: datetime, readings: dict[datetime, Utilisation]
 ) -> Window | None:
     """Record the cluster's minutes up to `now` with the provider's `readings` (by minute), and charge
-    them. A minute without a reading takes the one before it (the provider may report only some
-    minutes). Returns what was recorded. Holds the cluster's row until it commits, so two collections
-    of one cluster never interleave."""
+    them. A minute without a reading takes the one before it: the newest reading before the window, or
+    else the last minute recorded. Returns what was recorded. Two collections of one cluster never both
+    record: PostgreSQL holds the cluster's row until this commits, SQLite has one writer at a time, and
+    a minute or a ledger period recorded twice would break a unique key and roll the second back."""
     cluster = session.get_one(Cluster, cluster_id, with_for_update={"of": Cluster})
     span = window(cluster, now)
     if span is None:
         return None
-    node_type = NODE_TYPES[cluster.node_type]
+    allocation = Allocation.of(cluster)
     rate = credits.rate_of(cluster)
-    reading = readings.get(span.start) or _last_reading(session, cluster_id)
+    earlier = [minute for minute in readings if minute < span.start]
+    reading = readings[max(earlier)] if earlier else last_reading(session, cluster_id)
     rows = []
     minute = span.start
     while minute < span.end:
@@ -100,9 +118,9 @@ def record(
                 "cpu_use": _hundredths(reading.cpu_percent),
                 "memory_use": _hundredths(reading.memory_percent),
                 "storage_use": _hundredths(reading.storage_percent),
-                "cores": cluster.number_of_nodes * node_type.vcpus,
-                "memory_gb": cluster.number_of_nodes * node_type.memory_gb,
-                "storage_gb": cluster.storage_gb,
+                "cores": allocation.cores,
+                "memory_gb": allocation.memory_gb,
+                "storage_gb": allocation.storage_gb,
                 "credit_units": rate,
             }
         )
@@ -114,7 +132,8 @@ def record(
     return span
 
 
-def _last_reading(session: Session, cluster_id: uuid.UUID) -> Utilisation:
+def last_reading(session: Session, cluster_id: uuid.UUID) -> Utilisation:
+    """The cluster's use in the last minute recorded; nothing before the first."""
     last = session.scalar(
         select(MetricSample).where(MetricSample.cluster_id == cluster_id).order_by(MetricSample.minute.desc()).limit(1)
     )

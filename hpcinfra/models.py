@@ -220,10 +220,14 @@ class CreditEntry(Base):
     over [period_start, period_end) (negative). One consumption entry per cluster and period start."""
 
     __tablename__ = "credit_ledger"
-    __table_args__ = (UniqueConstraint("cluster_id", "period_start"),)
+    # The ledger is read per tenant, newest entry first.
+    __table_args__ = (
+        UniqueConstraint("cluster_id", "period_start"),
+        Index("ix_credit_ledger_tenant", "tenant_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
     kind: Mapped[str] = mapped_column(String(20))  # "grant" or "consumption"
     amount: Mapped[int] = mapped_column(BigInteger)
     cluster_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("clusters.id"))

@@ -15,10 +15,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from hpcinfra import credits
+from hpcinfra import credits, metering
 from hpcinfra.metering import MINUTE
 from hpcinfra.models import Cluster, ClusterRequest, MetricRollup, MetricSample, User
-from infra.catalog import NODE_TYPES
 
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 INTERVALS = {"minute": MINUTE, "hour": HOUR, "day": DAY}
@@ -186,9 +185,7 @@ class Summary:
 
 def summary(session: Session, cluster: Cluster) -> Summary:
     """The latest recorded minute, everything the cluster has cost, and what it costs from now on."""
-    last = session.scalar(
-        select(MetricSample).where(MetricSample.cluster_id == cluster.id).order_by(MetricSample.minute.desc()).limit(1)
-    )
+    last = metering.last_reading(session, cluster.id)
     total = session.scalar(
         select(func.sum(MetricRollup.credit_units)).where(
             MetricRollup.cluster_id == cluster.id, MetricRollup.resolution == "day"
@@ -196,35 +193,20 @@ def summary(session: Session, cluster: Cluster) -> Summary:
     )
     metered = cluster.status == "available"
     rate = credits.rate_of(cluster) if metered else 0
-    standing = credits.standing(session, cluster.tenant_id)
-    size = _Size.of(cluster)
+    balance, policy = credits.account(session, cluster.tenant_id)
+    size = metering.Allocation.of(cluster)
     return Summary(
-        cpu=Use(last.cpu_use / 100 if last else 0.0, size.cores),
-        memory=Use(last.memory_use / 100 if last else 0.0, size.memory_gb),
-        storage=Use(last.storage_use / 100 if last else 0.0, size.storage_gb),
+        cpu=Use(last.cpu_percent, size.cores),
+        memory=Use(last.memory_percent, size.memory_gb),
+        storage=Use(last.storage_percent, size.storage_gb),
         total_consumed=credits.as_credits(int(total or 0)),
         current_rate=credits.as_rate(rate),
         estimated_daily=credits.as_credits(rate * 24 * 60),
         estimated_monthly=credits.as_credits(rate * int(MONTH / MINUTE)),
-        balance=credits.as_credits(standing.balance),
-        policy=standing.policy,
-        over_budget=metered and standing.exhausted,
+        balance=credits.as_credits(balance),
+        policy=policy,
+        over_budget=metered and balance <= 0,
     )
-
-
-@dataclass
-class _Size:
-    cores: int
-    memory_gb: int
-    storage_gb: int
-
-    @classmethod
-    def of(cls, cluster) -> "_Size":
-        """What a cluster (a row, or a row's columns) has: cores and memory over its nodes, and storage."""
-        node_type = NODE_TYPES[cluster.node_type]
-        return cls(
-            cluster.number_of_nodes * node_type.vcpus, cluster.number_of_nodes * node_type.memory_gb, cluster.storage_gb
-        )
 
 
 # --- a tenant's analytics ------------------------------------------------------------------------
@@ -287,18 +269,19 @@ def analytics(session: Session, tenant_id: uuid.UUID, start: datetime, end: date
         ).where(Cluster.tenant_id == tenant_id)
     ).all()
     users = dict(session.execute(select(User.id, User.name).where(User.tenant_id == tenant_id)).all())
+    asked_end = end
     start, end = hours_of(start, end, now)
     in_range = totals(session, tenant_id, start, end, by_cluster=True)
     standing = credits.standing(session, tenant_id)
 
     def consumed(span: timedelta) -> float:
-        """Over the `span` up to `end`, as whole hours; the range itself when it is that span."""
-        first, last = hours_of(end - span, end, now)
-        spent = in_range if (first, last) == (start, end) else totals(session, tenant_id, first, last, by_cluster=False)
+        """Over the `span` up to the `end` asked for, as whole hours; the range itself when it is that span."""
+        hours = hours_of(asked_end - span, asked_end, now)
+        spent = in_range if hours == (start, end) else totals(session, tenant_id, *hours, by_cluster=False)
         return credits.as_credits(_sum(spent.values()).credit_units)
 
     available = [c for c in clusters if c.status == "available"]
-    sizes = [_Size.of(c) for c in available]
+    sizes = [metering.Allocation.of(c) for c in available]
     overall = _sum(in_range.values())
     names = {c.id: c for c in clusters}
     by_user: dict[uuid.UUID, int] = defaultdict(int)
@@ -339,7 +322,7 @@ def analytics(session: Session, tenant_id: uuid.UUID, start: datetime, end: date
                     spent.average("cpu_use"),
                     over_budget=standing.exhausted and names[cluster_id].status == "available",
                 )
-                for cluster_id, totals in in_range.items()
+                for cluster_id, spent in in_range.items()
             ),
             key=lambda share: (-share.credits_consumed, share.name),
         ),

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
 
     # Credits: what a new tenant is granted, and how many hours of runway (its balance over its clusters'
     # total rate, the new one included) an approval must leave; 0 turns the check off.
-    opening_credits: Decimal = Field(default=Decimal(10_000), ge=0)
+    opening_credits: Decimal = Field(default=Decimal(10_000), ge=0, le=1_000_000_000, decimal_places=6)
     budget_min_runway_hours: float = Field(default=24, ge=0)
 
     # The simulated provider waits this long for each simulated step (0 in tests).

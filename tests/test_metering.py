@@ -256,14 +256,18 @@ def test_a_range_is_cut_into_the_coarsest_periods():
     assert reports.pieces(*within_a_day) == [("hour", *within_a_day)]
 
 
-def test_the_budget_guard_names_the_shortfall():
-    standing = credits.Standing(balance=credits.as_units(40), rate=credits.cluster_rate("small", 1, 10), policy="flag")
+def test_the_budget_guard_counts_clusters_about_to_start_and_names_the_shortfall(db):
+    tenant = make_tenant(db.sessions, opening_credits=Decimal(40))
+    insert_cluster(db.sessions, tenant, "starting", status="provisioning")  # 1 small node: 1.002 credits/hour
+    insert_cluster(db.sessions, tenant, "gone", status="deleted")
     two_small = credits.cluster_rate("small", 2, 10)
-    reason = credits.shortfall(standing, two_small, min_runway_hours=24)
-    # 40 credits at 1.002 + 2.002 credits/hour last 13.3 hours.
-    assert reason is not None and "13.3 hours" in reason and "3.004 credits/hour" in reason and "24 hours" in reason
-    assert credits.shortfall(standing, two_small, min_runway_hours=12) is None
-    assert credits.shortfall(standing, two_small, min_runway_hours=0) is None
+    with transaction(db.sessions) as session:
+        reason = credits.shortfall(session, uuid.UUID(tenant.id), two_small, min_runway_hours=24)
+        # 40 credits at 1.002 + 2.002 credits/hour last 13.3 hours.
+        assert reason is not None and "13.3 hours" in reason and "3.004 credits/hour" in reason
+        assert "24 hours" in reason and "POST /tenants/{tenantId}/credits" in reason
+        assert credits.shortfall(session, uuid.UUID(tenant.id), two_small, min_runway_hours=12) is None
+        assert credits.shortfall(session, uuid.UUID(tenant.id), two_small, min_runway_hours=0) is None
 
 
 @pytest.mark.parametrize("given", ["0", "-5", "1000000001", "0.0000001"])
@@ -285,3 +289,32 @@ def test_utilisation_the_provider_cannot_give_is_carried_forward(db):
             select(MetricSample.cpu_use).where(MetricSample.cluster_id == cluster_id).order_by(MetricSample.minute)
         ).all()
     assert uses == [5000, 6000, 6000, 6000]
+
+
+def test_analytics_break_consumption_down_by_cluster_and_by_user(db):
+    tenant = make_tenant(db.sessions)
+    big = metered_cluster(db, tenant, nodes=8)  # 8.002 credits/hour
+    small = metered_cluster(db, tenant, nodes=1)  # 1.002 credits/hour
+    with transaction(db.sessions) as session:
+        session.get_one(Cluster, small).created_by_id = uuid.UUID(tenant.cad2.id)
+    for cluster_id in (big, small):
+        record(db, cluster_id, T0 + minutes(60))
+    now = T0 + minutes(60) + timedelta(seconds=5)
+
+    with db.sessions() as session:
+        report = reports.analytics(session, uuid.UUID(tenant.id), T0 - timedelta(days=30), now, now)
+    assert [(s.cluster_id, s.credits_consumed) for s in report.by_cluster] == [(big, 8.002), (small, 1.002)]
+    assert [(s.user_id, s.credits_consumed) for s in report.by_user] == [
+        (uuid.UUID(tenant.cad.id), 8.002),
+        (uuid.UUID(tenant.cad2.id), 1.002),
+    ]
+    assert report.consumed_daily == report.consumed_weekly == report.consumed_monthly == 9.004
+    assert report.balance == float(OPENING_CREDITS) - 9.004
+    assert (report.active_clusters, report.total_cores, report.total_memory_gb) == (2, 18, 72)
+    # The forecast holds the rate of what runs now: 9.004 credits/hour for 7 and 30 days.
+    assert (report.forecast_next_week, report.forecast_next_month) == (9.004 * 168, 9.004 * 720)
+
+    # A range before any of it counts nothing.
+    with db.sessions() as session:
+        before = reports.analytics(session, uuid.UUID(tenant.id), T0 - timedelta(days=3), T0 - timedelta(days=2), now)
+    assert before.by_cluster == [] and before.active_clusters == 0 and before.consumed_daily == 0

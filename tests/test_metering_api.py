@@ -99,7 +99,7 @@ def test_under_the_stop_policy_a_spent_balance_tears_clusters_down_with_a_note(a
     wait_for_cluster(api, cluster["id"], tenant.cad.headers, "deleted", timeout=120)
     events = get_ok(api, f"/clusters/{cluster['id']}/events", tenant.cad)
     (why,) = [e["message"] for e in events if e["step"] == "status" and e["status"] == "deleting"]
-    assert "credit balance is 0" in why and "'stop'" in why and "grant credits" in why
+    assert "credit balance is" in why and "'stop'" in why and "grant credits" in why
 
 
 def spend_everything(stack, tenant, cluster_id: str) -> None:
@@ -115,7 +115,9 @@ def test_under_the_flag_policy_a_spent_balance_marks_running_clusters(api, stack
     wait_for_cluster(api, cluster["id"], tenant.cad.headers, "available")
     spend_everything(stack, tenant, cluster["id"])
     summary = get_ok(api, f"/clusters/{cluster['id']}/metrics/summary", tenant.cad)
-    assert summary["budget"] == {"balance": 0.0, "policy": "flag", "overBudget": True}
+    # (A minute may have been charged since: the balance is at most zero.)
+    assert summary["budget"]["balance"] <= 0 and summary["budget"]["policy"] == "flag"
+    assert summary["budget"]["overBudget"] is True
     analytics = get_ok(api, f"/tenants/{tenant.id}/analytics", tenant.it)
     assert analytics["credits"]["exhausted"] is True
     assert get_ok(api, f"/clusters/{cluster['id']}", tenant.cad)["status"] == "available"
@@ -149,11 +151,12 @@ def test_clusters_show_their_rate_and_the_runway_without_and_with_them(api, stac
     first = create_cluster(api, tenant)
     wait_for_cluster(api, first["id"], tenant.cad.headers, "available")
     second = create_cluster(api, tenant, services=[{"name": "postgresql", "version": "16"}])
-    shown = get_ok(api, f"/clusters/{second['id']}", tenant.cad)["estimatedCredits"]
-    assert shown["ratePerHour"] == 2.502
     balance = get_ok(api, f"/tenants/{tenant.id}/credits", tenant.it)["balance"]
-    if shown["runwayDaysAfter"] != round(balance / 2.002 / 24, 2):  # still pending: after includes it
-        assert shown["runwayDaysAfter"] == pytest.approx(balance / (2.002 + 2.502) / 24, abs=0.02)
+    # Just created, so still pending: "after" counts it, "before" only the running one.
+    shown = second["estimatedCredits"]
+    assert second["status"] == "pending" and shown["ratePerHour"] == 2.502
+    assert shown["runwayDaysBefore"] == pytest.approx(balance / 2.002 / 24, abs=0.02)
+    assert shown["runwayDaysAfter"] == pytest.approx(balance / (2.002 + 2.502) / 24, abs=0.02)
     wait_for_cluster(api, second["id"], tenant.cad.headers, "available")
     running = get_ok(api, f"/clusters/{second['id']}", tenant.cad)["estimatedCredits"]
     assert running["runwayDaysBefore"] == pytest.approx(balance / 2.002 / 24, abs=0.02)
@@ -192,6 +195,9 @@ def test_who_may_read_metrics_analytics_and_credits(api, stack, tenant, other_te
         ({"interval": "minute", "start": "2026-10-01T00:00:00Z", "end": "2026-11-01T00:00:00Z"}, "coarser interval"),
         ({"start": "1900-01-01T00:00:00Z"}, "between 2000-01-01"),
         ({"end": "9999-12-31T23:59:59Z"}, "between 2000-01-01"),
+        ({"end": "9999-12-31T23:59:59-23:00"}, "between 2000-01-01"),
+        ({"start": "0001-01-01T00:00:00+05:00"}, "between 2000-01-01"),
+        ({"end": "0001-01-01T00:00:00"}, "between 2000-01-01"),
     ],
 )
 def test_a_bad_time_range_is_refused_with_what_to_change(api, tenant, params, complaint):

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from sqlalchemy import func, select
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -27,7 +27,7 @@ from hpcinfra.models import Cluster, ClusterEvent, ClusterRequest, CreditEntry, 
 from hpcinfra.settings import Settings
 from tests.utils.servers import executable
 from tests.utils.world import insert_cluster, make_tenant
-from worker import WORKFLOWS, build_activities
+from worker import WORKFLOWS, build_activities, resume_metering
 from workflows.cluster import ClusterWorkflow
 from workflows.request import RequestWorkflow
 
@@ -133,6 +133,8 @@ def test_an_available_cluster_is_metered_every_minute_until_its_teardown_begins(
             if (await handle.query(ClusterWorkflow.state)).status == "available":
                 break
             await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the cluster never became available")
         await env.sleep(timedelta(minutes=90))
         await handle.signal(ClusterWorkflow.stop, StopRequest("stopped by the test"))
         await handle.result()
@@ -150,6 +152,25 @@ def test_an_available_cluster_is_metered_every_minute_until_its_teardown_begins(
     assert 90 <= len(minutes) <= 92
     assert -charged == len(minutes) * credits.cluster_rate("small", 4, 10)
     assert row.status == "deleted" and row.metered_until == last
+
+
+def test_a_starting_worker_meters_available_clusters_that_are_not_metered(stack):
+    """Clusters available from before metering existed, or whose metering an operator terminated."""
+    tenant = make_tenant(stack.db.sessions)
+    cluster = insert_cluster(stack.db.sessions, tenant, "from-before", status="available")
+
+    async def scenario():
+        client = await Client.connect(stack.temporal_address)
+        assert str(cluster.id) in await resume_metering(client, stack.db.sessions, stack.task_queue)
+        handle = client.get_workflow_handle(metering_workflow_id(str(cluster.id)))
+        first = (await handle.describe()).run_id
+        await resume_metering(client, stack.db.sessions, stack.task_queue)  # one that runs is left alone
+        return first, await handle.describe()
+
+    first, now = asyncio.run(scenario())
+    assert now.run_id == first and now.status == WorkflowExecutionStatus.RUNNING
+    with stack.db.sessions() as session:
+        assert session.get_one(Cluster, cluster.id).metering_from is not None
 
 
 def test_cluster_workflow_continues_as_new_with_its_state(stack):

@@ -53,8 +53,6 @@ class ClusterWorkflow:
 
     @workflow.run
     async def run(self, input: ClusterInput) -> ClusterState:
-        if self._state.status == "available" and not self._state.delete_requested:
-            await self._start_metering()  # a cluster available from before metering existed
         while True:
             await workflow.wait_condition(
                 lambda: (
@@ -207,7 +205,8 @@ class ClusterWorkflow:
 
     async def _start_metering(self) -> None:
         """Meter the cluster while it is available (workflows/metering.py); the metering outlives this
-        run (continue-as-new) and ends by itself."""
+        run (continue-as-new) and ends by itself. Clusters available before metering existed are
+        metered from the worker's start (worker.resume_metering)."""
         if not workflow.patched("metering"):
             return  # a history from before metering existed replays as it ran
         try:

@@ -1,8 +1,9 @@
 """The metering workflow: while its cluster is available, records its minutes once a minute.
 
-The cluster workflow starts it when the cluster becomes available. It ends by itself once the
-cluster is no longer available and every minute it was has been recorded. A minute missed (no
-worker running) is recorded at the next collection, which picks up where the last one stopped.
+The cluster workflow starts it when the cluster becomes available (and a worker, when it starts, for
+any available cluster without one). It ends once the cluster is no longer available and every
+minute it was has been recorded. A minute missed (no worker running, a collection failing and
+retried) is recorded at the next collection that succeeds, which picks up where the last one stopped.
 """
 
 from datetime import timedelta
@@ -37,9 +38,12 @@ class MeteringWorkflow:
             if collection.finished:
                 return
             if collection.stop_reason and not asked_to_stop:
-                cluster = workflow.get_external_workflow_handle(cluster_workflow_id(input.cluster_id))
-                await cluster.signal("stop", StopRequest(collection.stop_reason))
                 asked_to_stop = True
+                cluster = workflow.get_external_workflow_handle(cluster_workflow_id(input.cluster_id))
+                try:
+                    await cluster.signal("stop", StopRequest(collection.stop_reason))
+                except Exception as e:  # noqa: BLE001 - no cluster workflow to stop (an operator ended it)
+                    workflow.logger.warning("could not ask cluster %s to stop: %s", input.cluster_id, e)
             now = workflow.now()
             next_minute = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
             await workflow.sleep(next_minute + SETTLE - now)

@@ -68,7 +68,7 @@ async def create_cluster(
             [s.name for s in body.services],
             [t.name for t in body.tools],
         )
-        refusal = credits.shortfall(credits.standing(session, user.tenant_id), rate, settings.budget_min_runway_hours)
+        refusal = credits.shortfall(session, user.tenant_id, rate, settings.budget_min_runway_hours)
         if refusal is not None:
             raise Problem(409, f"the cluster was not created: {refusal}")
         cluster = Cluster(

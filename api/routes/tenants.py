@@ -10,8 +10,7 @@ from api import schemas
 from api.deps import CurrentUser, SessionDep, require_role
 from api.errors import Problem
 from api.pagination import Page
-from api.params import TenantId
-from api.routes.metrics import End, Start, time_range
+from api.params import End, Start, TenantId, time_range
 from hpcinfra import credits, reports
 from hpcinfra.models import CreditEntry, Tenant, User
 

@@ -40,7 +40,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('cluster_id', 'period_start')
     )
     with op.batch_alter_table('credit_ledger', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_credit_ledger_tenant_id'), ['tenant_id'], unique=False)
+        batch_op.create_index('ix_credit_ledger_tenant', ['tenant_id', 'id'], unique=False)
 
     op.create_table('metric_rollups',
     sa.Column('cluster_id', sa.Uuid(), nullable=False),
@@ -121,6 +121,6 @@ def downgrade() -> None:
 
     op.drop_table('metric_rollups')
     with op.batch_alter_table('credit_ledger', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_credit_ledger_tenant_id'))
+        batch_op.drop_index('ix_credit_ledger_tenant')
 
     op.drop_table('credit_ledger')
