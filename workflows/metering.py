@@ -20,7 +20,7 @@ COLLECTION = dict(
     # Retried until it works: whatever is missed meanwhile is recorded by the attempt that succeeds.
     retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
 )
-# Collect this long after each minute ends, so the minute is whole at every provider.
+# Collect this long after each minute ends, so that it has ended by the clock of every worker and database.
 SETTLE = timedelta(seconds=2)
 # Collections per run before continuing as new, which keeps the history short (about 2,500 events).
 COLLECTIONS_PER_RUN = 240
