@@ -6,25 +6,21 @@ import secrets
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
-from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
 from activities.clusters import ClusterActivities
 from activities.metering import MeteringActivities
 from activities.requests import RequestActivities
 from hpcinfra.credentials import credential_box, kept_secret
-from hpcinfra.db import make_engine, make_session_factory, transaction
-from hpcinfra.messages import MeteringInput, metering_workflow_id
-from hpcinfra.models import Cluster, utcnow
+from hpcinfra.db import make_engine, make_session_factory
 from hpcinfra.settings import Settings, get_settings
 from hpcinfra.temporal import connect
 from infra.providers import ProviderSettings
 from workflows.cluster import ClusterWorkflow
 from workflows.metering import MeteringWorkflow
 from workflows.request import RequestWorkflow
+from workflows.resume import resume_workflows
 
 WORKFLOWS = [RequestWorkflow, ClusterWorkflow, MeteringWorkflow]
 
@@ -66,37 +62,11 @@ def provider_settings(settings: Settings) -> ProviderSettings:
     )
 
 
-async def resume_metering(client: Client, sessions: sessionmaker[Session], task_queue: str) -> list[str]:
-    """Start the metering of every available cluster that has none running: a cluster that was available
-    before metering existed, or whose metering an operator terminated. One that runs is left alone.
-    Returns the clusters' ids."""
-
-    def available() -> list[str]:
-        with transaction(sessions) as session:
-            session.execute(
-                update(Cluster)
-                .where(Cluster.status == "available", Cluster.metering_from.is_(None))
-                .values(metering_from=utcnow())
-            )
-            return [str(i) for i in session.scalars(select(Cluster.id).where(Cluster.status == "available"))]
-
-    clusters = await asyncio.to_thread(available)
-    for cluster_id in clusters:
-        await client.start_workflow(
-            MeteringWorkflow.run,
-            MeteringInput(cluster_id),
-            id=metering_workflow_id(cluster_id),
-            task_queue=task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        )
-    return clusters
-
-
 async def run(settings: Settings) -> None:
     client = await connect(settings, wait_seconds=60)
     sessions = make_session_factory(make_engine(settings.sqlalchemy_url))
-    resumed = await resume_metering(client, sessions, settings.task_queue)
-    logging.getLogger(__name__).info("metering %d available cluster(s)", len(resumed))
+    resumed = await resume_workflows(client, sessions, settings)
+    logging.getLogger(__name__).info("workflows resumed: %s", resumed)
     with ThreadPoolExecutor(max_workers=32) as executor:
         worker = Worker(
             client,

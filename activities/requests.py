@@ -6,7 +6,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from hpcinfra import credits
+from hpcinfra import audit, credits
 from hpcinfra.db import transaction
 from hpcinfra.messages import DecisionRecord, NoteRecord, RequestState
 from hpcinfra.models import Cluster, ClusterRequest, ClusterService, ClusterTool
@@ -57,6 +57,14 @@ class RequestActivities:
             if record.status == "approved":
                 assert record.cluster_id is not None
                 request.cluster_id = _create_cluster(session, request, uuid.UUID(record.cluster_id)).id
+            action = "request.approve" if record.status == "approved" else "request.reject"
+            if decider is None:
+                action = "request.expire"
+            detail = {"cluster": record.cluster_id} if record.cluster_id else {"reason": record.rejection_reason}
+            audit.record(
+                session, request.tenant_id, decider.id if decider else None, action, f"request {request.id}",
+                record.source, **detail,
+            )  # fmt: skip
             return _outcome(request)
 
     @activity.defn(name="AddNote")

@@ -10,6 +10,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from api.errors import Problem
+from hpcinfra import audit
 from hpcinfra.models import CloudProvider, Cluster, ClusterRequest, User
 from hpcinfra.store import may_see_request
 
@@ -63,6 +64,14 @@ def provider_for_new_cluster(session: Session, user: User, provider_id: uuid.UUI
 def require_creator(user: User, cluster: Cluster, action: str) -> None:
     if cluster.created_by_id != user.id:
         raise Problem(403, f"only the cluster's creator may {action}")
+
+
+def audit_credentials_read(session: Session, user: User, cluster: Cluster, services: list[str], source: str) -> None:
+    """Service credentials were shown to `user`: the audit log says so (which services, never the secrets)."""
+    audit.record(
+        session, cluster.tenant_id, user.id, "credentials.read", f"cluster {cluster.id}", source, services=services
+    )
+    session.commit()
 
 
 def may_see_credentials(user: User, cluster: Cluster) -> bool:

@@ -71,6 +71,11 @@ def get_current_user(request: Request, _: Annotated[HTTPAuthorizationCredentials
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
+def source_of(request: Request) -> str:
+    """Where a call came from, for the audit log."""
+    return f"api {request.client.host if request.client else 'unknown'}"
+
+
 def require_role(user: User, *roles: str, action: str) -> None:
     if user.role not in roles:
         raise Problem(403, f"only {' or '.join(roles)} users may {action}; you are {user.role}")

@@ -1,16 +1,66 @@
 """Errors as RFC 9457 problem details (`application/problem+json`), with a message a person can act on."""
 
+import json
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
+PROBLEM_REF = "#/components/schemas/Problem"
+
+
+class ProblemField(BaseModel):
+    field: str
+    message: str
+
+
+class ProblemDocument(BaseModel):
+    """An error answer (RFC 9457), for the OpenAPI document: `detail` says what to change. Some problems
+    carry more members (`errors`, one per invalid field, and others)."""
+
+    model_config = ConfigDict(extra="allow", title="Problem")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[ProblemField] | None = None
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: the error statuses it answers itself, each a problem document. (Those the
+    shared machinery answers to every operation are documented for all of them: see `_document`.)"""
+    return {status: _problem_response(HTTPStatus(status).phrase) for status in statuses}
+
+
+def _problem_response(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {PROBLEM: {"schema": {"$ref": PROBLEM_REF}}}}
+
+
+# What the shared machinery may answer to an operation, whatever its route does:
+# - every operation that needs a token (declares the bearer security scheme):
+_SECURED = {
+    401: "No valid token (api/auth.py)",
+    429: "Too many calls from this caller in a minute (api/limits.py)",
+    503: "A service the API needs is unreachable: the identity provider (api/auth.py), the workflow engine",
+}
+# - every operation with a path id: it is not one the caller can see (api/access.py);
+_WITH_PATH_ID = {404: "Not found, or not one you can see"}
+# - every operation that takes a body: it is over the size limit (api/limits.py), or not valid;
+_WITH_BODY = {413: "The body is over the size limit", 422: "Invalid input"}
+# - every POST: an Idempotency-Key being answered for an earlier call, or not valid (api/idempotency.py).
+_POST = {409: "A call with the same Idempotency-Key is still being answered", 422: "Invalid input"}
+_FASTAPI_422 = "#/components/schemas/HTTPValidationError"
+_TEMPLATE = re.compile(r"(\{[^}/]+\})")  # a path parameter in a path of the document
 
 
 class Problem(Exception):
@@ -49,7 +99,66 @@ def _describe(error: dict[str, Any]) -> dict[str, Any]:
     return {"field": ".".join(str(part) for part in location), "message": message}
 
 
+def _document(document: dict[str, Any]) -> dict[str, Any]:
+    """The app's OpenAPI document, with every error answer documented as what it is: a problem document
+    (FastAPI's own 422 schema describes its default answer, which `install` replaces)."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    problem = ProblemDocument.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(problem.pop("$defs", {}))
+    schemas["Problem"] = problem
+    for operations in document.get("paths", {}).values():
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            common: dict[int, str] = {}
+            if operation.get("security"):
+                common |= _SECURED
+            if any(p.get("in") == "path" for p in operation.get("parameters", [])):
+                common |= _WITH_PATH_ID
+            if "requestBody" in operation:
+                common |= _WITH_BODY
+            if method == "post" and operation.get("security"):
+                common |= _POST
+            for status, description in common.items():
+                responses.setdefault(str(status), {"description": description})
+            for status, response in responses.items():
+                if status.isdigit() and int(status) >= 400 and _answered_by_install(response):
+                    response["content"] = _problem_response(response["description"])["content"]
+    if _FASTAPI_422 not in json.dumps(document.get("paths")):
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+    return document
+
+
+def _answered_by_install(response: dict[str, Any]) -> bool:
+    """An error response documented with no body, or with FastAPI's validation error: one whose answer
+    comes from the handlers below, a problem document. (An error with a body of its own, such as
+    /readyz's 503, keeps it.)"""
+    content = response.get("content")
+    if not content:
+        return True
+    return list(content) == ["application/json"] and content["application/json"].get("schema") == {"$ref": _FASTAPI_422}
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods the OpenAPI document lists for the request's path (empty for a path it does not list)."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = "".join("[^/]+" if part.startswith("{") else re.escape(part) for part in _TEMPLATE.split(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {method.upper() for method in operations}
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _document(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return problem_response(exc.status, exc.detail, instance=request.url.path, headers=exc.headers, **exc.extra)
@@ -70,11 +179,17 @@ def install(app: FastAPI) -> None:
             )
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"there is no {request.url.path}"
+        headers = getattr(exc, "headers", None)
         if exc.status_code == 405:
+            # Starlette's Allow names the methods of one route on the path only; a path has a route per
+            # method here, so name every method the document lists for it.
+            allowed = _allowed_methods(request)
+            if allowed:
+                headers = {**(headers or {}), "Allow": ", ".join(allowed)}
             detail = f"{request.method} is not allowed on {request.url.path}"
-        return problem_response(
-            exc.status_code, detail, instance=request.url.path, headers=getattr(exc, "headers", None)
-        )
+            if allowed:
+                detail += f"; allowed: {', '.join(allowed)}"
+        return problem_response(exc.status_code, detail, instance=request.url.path, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

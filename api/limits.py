@@ -1,4 +1,8 @@
-"""A cap on request bodies, answered with a problem document whether or not Content-Length is sent."""
+"""Limits on what a caller may send: a cap on request bodies (answered with a problem document whether
+or not Content-Length is sent), and a rate limit per caller."""
+
+import math
+import time
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,3 +39,38 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+class RateLimit:
+    """At most `per_minute` calls a minute per caller (API token's user or signed-in user), counted in
+    fixed one-minute windows by this API process; beyond it, 429 with `Retry-After`. With several API
+    processes behind a load balancer, each counts on its own."""
+
+    def __init__(self, app: ASGIApp, per_minute: int) -> None:
+        self.app = app
+        self.per_minute = per_minute
+        self._windows: dict[object, tuple[int, int]] = {}  # caller -> (minute, calls in it)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        user = scope.get("state", {}).get("user") if scope["type"] == "http" else None
+        if user is None or self.per_minute <= 0:
+            await self.app(scope, receive, send)
+            return
+        now = time.time()
+        minute = int(now // 60)
+        window, calls = self._windows.get(user.id, (minute, 0))
+        if window != minute:
+            window, calls = minute, 0
+            if len(self._windows) > 100_000:  # forget callers of earlier minutes
+                self._windows = {k: v for k, v in self._windows.items() if v[0] == minute}
+        if calls >= self.per_minute:
+            retry_after = str(max(1, math.ceil((minute + 1) * 60 - now)))
+            await problem_response(
+                429,
+                f"more than {self.per_minute} calls in a minute; try again in {retry_after} s",
+                instance=scope["path"],
+                headers={"Retry-After": retry_after},
+            )(scope, receive, send)
+            return
+        self._windows[user.id] = (window, calls + 1)
+        await self.app(scope, receive, send)

@@ -1,6 +1,8 @@
 """The FastAPI application: assembles the routers under /api/v1 and the shared machinery."""
 
+import asyncio
 import gc
+import logging
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
@@ -8,13 +10,27 @@ from fastapi import APIRouter, FastAPI
 from api import errors
 from api.auth import Authentication
 from api.deps import TemporalConnection
-from api.limits import BodySizeLimit
-from api.routes import cluster_items, clusters, meta, metrics, providers, requests, tenants
+from api.idempotency import Idempotency
+from api.limits import BodySizeLimit, RateLimit
+from api.routes import audit, cluster_items, clusters, meta, metrics, providers, requests, tenants
 from hpcinfra.credentials import credential_box
 from hpcinfra.db import make_engine, make_session_factory
 from hpcinfra.settings import Settings, get_settings
+from workflows.resume import resume_workflows
 
 API_PREFIX = "/api/v1"
+log = logging.getLogger(__name__)
+
+
+async def _resume_workflows(app: FastAPI) -> None:
+    """Start what an API process that stopped half way may have left unstarted (see workflows/resume.py).
+    Best effort, in the background: the API serves meanwhile, and workers do the same when they start."""
+    try:
+        client = await app.state.temporal.client()
+        resumed = await resume_workflows(client, app.state.sessions, app.state.settings)
+        log.info("workflows resumed: %s", resumed)
+    except Exception as e:  # noqa: BLE001 - Temporal may be down; the next start (or a worker) tries again
+        log.warning("could not resume workflows at start: %s", e)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -30,7 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # What is loaded by now lives as long as the app: keep it out of the garbage collector's
         # full collections, which otherwise pause requests for tens of milliseconds.
         gc.freeze()
+        resuming = asyncio.create_task(_resume_workflows(app))
         yield
+        resuming.cancel()
         engine.dispose()
 
     app = FastAPI(
@@ -40,13 +58,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    # Middleware added later runs earlier: authentication, then the rate limit, then the body cap,
+    # then Idempotency-Key (which reads the body, within the cap).
+    app.add_middleware(Idempotency)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RateLimit, per_minute=settings.rate_limit_per_minute)
     # Added last, so it runs first: no body is read for a caller without a valid token.
     app.add_middleware(
         Authentication, prefix=API_PREFIX, public=frozenset({f"{API_PREFIX}/healthz", f"{API_PREFIX}/readyz"})
     )
     v1 = APIRouter(prefix=API_PREFIX)
-    for module in (meta, requests, clusters, cluster_items, metrics, providers, tenants):
+    for module in (meta, requests, clusters, cluster_items, metrics, providers, tenants, audit):
         v1.include_router(module.router)
     app.include_router(v1)
     return app

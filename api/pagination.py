@@ -12,7 +12,7 @@ class PageParams:
     def __init__(
         self,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="at most this many items")] = 100,
-        offset: Annotated[int, Query(ge=0, description="skip this many items")] = 0,
+        offset: Annotated[int, Query(ge=0, le=2**63 - 1, description="skip this many items")] = 0,
     ) -> None:
         self.limit = limit
         self.offset = offset

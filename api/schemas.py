@@ -36,8 +36,22 @@ def _cloud_name(value: str) -> str:
     return value
 
 
-CloudName = Annotated[str, AfterValidator(_cloud_name)]
-NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000)]
+# The JSON Schema says what `_cloud_name` checks, for clients (and generated tests); the validator gives the message.
+CloudName = Annotated[
+    str,
+    AfterValidator(_cloud_name),
+    Field(json_schema_extra={"pattern": "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$", "minLength": 1, "maxLength": 63}),
+]
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value.strip()
+
+
+# Up to 10,000 characters as sent (what the schema says), kept without the whitespace around them.
+NonBlank = Annotated[str, StringConstraints(min_length=1, max_length=10_000), AfterValidator(_not_blank)]
 
 
 class Model(BaseModel):
@@ -87,7 +101,43 @@ class Me(User):
 # --- tools and services -------------------------------------------------------------------------
 
 
+def _catalog_tools(schema: dict[str, Any]) -> None:
+    """A tool's JSON Schema: one of the catalog's tools, in one of its versions."""
+    schema["properties"]["name"]["enum"] = list(catalog.TOOLS)
+    schema["anyOf"] = [
+        {"properties": {"name": {"const": t.name}, "version": {"enum": list(t.versions)}}}
+        for t in catalog.TOOLS.values()
+    ]
+
+
+def _catalog_services(schema: dict[str, Any]) -> None:
+    """A service's JSON Schema: one of the catalog's services, in one of its versions, with its config keys."""
+
+    def key_schema(key: catalog.ConfigKey) -> dict[str, Any]:
+        if key.pattern is not None:
+            return {"type": "string", "pattern": f"^(?:{key.pattern})$"}
+        return {"type": "integer", "minimum": key.minimum, "maximum": key.maximum}
+
+    schema["properties"]["name"]["enum"] = list(catalog.SERVICES)
+    schema["anyOf"] = [
+        {
+            "properties": {
+                "name": {"const": s.name},
+                "version": {"enum": list(s.versions)},
+                "config": {
+                    "type": "object",
+                    "properties": {k.name: key_schema(k) for k in s.config_keys},
+                    "additionalProperties": False,
+                },
+            }
+        }
+        for s in catalog.SERVICES.values()
+    ]
+
+
 class ToolIn(Input):
+    model_config = ConfigDict(json_schema_extra=_catalog_tools)
+
     name: str
     version: str
 
@@ -98,6 +148,8 @@ class ToolIn(Input):
 
 
 class ServiceIn(Input):
+    model_config = ConfigDict(json_schema_extra=_catalog_services)
+
     name: str
     version: str
     config: dict[str, Any] = Field(default_factory=dict)
@@ -185,7 +237,9 @@ def _known_node_type(value: str) -> str:
     return value
 
 
-NodeTypeName = Annotated[str, AfterValidator(_known_node_type)]
+NodeTypeName = Annotated[
+    str, AfterValidator(_known_node_type), Field(json_schema_extra={"enum": list(catalog.NODE_TYPES)})
+]
 NodeCount = Annotated[int, Field(ge=catalog.MIN_NODES, le=catalog.MAX_NODES, strict=True)]
 StorageGB = Annotated[int, Field(ge=catalog.MIN_STORAGE_GB, le=catalog.MAX_STORAGE_GB, strict=True)]
 
@@ -339,12 +393,27 @@ class ClusterEvent(Model):
 # --- cloud providers and the catalog -----------------------------------------------------------
 
 
+def _stripped(value: str) -> str:
+    """`value` stripped as Python strips it, as hpcinfra.accounts stores a provider: pydantic's
+    `strip_whitespace` leaves the separators U+001C to U+001F, which Python counts as white space, so a
+    name starting with one was looked up as sent but stored without it (and collided: a 500)."""
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be blank")
+    return value
+
+
+ProviderText = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), AfterValidator(_stripped)
+]
+
+
 class CloudProviderIn(Input):
     # Admins act in every tenant and may name one (extension); everyone else registers in their own.
     tenant_id: uuid.UUID | None = None
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    name: ProviderText
     kind: ProviderKind
-    region: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    region: ProviderText
     config: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -628,3 +697,14 @@ class CreditAccount(Model):
     balance: float
     policy: Literal["flag", "stop"]
     entries: list[LedgerEntry]
+
+
+class AuditEvent(Model):
+    id: int
+    tenant_id: uuid.UUID
+    actor_id: uuid.UUID | None = None
+    action: str
+    target: str
+    source: str
+    detail: dict[str, Any]
+    time: datetime

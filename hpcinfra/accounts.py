@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hpcinfra import credits
+from hpcinfra import audit, credits
 from hpcinfra.credits import BUDGET_POLICIES
 from hpcinfra.models import ApiToken, CloudProvider, Tenant, User
 from infra.providers import KINDS, check_config
@@ -73,11 +73,13 @@ def user_by_email(session: Session, tenant: Tenant, email: str) -> User:
     return user
 
 
-def issue_token(session: Session, user: User) -> str:
+def issue_token(session: Session, user: User, source: str = audit.CLI) -> str:
     """A new API token for `user`. Only its hash is stored: this is the one time it can be seen."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiToken(user_id=user.id, token_hash=hash_token(token)))
+    row = ApiToken(user_id=user.id, token_hash=hash_token(token))
+    session.add(row)
     session.flush()
+    audit.record(session, user.tenant_id, None, "token.create", f"user {user.id}", source, token_id=str(row.id))
     return token
 
 
@@ -91,7 +93,8 @@ def create_provider(
 ) -> CloudProvider:
     if kind not in KINDS:
         raise AccountError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
-    if not name.strip() or not region.strip():
+    name, region = name.strip(), region.strip()
+    if not name or not region:
         raise AccountError("a cloud provider needs a name and a region")
     try:
         check_config(kind, config or {})

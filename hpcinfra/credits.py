@@ -15,6 +15,7 @@ from decimal import Decimal
 from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
+from hpcinfra import audit
 from hpcinfra.models import Cluster, ClusterRequest, ClusterService, ClusterTool, CreditEntry, Tenant, utcnow
 from infra.catalog import NODE_TYPES, SERVICES, STORAGE_CREDITS_PER_GB_HOUR, TOOLS
 
@@ -161,7 +162,9 @@ def _names_by_cluster(session: Session, table, cluster_ids: Select, wanted) -> d
     return names
 
 
-def grant(session: Session, tenant: Tenant, credits: Decimal, note: str, by: uuid.UUID | None = None) -> CreditEntry:
+def grant(
+    session: Session, tenant: Tenant, credits: Decimal, note: str, by: uuid.UUID | None = None, source: str = audit.CLI
+) -> CreditEntry:
     """Add credits to a tenant's balance, as an entry in its ledger."""
     if not 0 < credits <= MAX_GRANT or credits != credits.quantize(Decimal("0.000001")):
         raise ValueError(f"a grant must be from 0.000001 to {MAX_GRANT:,} credits, with at most 6 decimals")
@@ -170,6 +173,9 @@ def grant(session: Session, tenant: Tenant, credits: Decimal, note: str, by: uui
         raise ValueError(f"a balance may hold at most {MAX_BALANCE:,} credits; this tenant has {as_credits(balance):,}")
     entry = CreditEntry(tenant_id=tenant.id, kind="grant", amount=as_units(credits), note=note, by_id=by, time=utcnow())
     _enter(session, entry)
+    audit.record(
+        session, tenant.id, by, "credits.grant", f"tenant {tenant.id}", source, credits=str(credits), note=note
+    )
     return entry
 
 

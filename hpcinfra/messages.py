@@ -31,6 +31,8 @@ class Decision:
     status: str  # "approved" or "rejected"
     decided_by: str
     rejection_reason: str | None = None
+    # Where the decision came from, for the audit log: "api <client address>", or a signal's "temporal".
+    source: str = "temporal"
 
 
 @dataclass
@@ -56,6 +58,7 @@ class DecisionRecord:
     decided_by: str | None  # None when the request expired
     rejection_reason: str | None
     cluster_id: str | None  # chosen by the workflow when approving, so a retry reuses it
+    source: str = "platform"  # see Decision.source; an expiry is the platform's own
 
 
 @dataclass

@@ -274,3 +274,40 @@ class MetricRollup(Base):
     memory_gb: Mapped[int] = mapped_column(Integer)
     storage_gb: Mapped[int] = mapped_column(Integer)
     credit_units: Mapped[int] = mapped_column(BigInteger)
+
+
+class IdempotencyKey(Base):
+    """A POST made with an `Idempotency-Key`: what it asked (a fingerprint of method, path and body) and,
+    once answered, the answer, so that the same call again gets the same answer. Keys are the caller's own."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("user_id", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    # Empty while the first call is being answered.
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    content_type: Mapped[str | None] = mapped_column(String(100))
+    body: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class AuditEvent(Base):
+    """Who did what, when and from where: decisions, clusters made and deleted, credentials read, tokens
+    issued, credits granted. It names objects by id and never holds a secret or a token."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_tenant", "tenant_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
+    # The user who acted; empty for the platform itself (an expiry, a budget stop).
+    actor_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    action: Mapped[str] = mapped_column(String(50))
+    target: Mapped[str] = mapped_column(String(100))  # e.g. "request <id>", "cluster <id>", "user <id>"
+    # Where the call came from: "api <client address>", "temporal" (a signal), "cli".
+    source: Mapped[str] = mapped_column(String(100))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    time: Mapped[datetime] = mapped_column(default=utcnow)

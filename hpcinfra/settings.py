@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     opening_credits: Decimal = Field(default=Decimal(10_000), ge=0, le=1_000_000_000, decimal_places=6)
     budget_min_runway_hours: float = Field(default=24, ge=0)
 
+    # Requests per minute each API token (or signed-in user) may make; beyond it, 429. 0 turns it off.
+    rate_limit_per_minute: int = Field(default=600, ge=0)
+
     # The simulated provider waits this long for each simulated step (0 in tests).
     sim_step_seconds: float = 1.0
 
@@ -52,6 +55,35 @@ class Settings(BaseSettings):
     # Fernet keys for service credentials, comma-separated; the first encrypts, all decrypt.
     # Empty in development means a key kept in the data folder; production requires keys.
     credential_keys: str = ""
+
+    # OIDC sign-in: JWT bearer tokens from an identity provider, accepted next to API tokens (see
+    # hpcinfra/oidc.py). An empty issuer turns it off. A token must be issued by `oidc_issuer` for
+    # `oidc_audience`, signed with one of `oidc_algorithms` by a key the provider publishes at
+    # `oidc_jwks_url`, and name the caller's role, tenant (by name) and e-mail in the given claims.
+    oidc_issuer: str = ""
+    oidc_audience: str = ""
+    oidc_jwks_url: str = ""
+    oidc_role_claim: str = "hpcinfra_role"
+    oidc_tenant_claim: str = "hpcinfra_tenant"
+    oidc_email_claim: str = "email"
+    oidc_algorithms: list[str] = ["RS256", "ES256"]
+
+    @model_validator(mode="after")
+    def _check_oidc(self) -> "Settings":
+        # Public-key signatures only (as hpcinfra.oidc.ALGORITHMS): never `none`, never HS*.
+        accepted = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+        refused = [a for a in self.oidc_algorithms if a not in accepted]
+        if refused or not self.oidc_algorithms:
+            raise ValueError(
+                f"HPCINFRA_OIDC_ALGORITHMS may name only {', '.join(accepted)} (public-key signatures), not {refused}"
+            )
+        if self.oidc_issuer:
+            for name in ("oidc_audience", "oidc_jwks_url", "oidc_role_claim", "oidc_tenant_claim", "oidc_email_claim"):
+                if not getattr(self, name).strip():
+                    raise ValueError(f"HPCINFRA_{name.upper()} must be set when HPCINFRA_OIDC_ISSUER is")
+            if self.env == "production" and not self.oidc_jwks_url.startswith("https://"):
+                raise ValueError("HPCINFRA_OIDC_JWKS_URL must be an https:// URL in production")
+        return self
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":

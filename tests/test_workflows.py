@@ -27,9 +27,10 @@ from hpcinfra.models import Cluster, ClusterEvent, ClusterRequest, CreditEntry, 
 from hpcinfra.settings import Settings
 from tests.utils.servers import executable
 from tests.utils.world import insert_cluster, make_tenant
-from worker import WORKFLOWS, build_activities, resume_metering
+from worker import WORKFLOWS, build_activities
 from workflows.cluster import ClusterWorkflow
 from workflows.request import RequestWorkflow
+from workflows.resume import resume_workflows
 
 WEEK = 7 * 24 * 3600
 
@@ -129,10 +130,10 @@ def test_an_available_cluster_is_metered_every_minute_until_its_teardown_begins(
             id=cluster_workflow_id(str(cluster.id)),
             task_queue=task_queue,
         )
-        for _ in range(200):
+        for _ in range(600):  # provisioning on the sim takes well under a second, on a quiet machine
             if (await handle.query(ClusterWorkflow.state)).status == "available":
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.1)
         else:
             raise AssertionError("the cluster never became available")
         await env.sleep(timedelta(minutes=90))
@@ -161,10 +162,11 @@ def test_a_starting_worker_meters_available_clusters_that_are_not_metered(stack)
 
     async def scenario():
         client = await Client.connect(stack.temporal_address)
-        assert str(cluster.id) in await resume_metering(client, stack.db.sessions, stack.task_queue)
+        settings = Settings(database_url=stack.db.url, task_queue=stack.task_queue)
+        await resume_workflows(client, stack.db.sessions, settings)
         handle = client.get_workflow_handle(metering_workflow_id(str(cluster.id)))
         first = (await handle.describe()).run_id
-        await resume_metering(client, stack.db.sessions, stack.task_queue)  # one that runs is left alone
+        await resume_workflows(client, stack.db.sessions, settings)  # one that runs is left alone
         return first, await handle.describe()
 
     first, now = asyncio.run(scenario())

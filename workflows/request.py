@@ -100,6 +100,7 @@ class RequestWorkflow:
                 decided_by=decision.decided_by,
                 rejection_reason=decision.rejection_reason if decision.status == "rejected" else None,
                 cluster_id=cluster_id,
+                source=decision.source,
             )
             return await self._record(record, AWAITED_WRITE)
 

@@ -2,14 +2,14 @@
 
 import uuid
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from api import schemas
-from api.access import cluster_for, may_see_credentials, require_creator
-from api.deps import CredentialsDep, CurrentUser, SessionDep, TemporalDep
-from api.errors import Problem
+from api.access import audit_credentials_read, cluster_for, may_see_credentials, require_creator
+from api.deps import CredentialsDep, CurrentUser, SessionDep, TemporalDep, source_of
+from api.errors import Problem, problems
 from api.params import ClusterId, ServiceId
 from api.workflow_calls import UPDATE_TIMEOUT, update
 from hpcinfra.messages import Registration, ServiceRequest, ToolRequest, cluster_workflow_id
@@ -24,7 +24,7 @@ def list_tools(cluster_id: ClusterId, session: SessionDep, user: CurrentUser) ->
     return [schemas.Tool.model_validate(t) for t in cluster_for(session, user, cluster_id).tools]
 
 
-@router.post("/tools", status_code=202, response_model=schemas.Tool)
+@router.post("/tools", status_code=202, response_model=schemas.Tool, responses=problems(403, 409))
 async def add_tool(
     cluster_id: ClusterId, body: schemas.ToolIn, session: SessionDep, user: CurrentUser, temporal: TemporalDep
 ) -> schemas.Tool:
@@ -41,7 +41,7 @@ def list_services(cluster_id: ClusterId, session: SessionDep, user: CurrentUser)
     return [schemas.Service.from_row(s) for s in cluster_for(session, user, cluster_id).services]
 
 
-@router.post("/services", status_code=202, response_model=schemas.Service)
+@router.post("/services", status_code=202, response_model=schemas.Service, responses=problems(403, 409))
 async def add_service(
     cluster_id: ClusterId, body: schemas.ServiceIn, session: SessionDep, user: CurrentUser, temporal: TemporalDep
 ) -> schemas.Service:
@@ -54,7 +54,12 @@ async def add_service(
 
 @router.get("/services/{serviceId}", response_model=schemas.Service)
 def get_service(
-    cluster_id: ClusterId, service_id: ServiceId, session: SessionDep, user: CurrentUser, credentials: CredentialsDep
+    cluster_id: ClusterId,
+    service_id: ServiceId,
+    session: SessionDep,
+    user: CurrentUser,
+    credentials: CredentialsDep,
+    http_request: Request,
 ) -> schemas.Service:
     """One service, with its credentials for the cluster's creator and IT managers once it is running."""
     cluster = cluster_for(session, user, cluster_id)
@@ -64,6 +69,8 @@ def get_service(
     secret = None
     if may_see_credentials(user, cluster) and service.credentials_encrypted:
         secret = credentials.open(service.credentials_encrypted)
+        if service.status == "running":
+            audit_credentials_read(session, user, cluster, [service.name], source_of(http_request))
     return schemas.Service.from_row(service, secret)
 
 

@@ -4,20 +4,26 @@ deleted and retried through their workflow."""
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api import schemas
-from api.access import cluster_for, clusters_visible_to, may_see_credentials, provider_for_new_cluster
-from api.deps import CredentialsDep, CurrentUser, SessionDep, SettingsDep, TemporalDep, require_role
-from api.errors import Problem
+from api.access import (
+    audit_credentials_read,
+    cluster_for,
+    clusters_visible_to,
+    may_see_credentials,
+    provider_for_new_cluster,
+)
+from api.deps import CredentialsDep, CurrentUser, SessionDep, SettingsDep, TemporalDep, require_role, source_of
+from api.errors import Problem, problems
 from api.estimates import Estimates
 from api.pagination import Page
 from api.params import ClusterId
 from api.workflow_calls import UPDATE_TIMEOUT, start_or_take_back, update
-from hpcinfra import credits
+from hpcinfra import audit, credits
 from hpcinfra.messages import ClusterInput, cluster_workflow_id
 from hpcinfra.models import Cluster, ClusterEvent, ClusterService, ClusterTool, User
 from workflows.cluster import ClusterWorkflow
@@ -44,9 +50,14 @@ def list_clusters(
     return [schemas.Cluster.from_row(c, estimates.of_cluster(c)) for c in rows]
 
 
-@router.post("", status_code=201, response_model=schemas.Cluster)
+@router.post("", status_code=201, response_model=schemas.Cluster, responses=problems(403, 409))
 async def create_cluster(
-    body: schemas.ClusterIn, session: SessionDep, user: CurrentUser, temporal: TemporalDep, settings: SettingsDep
+    body: schemas.ClusterIn,
+    session: SessionDep,
+    user: CurrentUser,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    http_request: Request,
 ) -> schemas.Cluster:
     """Create a cluster without approval, within the tenant's self-service limit; above it, file a request."""
     require_role(user, "cad_manager", action="create clusters")
@@ -83,6 +94,11 @@ async def create_cluster(
             services=[ClusterService(name=s.name, version=s.version, config=s.config) for s in body.services],
         )
         session.add(cluster)
+        session.flush()
+        audit.record(
+            session, user.tenant_id, user.id, "cluster.create", f"cluster {cluster.id}", source_of(http_request),
+            name=cluster.name, nodes=cluster.number_of_nodes, node_type=cluster.node_type,
+        )  # fmt: skip
         session.commit()
         return cluster
 
@@ -99,19 +115,22 @@ async def create_cluster(
 
 @router.get("/{clusterId}", response_model=schemas.Cluster)
 def get_cluster(
-    cluster_id: ClusterId, session: SessionDep, user: CurrentUser, credentials: CredentialsDep
+    cluster_id: ClusterId, session: SessionDep, user: CurrentUser, credentials: CredentialsDep, http_request: Request
 ) -> schemas.Cluster:
     """The cluster, with its services' credentials for its creator and IT managers."""
     cluster = cluster_for(session, user, cluster_id)
     secrets = {}
     if may_see_credentials(user, cluster):
         secrets = {s.id: credentials.open(s.credentials_encrypted) for s in cluster.services if s.credentials_encrypted}
+        shown = [s.name for s in cluster.services if s.id in secrets and s.status == "running"]
+        if shown:
+            audit_credentials_read(session, user, cluster, shown, source_of(http_request))
     return schemas.Cluster.from_row(cluster, Estimates(session).of_cluster(cluster), secrets)
 
 
-@router.delete("/{clusterId}", status_code=202, response_model=schemas.Cluster)
+@router.delete("/{clusterId}", status_code=202, response_model=schemas.Cluster, responses=problems(409))
 async def delete_cluster(
-    cluster_id: ClusterId, session: SessionDep, user: CurrentUser, temporal: TemporalDep
+    cluster_id: ClusterId, session: SessionDep, user: CurrentUser, temporal: TemporalDep, http_request: Request
 ) -> schemas.Cluster:
     """Tear the cluster down: `deleting`, then `deleted` with its services `stopped`. Deleting a
     cluster that is already going away changes nothing."""
@@ -123,10 +142,18 @@ async def delete_cluster(
             refused="the cluster cannot be deleted now",
             ended=f"the workflow of this cluster is no longer running (see cluster-{cluster_id} in the Temporal UI)",
         )
+
+        def note() -> None:
+            audit.record(
+                session, cluster.tenant_id, user.id, "cluster.delete", f"cluster {cluster_id}", source_of(http_request)
+            )
+            session.commit()
+
+        await run_in_threadpool(note)
     return await run_in_threadpool(_reloaded, session, user, cluster_id)
 
 
-@router.post("/{clusterId}/retry", status_code=202, response_model=schemas.Cluster)
+@router.post("/{clusterId}/retry", status_code=202, response_model=schemas.Cluster, responses=problems(409))
 async def retry_cluster(
     cluster_id: ClusterId, session: SessionDep, user: CurrentUser, temporal: TemporalDep
 ) -> schemas.Cluster:

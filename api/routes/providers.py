@@ -1,11 +1,12 @@
 """Cloud providers a tenant can provision on (extension): `cloudProviderId` points here."""
 
 from fastapi import APIRouter
+from sqlalchemy.exc import IntegrityError
 
 from api import schemas
 from api.access import providers_visible_to
 from api.deps import CurrentUser, SessionDep, require_role
-from api.errors import Problem
+from api.errors import Problem, problems
 from api.pagination import Page
 from hpcinfra.accounts import AccountError, create_provider
 from hpcinfra.models import CloudProvider, Tenant
@@ -19,7 +20,7 @@ def list_providers(session: SessionDep, user: CurrentUser, page: Page) -> list[s
     return [schemas.CloudProvider.model_validate(p) for p in rows]
 
 
-@router.post("", status_code=201, response_model=schemas.CloudProvider)
+@router.post("", status_code=201, response_model=schemas.CloudProvider, responses=problems(403, 409))
 def register_provider(body: schemas.CloudProviderIn, session: SessionDep, user: CurrentUser) -> schemas.CloudProvider:
     require_role(user, "it_manager", "admin", action="register cloud providers")
     tenant_id = body.tenant_id or user.tenant_id
@@ -33,5 +34,8 @@ def register_provider(body: schemas.CloudProviderIn, session: SessionDep, user: 
         )
     except AccountError as e:
         raise Problem(409, str(e)) from e
+    except IntegrityError as e:  # the same name, registered by a call at the same time
+        session.rollback()
+        raise Problem(409, f"this tenant has a cloud provider named {body.name!r} already") from e
     session.commit()
     return schemas.CloudProvider.model_validate(provider)

@@ -3,14 +3,14 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from api import schemas
 from api.access import provider_for_new_cluster, request_for, requests_visible_to
-from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, require_role
-from api.errors import Problem
+from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, require_role, source_of
+from api.errors import Problem, problems
 from api.estimates import Estimates
 from api.pagination import Page
 from api.params import RequestId
@@ -42,7 +42,7 @@ def list_requests(
     return [schemas.ClusterRequest.from_row(r, estimates.of_request(r)) for r in rows]
 
 
-@router.post("", status_code=201, response_model=schemas.ClusterRequest)
+@router.post("", status_code=201, response_model=schemas.ClusterRequest, responses=problems(403))
 async def create_request(
     body: schemas.RequestIn, session: SessionDep, user: CurrentUser, temporal: TemporalDep, settings: SettingsDep
 ) -> schemas.ClusterRequest:
@@ -83,14 +83,19 @@ def get_request(request_id: RequestId, session: SessionDep, user: CurrentUser) -
     return _view(session, request_for(session, user, request_id))
 
 
-@router.patch("/{requestId}", response_model=schemas.ClusterRequest)
+@router.patch("/{requestId}", response_model=schemas.ClusterRequest, responses=problems(403, 409))
 async def decide_request(
-    request_id: RequestId, body: schemas.DecisionIn, session: SessionDep, user: CurrentUser, temporal: TemporalDep
+    request_id: RequestId,
+    body: schemas.DecisionIn,
+    session: SessionDep,
+    user: CurrentUser,
+    temporal: TemporalDep,
+    http_request: Request,
 ) -> schemas.ClusterRequest:
     """Approve or reject. The request workflow makes the decision; approval starts provisioning."""
     request = await run_in_threadpool(request_for, session, user, request_id)
     if not may_decide(user, request):
-        raise Problem(403, f"only it_manager users may approve or reject requests; you are {user.role}")
+        raise Problem(403, f"only it_manager or admin users may approve or reject requests; you are {user.role}")
     if body.status == "rejected" and not body.rejection_reason:
         raise Problem(
             422,
@@ -100,7 +105,12 @@ async def decide_request(
     if request.status != "pending":
         raise Problem(409, f"the request is already {request.status}; only a pending request can be decided")
 
-    decision = Decision(status=body.status, decided_by=str(user.id), rejection_reason=body.rejection_reason)
+    decision = Decision(
+        status=body.status,
+        decided_by=str(user.id),
+        rejection_reason=body.rejection_reason,
+        source=source_of(http_request),
+    )
     handle = temporal.get_workflow_handle(request_workflow_id(str(request_id)))
     await update(
         handle.execute_update(RequestWorkflow.decide, decision, rpc_timeout=UPDATE_TIMEOUT),

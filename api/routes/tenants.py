@@ -3,12 +3,12 @@
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from sqlalchemy import select
 
 from api import schemas
-from api.deps import CurrentUser, SessionDep, require_role
-from api.errors import Problem
+from api.deps import CurrentUser, SessionDep, require_role, source_of
+from api.errors import Problem, problems
 from api.pagination import Page
 from api.params import End, Start, TenantId, time_range
 from hpcinfra import credits, reports
@@ -27,7 +27,7 @@ def _tenant(session, user: User, tenant_id, *roles: str, action: str) -> Tenant:
     return tenant
 
 
-@router.get("/{tenantId}/analytics", response_model=schemas.Analytics)
+@router.get("/{tenantId}/analytics", response_model=schemas.Analytics, responses=problems(403))
 def get_analytics(
     tenant_id: TenantId, session: SessionDep, user: CurrentUser, start: Start = None, end: End = None
 ) -> schemas.Analytics:
@@ -38,7 +38,7 @@ def get_analytics(
     return schemas.Analytics.of(reports.analytics(session, tenant.id, start, end, datetime.now(UTC)))
 
 
-@router.get("/{tenantId}/credits", response_model=schemas.CreditAccount)
+@router.get("/{tenantId}/credits", response_model=schemas.CreditAccount, responses=problems(403))
 def get_credits(tenant_id: TenantId, session: SessionDep, user: CurrentUser, page: Page) -> schemas.CreditAccount:
     """The tenant's balance, budget policy and ledger, newest first (extension)."""
     tenant = _tenant(session, user, tenant_id, "it_manager", "admin", action="read a tenant's credits")
@@ -55,14 +55,21 @@ def get_credits(tenant_id: TenantId, session: SessionDep, user: CurrentUser, pag
     )
 
 
-@router.post("/{tenantId}/credits", status_code=201, response_model=schemas.LedgerEntry)
+@router.post("/{tenantId}/credits", status_code=201, response_model=schemas.LedgerEntry, responses=problems(403))
 def grant_credits(
-    tenant_id: TenantId, body: schemas.GrantIn, session: SessionDep, user: CurrentUser
+    tenant_id: TenantId, body: schemas.GrantIn, session: SessionDep, user: CurrentUser, http_request: Request
 ) -> schemas.LedgerEntry:
     """Grant credits to a tenant: an entry in its ledger, added to its balance. Admins only."""
     tenant = _tenant(session, user, tenant_id, "admin", action="grant credits")
     try:
-        entry = credits.grant(session, tenant, Decimal(str(body.amount)), body.note or "granted", by=user.id)
+        entry = credits.grant(
+            session,
+            tenant,
+            Decimal(str(body.amount)),
+            body.note or "granted",
+            by=user.id,
+            source=source_of(http_request),
+        )
     except ValueError as e:
         raise Problem(422, str(e), errors=[{"field": "amount", "message": str(e)}]) from None
     session.commit()

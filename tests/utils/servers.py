@@ -70,15 +70,23 @@ class Process:
                 self.popen.wait()
         self._out.close()
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash: nothing gets to clean up."""
+        if self.alive():
+            self.popen.kill()
+            self.popen.wait()
+
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
 
-def start_temporal_dev_server(log: Path) -> tuple[Process, str]:
-    port = free_port()
+def start_temporal_dev_server(log: Path, port: int | None = None, db_file: Path | None = None) -> tuple[Process, str]:
+    """A Temporal dev server on `port` (a free one by default), in memory or keeping its state in `db_file`."""
+    port = port or free_port()
+    keep = ["--db-filename", str(db_file)] if db_file else []
     process = Process(
         [executable("temporal"), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
-         "--port", str(port), "--log-level", "error"],
+         "--port", str(port), "--log-level", "error", *keep],
         log,
     )  # fmt: skip
     wait_until(lambda: port_open(port) or not process.alive(), timeout=60, what="the Temporal dev server")

@@ -1,0 +1,154 @@
+"""`Idempotency-Key` on POST (as in Stripe's API and the IETF draft "The Idempotency-Key HTTP Header
+Field"): a client that is not sure its POST arrived sends it again with the same key and gets the
+first answer, and nothing is done twice.
+
+- The same key with the same request (method, path, query and body) answers what the first call
+  answered, with `Idempotent-Replayed: true`.
+- The same key with another request is refused with 422; while the first call is still being
+  answered, a second one is refused with 409.
+- Keys belong to the caller (so to its tenant) and are kept for 24 hours. A first call that ends in
+  a server error keeps no key, so that it can be retried.
+"""
+
+import hashlib
+from datetime import timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import problem_response
+from hpcinfra.db import transaction
+from hpcinfra.models import IdempotencyKey, utcnow
+
+HEADER = "idempotency-key"
+KEPT_FOR = timedelta(hours=24)
+
+
+class Idempotency:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        key = Headers(scope=scope).get(HEADER) if scope["type"] == "http" and scope["method"] == "POST" else None
+        user = scope.get("state", {}).get("user")
+        if key is None or user is None:
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if not 1 <= len(key) <= 255 or not key.isprintable():
+            await problem_response(422, "an Idempotency-Key is 1 to 255 printable characters", instance=path)(
+                scope, receive, send
+            )
+            return
+        try:
+            body = await _read_body(receive)
+        except HTTPException as e:  # the body is over the size limit
+            await problem_response(e.status_code, e.detail, instance=path)(scope, receive, send)
+            return
+        fingerprint = hashlib.sha256(
+            b"\n".join([scope["method"].encode(), path.encode(), scope.get("query_string", b""), body])
+        ).hexdigest()
+        sessions = scope["app"].state.sessions
+        claimed, earlier = await run_in_threadpool(_claim, sessions, user.id, key, fingerprint)
+        if not claimed:
+            await _answer_again(earlier, fingerprint, path, scope, receive, send)
+            return
+
+        answer: dict = {"status": 500, "headers": [], "body": b"", "kept": False}
+
+        async def replay_body() -> Message:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def keep_answer(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                answer["status"], answer["headers"] = message["status"], message.get("headers", [])
+            elif message["type"] == "http.response.body":
+                answer["body"] += message.get("body", b"")
+                if not message.get("more_body"):
+                    # Kept before the caller has the answer, so that a call made on receiving it finds it.
+                    await run_in_threadpool(_settle, sessions, user.id, key, answer)
+                    answer["kept"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, replay_body, keep_answer)
+        finally:
+            if not answer["kept"]:
+                await run_in_threadpool(_settle, sessions, user.id, key, {**answer, "status": 500})
+
+
+async def _read_body(receive: Receive) -> bytes:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
+def _claim(sessions, user_id, key: str, fingerprint: str) -> tuple[bool, IdempotencyKey | None]:
+    """Take the key for this call, or return the call that has it."""
+    with transaction(sessions) as session:
+        session.execute(
+            delete(IdempotencyKey).where(
+                IdempotencyKey.user_id == user_id,
+                IdempotencyKey.key == key,
+                IdempotencyKey.created_at < utcnow() - KEPT_FOR,
+            )
+        )
+    try:
+        with transaction(sessions) as session:
+            session.add(IdempotencyKey(user_id=user_id, key=key, fingerprint=fingerprint))
+        return True, None
+    except IntegrityError:
+        with sessions() as session:
+            return False, session.scalar(
+                select(IdempotencyKey).where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
+            )
+
+
+def _settle(sessions, user_id, key: str, answer: dict) -> None:
+    """Keep the first call's answer; after a server error, let the key go so the call can be made again."""
+    with transaction(sessions) as session:
+        row = session.scalar(select(IdempotencyKey).where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key))
+        if row is None:
+            return
+        if answer["status"] >= 500:
+            session.delete(row)
+            return
+        row.status_code = answer["status"]
+        row.content_type = dict(answer["headers"]).get(b"content-type", b"application/json").decode()
+        row.body = answer["body"].decode()
+
+
+async def _answer_again(earlier: IdempotencyKey | None, fingerprint: str, path: str, scope, receive, send) -> None:
+    if earlier is None:  # let go a moment ago, after a server error: the caller may try again
+        await problem_response(409, "this Idempotency-Key was just released; send the request again", instance=path)(
+            scope, receive, send
+        )
+    elif earlier.fingerprint != fingerprint:
+        await problem_response(
+            422,
+            "this Idempotency-Key was used for another request (method, path or body differ); use a new key",
+            instance=path,
+        )(scope, receive, send)
+    elif earlier.status_code is None:
+        await problem_response(
+            409, "a request with this Idempotency-Key is still being answered; try again shortly", instance=path
+        )(scope, receive, send)
+    else:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": earlier.status_code,
+                "headers": [
+                    (b"content-type", (earlier.content_type or "application/json").encode()),
+                    (b"idempotent-replayed", b"true"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": (earlier.body or "").encode()})

@@ -1,0 +1,37 @@
+"""The audit log (extension): for a tenant's IT managers, and for admins across tenants."""
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+
+from api import schemas
+from api.deps import CurrentUser, SessionDep, require_role
+from api.errors import problems
+from api.pagination import Page
+from hpcinfra.models import AuditEvent
+
+router = APIRouter(prefix="/audit", tags=["audit"])
+
+
+@router.get("", response_model=list[schemas.AuditEvent], responses=problems(403))
+def list_audit_events(
+    session: SessionDep,
+    user: CurrentUser,
+    page: Page,
+    action: Annotated[str | None, Query(max_length=50, description="e.g. request.approve")] = None,
+    tenant_id: Annotated[uuid.UUID | None, Query(alias="tenantId", description="admins: one tenant")] = None,
+) -> list[schemas.AuditEvent]:
+    """Decisions, clusters made and deleted, credentials shown, tokens issued and credits granted, newest
+    first: an IT manager sees its tenant's, an admin every tenant's."""
+    require_role(user, "it_manager", "admin", action="read the audit log")
+    query = select(AuditEvent)
+    if user.role != "admin":
+        query = query.where(AuditEvent.tenant_id == user.tenant_id)
+    elif tenant_id is not None:
+        query = query.where(AuditEvent.tenant_id == tenant_id)
+    if action is not None:
+        query = query.where(AuditEvent.action == action)
+    rows = session.scalars(page.apply(query.order_by(AuditEvent.id.desc())))
+    return [schemas.AuditEvent.model_validate(r) for r in rows]

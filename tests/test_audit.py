@@ -1,0 +1,87 @@
+"""The audit log: decisions (by the API and by a signal), clusters made and deleted, credentials shown,
+tokens issued and credits granted, each with who, when and from where; never a secret."""
+
+import asyncio
+import json
+import os
+import subprocess
+
+from temporalio.client import Client
+
+from hpcinfra.messages import Decision, request_workflow_id
+from tests.utils.servers import executable
+from tests.utils.world import file_request, make_admin, request_body, wait_for_cluster
+from workflows.request import RequestWorkflow
+
+
+def audit(api, who, **params) -> list[dict]:
+    response = api.get("/audit", headers=who.headers, params={"limit": 500, **params})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_what_is_done_is_in_the_audit_log_with_who_and_where_from(api, stack, tenant, other_tenant):
+    admin = make_admin(stack.db.sessions)
+    approved = file_request(api, tenant.cad, tenant.provider_id, services=[{"name": "redis", "version": "7.2"}])
+    api.patch(f"/requests/{approved['id']}", json={"status": "approved"}, headers=tenant.it.headers)
+    rejected = file_request(api, tenant.cad, tenant.provider_id)
+
+    async def reject_by_signal():
+        client = await Client.connect(stack.temporal_address)
+        handle = client.get_workflow_handle(request_workflow_id(rejected["id"]))
+        await handle.signal(RequestWorkflow.decide_by_signal, Decision("rejected", tenant.it.email, "too big"))
+
+    asyncio.run(reject_by_signal())
+    cluster_id = api.get(f"/requests/{approved['id']}", headers=tenant.it.headers).json()["clusterId"]
+    wait_for_cluster(api, cluster_id, tenant.cad.headers, "available")
+
+    def redis_running():
+        return (
+            api.get(f"/clusters/{cluster_id}", headers=tenant.cad.headers).json()["services"][0]["status"] == "running"
+        )
+
+    from tests.utils.servers import wait_until
+
+    wait_until(redis_running, timeout=60)
+    shown = api.get(f"/clusters/{cluster_id}", headers=tenant.cad.headers).json()
+    password = shown["services"][0]["credentials"]["password"]
+    direct = api.post("/clusters", json=request_body(tenant.provider_id), headers=tenant.cad.headers).json()
+    api.delete(f"/clusters/{direct['id']}", headers=tenant.cad.headers)
+    api.post(f"/tenants/{tenant.id}/credits", json={"amount": 5, "note": "top-up"}, headers=admin.headers)
+    token = subprocess.run(
+        [executable("hpcinfra"), "users", "token", "--tenant", tenant.name, "--email", tenant.cad.email],
+        env={**os.environ, "HPCINFRA_DATABASE_URL": stack.db.url},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()[-1]
+
+    def wait_for(action: str) -> dict:
+        return wait_until(
+            lambda: next((e for e in audit(api, tenant.it) if e["action"] == action), None), what=f"audit {action}"
+        )
+
+    approve = wait_for("request.approve")
+    assert approve["actorId"] == tenant.it.id and approve["target"] == f"request {approved['id']}"
+    assert approve["source"].startswith("api ") and approve["detail"] == {"cluster": cluster_id}
+    reject = wait_for("request.reject")
+    assert reject["actorId"] == tenant.it.id and reject["source"] == "temporal"
+    assert reject["detail"] == {"reason": "too big"}
+    read = wait_for("credentials.read")
+    assert read["actorId"] == tenant.cad.id and read["detail"] == {"services": ["redis"]}
+    assert wait_for("cluster.create")["target"] == f"cluster {direct['id']}"
+    assert wait_for("cluster.delete")["actorId"] == tenant.cad.id
+    grant = wait_for("credits.grant")
+    assert grant["actorId"] == admin.id and grant["detail"]["credits"] == "5.0"
+    issued = [e for e in audit(api, tenant.it, action="token.create") if e["source"] == "cli"]
+    assert len(issued) == 4  # three users made with a token each, and the one just issued
+
+    everything = json.dumps(audit(api, tenant.it))
+    for secret in (password, token, tenant.cad.token, tenant.it.token):
+        assert secret not in everything
+
+    # Tenants see their own log; a CAD manager none; an admin every tenant's.
+    assert all(e["tenantId"] == other_tenant.id for e in audit(api, other_tenant.it))
+    refused = api.get("/audit", headers=tenant.cad.headers)
+    assert refused.status_code == 403 and "it_manager or admin" in refused.json()["detail"]
+    assert {e["tenantId"] for e in audit(api, admin, tenantId=tenant.id)} == {tenant.id}

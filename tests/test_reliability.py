@@ -1,0 +1,201 @@
+"""Nothing lost: a worker killed (SIGKILL) mid-provisioning and mid-install, an API that stopped between
+writing a request and starting its workflow, a Temporal server restarted mid-provisioning, and many
+decisions at once. Each on SQLite and PostgreSQL, against real processes."""
+
+import asyncio
+import os
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
+
+from hpcinfra.db import transaction
+from hpcinfra.messages import ClusterInput, cluster_workflow_id
+from hpcinfra.models import Cluster, ClusterRequest, ClusterTool
+from tests.conftest import restart_worker, start_worker, wait_for_worker
+from tests.utils.servers import Process, free_port, start_temporal_dev_server, wait_for_http, wait_until
+from tests.utils.world import insert_cluster, make_tenant, request_body, wait_for_cluster
+from workflows.cluster import ClusterWorkflow
+
+# Each simulated step takes this long, so that a crash can land in the middle of one.
+SLOW = {"kind": "sim", "config": {"stepSeconds": 2}}
+
+
+def events(api, tenant, cluster_id: str) -> list[tuple[str, str, str]]:
+    return [
+        (e["step"], e["status"], e["message"])
+        for e in api.get(f"/clusters/{cluster_id}/events", headers=tenant.cad.headers, params={"limit": 500}).json()
+    ]
+
+
+def test_a_worker_killed_mid_provisioning_and_mid_install_leaves_each_step_done_once(api, stack):
+    tenant = make_tenant(stack.db.sessions, extra_providers={"slow": SLOW})
+    body = request_body(tenant.providers["slow"], tools=[])
+    cluster = api.post("/clusters", json=body, headers=tenant.cad.headers).json()
+
+    wait_until(lambda: ("network", "succeeded") in [e[:2] for e in events(api, tenant, cluster["id"])], timeout=30)
+    stack.worker.kill()  # provisioning is half way: the network exists, the rest does not
+    restart_worker(stack)
+    # The provisioning activity is retried once its heartbeat is missed (a minute).
+    wait_for_cluster(api, cluster["id"], tenant.cad.headers, "available", timeout=150)
+
+    added = api.post(
+        f"/clusters/{cluster['id']}/tools", json={"name": "yosys", "version": "0.40"}, headers=tenant.cad.headers
+    )
+    assert added.status_code == 202, added.text
+    wait_until(lambda: ("install-tool", "started") in [e[:2] for e in events(api, tenant, cluster["id"])])
+    stack.worker.kill()
+    restart_worker(stack)
+
+    def installed():
+        tools = api.get(f"/clusters/{cluster['id']}/tools", headers=tenant.cad.headers).json()
+        return tools if tools and tools[0]["status"] == "installed" else None
+
+    wait_until(installed, timeout=150, what="yosys to be installed")
+    counted = Counter(e[:2] for e in events(api, tenant, cluster["id"]))
+    for step in ("network", "firewall", "head-node", "compute-nodes", "storage"):
+        assert counted[(step, "succeeded")] == 1, (step, counted)
+    assert counted[("provision", "started")] == 1 and counted[("provision", "succeeded")] == 1
+    assert counted[("status", "available")] == 1
+    assert counted[("install-tool", "started")] == 1 and counted[("install-tool", "succeeded")] == 1
+    with stack.db.sessions() as session:
+        assert session.scalar(select(func.count()).where(ClusterTool.cluster_id == uuid.UUID(cluster["id"]))) == 1
+        assert session.scalar(select(func.count()).where(Cluster.tenant_id == uuid.UUID(tenant.id))) == 1
+
+
+def test_a_request_written_by_an_api_that_then_stopped_gets_its_workflow_when_an_api_starts(stack, tmp_path):
+    """The API writes the request, then dies before starting its workflow (here: the row is written
+    and nothing else). The next API process to start finds it and starts its workflow, once."""
+    tenant = make_tenant(stack.db.sessions)
+    with transaction(stack.db.sessions) as session:
+        request = ClusterRequest(
+            tenant_id=uuid.UUID(tenant.id),
+            name="orphan",
+            cloud_provider_id=uuid.UUID(tenant.provider_id),
+            number_of_nodes=1,
+            node_type="small",
+            storage_gb=10,
+            requested_by_id=uuid.UUID(tenant.cad.id),
+        )
+        session.add(request)
+    port = free_port()
+    restarted = Process(
+        [os.sys.executable, "-m", "hpcinfra", "api"],
+        tmp_path / "api.log",
+        {**stack.env, "HPCINFRA_API_PORT": str(port)},
+    )
+    try:
+        base = f"http://127.0.0.1:{port}/api/v1"
+        wait_for_http(f"{base}/healthz", restarted)
+        with httpx.Client(base_url=base, timeout=60) as client:
+
+            def approved():
+                answer = client.patch(f"/requests/{request.id}", json={"status": "approved"}, headers=tenant.it.headers)
+                return answer if answer.status_code == 200 else None
+
+            decided = wait_until(approved, timeout=60, what="the request's workflow to take a decision")
+            wait_for_cluster(client, decided.json()["clusterId"], tenant.cad.headers, "available")
+            listed = client.get("/requests", headers=tenant.it.headers).json()
+            assert [r["id"] for r in listed] == [str(request.id)]  # not lost, and not duplicated
+    finally:
+        restarted.stop()
+
+
+def test_a_temporal_server_restarted_mid_provisioning_picks_the_run_up(stack, fresh_db, tmp_path):
+    """On a Temporal server of its own that keeps its state in a file, and a database of its own."""
+    port = free_port()
+    state = tmp_path / "temporal.db"
+    server, address = start_temporal_dev_server(tmp_path / "temporal-1.log", port=port, db_file=state)
+    env = {
+        **stack.env,
+        "HPCINFRA_DATABASE_URL": fresh_db.url,
+        "HPCINFRA_TEMPORAL_ADDRESS": address,
+        "HPCINFRA_TASK_QUEUE": f"tq-{uuid.uuid4().hex[:8]}",
+    }
+    tenant = make_tenant(fresh_db.sessions, extra_providers={"slow": SLOW})
+    slow = uuid.UUID(tenant.providers["slow"])
+    cluster = insert_cluster(fresh_db.sessions, tenant, "survivor", cloud_provider_id=slow)
+    worker = start_worker(env, tmp_path / "worker.log")
+    try:
+        wait_for_worker(worker)
+
+        async def start():
+            client = await Client.connect(address)
+            await client.start_workflow(
+                ClusterWorkflow.run,
+                ClusterInput(str(cluster.id)),
+                id=cluster_workflow_id(str(cluster.id)),
+                task_queue=env["HPCINFRA_TASK_QUEUE"],
+                # The worker may have started it already: a pending cluster without a workflow is one
+                # a starting worker resumes.
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            )
+
+        asyncio.run(start())
+
+        def status() -> str:
+            with fresh_db.sessions() as session:
+                return session.get_one(Cluster, cluster.id).status
+
+        wait_until(lambda: status() == "provisioning", timeout=30)
+        server.stop()
+        server, _ = start_temporal_dev_server(tmp_path / "temporal-2.log", port=port, db_file=state)
+        wait_until(lambda: status() == "available", timeout=180, what="the cluster to be available")
+    finally:
+        worker.stop()
+        server.stop()
+
+
+@pytest.mark.parametrize("requests_at_once", [50])
+def test_many_decisions_at_once_give_one_decision_each(api, stack, requests_at_once):
+    if stack.db.kind != "postgresql":
+        pytest.skip("many writers at once: a PostgreSQL promise (SQLite takes one writer at a time)")
+    tenant = make_tenant(stack.db.sessions)
+    filed = []
+    for _ in range(requests_at_once):
+        response = api.post("/requests", json=request_body(tenant.provider_id, tools=[]), headers=tenant.cad.headers)
+        assert response.status_code == 201, response.text
+        filed.append(response.json()["id"])
+
+    def approve(request_id: str) -> int:
+        with httpx.Client(base_url=stack.base_url, timeout=120) as client:
+            return client.patch(
+                f"/requests/{request_id}", json={"status": "approved"}, headers=tenant.it.headers
+            ).status_code
+
+    with ThreadPoolExecutor(requests_at_once) as pool:
+        assert list(pool.map(approve, filed)) == [200] * requests_at_once
+
+    last = api.post("/requests", json=request_body(tenant.provider_id, tools=[]), headers=tenant.cad.headers).json()
+
+    def decide(i: int) -> int:
+        body = {"status": "approved"} if i % 2 else {"status": "rejected", "rejectionReason": f"no {i}"}
+        with httpx.Client(base_url=stack.base_url, timeout=120) as client:
+            return client.patch(f"/requests/{last['id']}", json=body, headers=tenant.it.headers).status_code
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = Counter(pool.map(decide, range(20)))
+    assert answers[200] == 1 and answers[409] == 19, answers
+
+    with stack.db.sessions() as session:
+        requests = session.scalars(select(ClusterRequest).where(ClusterRequest.tenant_id == uuid.UUID(tenant.id))).all()
+        clusters = session.scalars(select(Cluster).where(Cluster.tenant_id == uuid.UUID(tenant.id))).all()
+    approved = [r for r in requests if r.status == "approved"]
+    assert len(requests) == requests_at_once + 1
+    assert len(approved) in (requests_at_once, requests_at_once + 1)
+    # One cluster per approval, each pointing at its own request.
+    assert sorted(str(c.request_id) for c in clusters) == sorted(str(r.id) for r in approved)
+    assert all(r.cluster_id is not None for r in approved)
+
+    # Tear them down, so that their metering does not load the rest of the session.
+    def delete(cluster: Cluster) -> int:
+        with httpx.Client(base_url=stack.base_url, timeout=120) as client:
+            return client.delete(f"/clusters/{cluster.id}", headers=tenant.it.headers).status_code
+
+    with ThreadPoolExecutor(10) as pool:
+        assert set(pool.map(delete, clusters)) <= {202, 409}
