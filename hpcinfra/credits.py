@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from hpcinfra import audit
@@ -136,30 +136,36 @@ def account(session: Session, tenant_id: uuid.UUID) -> tuple[int, str]:
 
 def standing(session: Session, tenant_id: uuid.UUID, statuses: tuple[str, ...] = ("available",)) -> Standing:
     """The tenant's balance and total rate: the sum of the rates of its clusters in `statuses` (by
-    default, those metered now)."""
+    default, those metered now). Summed by the database, with the catalog's rates: a tenant may have
+    thousands of clusters, and every list of its requests or clusters shows this."""
     balance, policy = account(session, tenant_id)
-    chosen = (Cluster.tenant_id == tenant_id, Cluster.status.in_(statuses))
-    clusters = session.execute(
-        select(Cluster.id, Cluster.node_type, Cluster.number_of_nodes, Cluster.storage_gb).where(*chosen)
-    ).all()
-    ids = select(Cluster.id).where(*chosen)
-    services = _names_by_cluster(session, ClusterService, ids, ClusterService.status.in_(COSTLY_SERVICE_STATUSES))
-    tools = _names_by_cluster(session, ClusterTool, ids, ClusterTool.status != "failed")
-    rate = sum(
-        cluster_rate(c.node_type, c.number_of_nodes, c.storage_gb, services.get(c.id, ()), tools.get(c.id, ()))
-        for c in clusters
+    chosen = select(Cluster.id).where(Cluster.tenant_id == tenant_id, Cluster.status.in_(statuses))
+    nodes = _per_minute_of(Cluster.node_type, {n.name: n.credits_per_hour for n in NODE_TYPES.values()})
+    storage = per_minute(STORAGE_CREDITS_PER_GB_HOUR)
+    rate = session.scalar(
+        select(func.coalesce(func.sum(Cluster.number_of_nodes * nodes + Cluster.storage_gb * storage), 0)).where(
+            Cluster.id.in_(chosen)
+        )
     )
-    return Standing(balance=balance, rate=rate, policy=policy)
-
-
-def _names_by_cluster(session: Session, table, cluster_ids: Select, wanted) -> dict[uuid.UUID, list[str]]:
-    """The names of the tools or services (`table`) of the clusters `cluster_ids` selects, by cluster."""
-    names: dict[uuid.UUID, list[str]] = {}
-    for cluster_id, name in session.execute(
-        select(table.cluster_id, table.name).where(table.cluster_id.in_(cluster_ids), wanted)
+    for table, rates, wanted in (
+        (
+            ClusterService,
+            {s.name: s.credits_per_hour for s in SERVICES.values()},
+            ClusterService.status.in_(COSTLY_SERVICE_STATUSES),
+        ),
+        (ClusterTool, {t.name: t.credits_per_hour for t in TOOLS.values()}, ClusterTool.status != "failed"),
     ):
-        names.setdefault(cluster_id, []).append(name)
-    return names
+        rate += session.scalar(
+            select(func.coalesce(func.sum(_per_minute_of(table.name, rates)), 0)).where(
+                table.cluster_id.in_(chosen), wanted
+            )
+        )
+    return Standing(balance=balance, rate=int(rate), policy=policy)
+
+
+def _per_minute_of(name_column, rates: dict[str, float]):
+    """A SQL expression: the per-minute units of the catalog rate of the item `name_column` names."""
+    return case({name: per_minute(rate) for name, rate in rates.items()}, value=name_column, else_=0)
 
 
 def grant(

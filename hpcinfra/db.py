@@ -10,6 +10,11 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS = Path(__file__).parent / "migrations"
 # How long a SQLite writer waits for the lock; shorter than any database activity's timeout.
 LOCK_WAIT_SECONDS = 10
+# Connections per process: as many as the threads that may hold one at a time (the API's thread pool
+# has 40, the worker's activity executor 32). With fewer, threads waiting for a connection can hold
+# the thread tokens that the requests holding connections need to finish, and everything waits for
+# the pool's timeout.
+POOL_SIZE, POOL_OVERFLOW = 40, 4
 
 
 def make_engine(url: str) -> Engine:
@@ -19,7 +24,12 @@ def make_engine(url: str) -> Engine:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         # The API and the worker are separate processes writing one file: WAL lets readers go on
         # while one writes, and the busy timeout makes a writer wait for the lock instead of failing.
-        engine = create_engine(url, connect_args={"timeout": LOCK_WAIT_SECONDS, "check_same_thread": False})
+        engine = create_engine(
+            url,
+            connect_args={"timeout": LOCK_WAIT_SECONDS, "check_same_thread": False},
+            pool_size=POOL_SIZE,
+            max_overflow=POOL_OVERFLOW,
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -30,7 +40,7 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    engine = create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
 
     @event.listens_for(engine, "connect")
     def _postgresql_settings(dbapi_connection, _record) -> None:
