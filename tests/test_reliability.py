@@ -14,12 +14,11 @@ from sqlalchemy import func, select
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
-from hpcinfra.db import transaction
 from hpcinfra.messages import ClusterInput, cluster_workflow_id
 from hpcinfra.models import Cluster, ClusterRequest, ClusterTool
 from tests.conftest import restart_worker, start_worker, wait_for_worker
 from tests.utils.servers import Process, free_port, start_temporal_dev_server, wait_for_http, wait_until
-from tests.utils.world import insert_cluster, make_tenant, request_body, wait_for_cluster
+from tests.utils.world import insert_cluster, insert_request, make_tenant, request_body, wait_for_cluster
 from workflows.cluster import ClusterWorkflow
 
 # Each simulated step takes this long, so that a crash can land in the middle of one.
@@ -72,17 +71,7 @@ def test_a_request_written_by_an_api_that_then_stopped_gets_its_workflow_when_an
     """The API writes the request, then dies before starting its workflow (here: the row is written
     and nothing else). The next API process to start finds it and starts its workflow, once."""
     tenant = make_tenant(stack.db.sessions)
-    with transaction(stack.db.sessions) as session:
-        request = ClusterRequest(
-            tenant_id=uuid.UUID(tenant.id),
-            name="orphan",
-            cloud_provider_id=uuid.UUID(tenant.provider_id),
-            number_of_nodes=1,
-            node_type="small",
-            storage_gb=10,
-            requested_by_id=uuid.UUID(tenant.cad.id),
-        )
-        session.add(request)
+    request_id = insert_request(stack.db.sessions, tenant, "orphan")
     port = free_port()
     restarted = Process(
         [os.sys.executable, "-m", "hpcinfra", "api"],
@@ -95,13 +84,13 @@ def test_a_request_written_by_an_api_that_then_stopped_gets_its_workflow_when_an
         with httpx.Client(base_url=base, timeout=60) as client:
 
             def approved():
-                answer = client.patch(f"/requests/{request.id}", json={"status": "approved"}, headers=tenant.it.headers)
+                answer = client.patch(f"/requests/{request_id}", json={"status": "approved"}, headers=tenant.it.headers)
                 return answer if answer.status_code == 200 else None
 
             decided = wait_until(approved, timeout=60, what="the request's workflow to take a decision")
             wait_for_cluster(client, decided.json()["clusterId"], tenant.cad.headers, "available")
             listed = client.get("/requests", headers=tenant.it.headers).json()
-            assert [r["id"] for r in listed] == [str(request.id)]  # not lost, and not duplicated
+            assert [r["id"] for r in listed] == [str(request_id)]  # not lost, and not duplicated
     finally:
         restarted.stop()
 

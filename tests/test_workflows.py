@@ -14,7 +14,6 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from hpcinfra import credits, metering
-from hpcinfra.db import transaction
 from hpcinfra.messages import (
     ClusterInput,
     Decision,
@@ -26,28 +25,13 @@ from hpcinfra.messages import (
 from hpcinfra.models import Cluster, ClusterEvent, ClusterRequest, CreditEntry, MetricSample
 from hpcinfra.settings import Settings
 from tests.utils.servers import executable
-from tests.utils.world import insert_cluster, make_tenant
+from tests.utils.world import insert_cluster, insert_request, make_tenant
 from worker import WORKFLOWS, build_activities
 from workflows.cluster import ClusterWorkflow
 from workflows.request import RequestWorkflow
 from workflows.resume import resume_workflows
 
 WEEK = 7 * 24 * 3600
-
-
-def insert_request(db, tenant) -> uuid.UUID:
-    with transaction(db.sessions) as session:
-        request = ClusterRequest(
-            tenant_id=uuid.UUID(tenant.id),
-            name="expiring",
-            cloud_provider_id=uuid.UUID(tenant.provider_id),
-            number_of_nodes=1,
-            node_type="small",
-            storage_gb=10,
-            requested_by_id=uuid.UUID(tenant.cad.id),
-        )
-        session.add(request)
-    return request.id
 
 
 async def on_time_skipping_server(db, scenario, data_dir):
@@ -69,7 +53,7 @@ async def on_time_skipping_server(db, scenario, data_dir):
 
 def test_request_nobody_decides_expires_as_rejected(db, tmp_path):
     tenant = make_tenant(db.sessions)
-    request_id = insert_request(db, tenant)
+    request_id = insert_request(db.sessions, tenant)
 
     async def scenario(env: WorkflowEnvironment, task_queue: str):
         # A week passes in an instant: the test server skips time while the workflow only waits.
@@ -90,7 +74,7 @@ def test_request_nobody_decides_expires_as_rejected(db, tmp_path):
 
 def test_request_decided_in_time_does_not_expire(db, tmp_path):
     tenant = make_tenant(db.sessions)
-    request_id = insert_request(db, tenant)
+    request_id = insert_request(db.sessions, tenant)
 
     async def scenario(env: WorkflowEnvironment, task_queue: str):
         handle = await env.client.start_workflow(

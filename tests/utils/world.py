@@ -9,7 +9,7 @@ import httpx
 
 from hpcinfra import accounts
 from hpcinfra.db import transaction
-from hpcinfra.models import Cluster
+from hpcinfra.models import Cluster, ClusterRequest
 from tests.utils.servers import wait_until
 
 # What a tenant made by these builders starts with: the platform's default opening grant.
@@ -85,6 +85,22 @@ def insert_cluster(sessions, tenant: TenantWorld, name: str, **fields: Any) -> C
         )
         session.add(cluster)
     return cluster
+
+
+def insert_request(sessions, tenant: TenantWorld, name: str = "inserted") -> uuid.UUID:
+    """A pending 1-node request of `tenant`'s CAD manager, written straight to the database (no workflow)."""
+    with transaction(sessions) as session:
+        request = ClusterRequest(
+            tenant_id=uuid.UUID(tenant.id),
+            name=name,
+            cloud_provider_id=uuid.UUID(tenant.provider_id),
+            number_of_nodes=1,
+            node_type="small",
+            storage_gb=10,
+            requested_by_id=uuid.UUID(tenant.cad.id),
+        )
+        session.add(request)
+    return request.id
 
 
 def make_admin(sessions) -> Person:
