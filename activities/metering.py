@@ -57,7 +57,6 @@ class MeteringActivities:
         cluster_id = uuid.UUID(request.cluster_id)
         with transaction(self.sessions) as session:
             span = metering.record(session, cluster_id, request.now, readings)
-        with self.sessions() as session:
             cluster = find_cluster(session, request.cluster_id)
             balance, policy = credits.account(session, cluster.tenant_id)
             stop_reason = None

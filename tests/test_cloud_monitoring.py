@@ -58,8 +58,8 @@ def assert_readings(actual: dict[datetime, Utilisation], expected: dict[datetime
 
 # ---------------------------------------------------------------------------------------------- AWS
 
-AWS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
-AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+AWS_KEY_ID = "test-key-id-not-a-real-credential"
+AWS_SECRET = "test-secret-not-a-real-credential"
 INSTANCES = ["i-0a1b2c3d4e5f60001", "i-0a1b2c3d4e5f60002"]
 
 
