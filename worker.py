@@ -29,7 +29,7 @@ def build_activities(settings: Settings, sessions: sessionmaker[Session] | None 
     sessions = sessions or make_session_factory(make_engine(settings.sqlalchemy_url))
     requests = RequestActivities(sessions, settings.budget_min_runway_hours)
     clusters = ClusterActivities(sessions, credential_box(settings), provider_settings(settings))
-    metering = MeteringActivities(sessions, clusters.load)
+    metering = MeteringActivities(sessions, clusters.describe)
     return [
         requests.record_decision,
         requests.add_note,
@@ -74,6 +74,7 @@ async def run(settings: Settings) -> None:
             workflows=WORKFLOWS,
             activities=build_activities(settings, sessions),
             activity_executor=executor,
+            max_cached_workflows=settings.worker_max_cached_workflows,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -290,34 +290,33 @@ class ClusterActivities:
             _log_step(session, key, cluster_id, step, status, message, utcnow())
 
     def load(self, cluster_id: str) -> tuple[ClusterSpec, Provider]:
-        """The cluster's spec as it should be now, and its provider."""
+        """The cluster's spec as it should be now, with its services' secrets, and its provider."""
         with self.sessions() as session:
-            cluster = find_cluster(session, cluster_id)
-            cloud = session.get_one(CloudProvider, cluster.cloud_provider_id)
-            tenant = session.get_one(Tenant, cluster.tenant_id)
-            # What the cluster should have now: tools being or already installed, services being or already started.
-            services = [
-                s for s in cluster.services if s.status in ("provisioning", "running") and s.credentials_encrypted
-            ]
-            spec = ClusterSpec(
-                cluster_id=cluster_id,
-                tenant=tenant.name,
-                name=cluster.name,
-                region=cloud.region,
-                number_of_nodes=cluster.number_of_nodes,
-                node_type=NODE_TYPES[cluster.node_type],
-                storage_gb=cluster.storage_gb,
-                provider_config=dict(cloud.config),
-                tools=tuple(
-                    ToolSpec(t.name, t.version) for t in cluster.tools if t.status in ("installing", "installed")
-                ),
-                services=tuple(_service_spec(s) for s in services),
-                secrets={s.name: self._secret(s) for s in services},
-            )
-            kind = cloud.kind
+            return self.describe(session, find_cluster(session, cluster_id), with_secrets=True)
+
+    def describe(self, session: Session, cluster: Cluster, *, with_secrets: bool) -> tuple[ClusterSpec, Provider]:
+        """The cluster's spec as it should be now, and its provider. The services' secrets are decrypted
+        only `with_secrets` (installing needs them; reading utilisation does not)."""
+        cloud = session.get_one(CloudProvider, cluster.cloud_provider_id)
+        tenant = session.get_one(Tenant, cluster.tenant_id)
+        # What the cluster should have now: tools being or already installed, services being or already started.
+        services = [s for s in cluster.services if s.status in ("provisioning", "running") and s.credentials_encrypted]
+        spec = ClusterSpec(
+            cluster_id=str(cluster.id),
+            tenant=tenant.name,
+            name=cluster.name,
+            region=cloud.region,
+            number_of_nodes=cluster.number_of_nodes,
+            node_type=NODE_TYPES[cluster.node_type],
+            storage_gb=cluster.storage_gb,
+            provider_config=dict(cloud.config),
+            tools=tuple(ToolSpec(t.name, t.version) for t in cluster.tools if t.status in ("installing", "installed")),
+            services=tuple(_service_spec(s) for s in services),
+            secrets={s.name: self._secret(s) for s in services} if with_secrets else {},
+        )
         try:
             # A retried attempt may follow one that died half way: the provider clears what it left first.
-            return spec, get_provider(kind, self.providers, recover=activity.info().attempt > 1)
+            return spec, get_provider(cloud.kind, self.providers, recover=activity.info().attempt > 1)
         except ProviderUnavailable as e:
             raise ApplicationError(
                 str(e), "provision", str(FailureClass.CONFIGURATION), type="ProviderFailure", non_retryable=True

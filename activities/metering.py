@@ -26,10 +26,10 @@ LONGEST_READ = timedelta(days=1)
 
 
 class MeteringActivities:
-    def __init__(self, sessions: sessionmaker[Session], load: Callable[[str], tuple[ClusterSpec, Provider]]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], describe: Callable[..., tuple[ClusterSpec, Provider]]) -> None:
         self.sessions = sessions
-        # The cluster's spec and provider (ClusterActivities.load).
-        self.load = load
+        # The cluster's spec and provider (ClusterActivities.describe).
+        self.describe = describe
 
     @activity.defn(name="CollectMetrics")
     async def collect(self, request: CollectRequest) -> Collection:
@@ -37,21 +37,33 @@ class MeteringActivities:
         best effort: what the provider cannot give (its monitoring API down, a minute not published yet)
         carries the reading before it forward, and the minutes are recorded and charged all the same,
         as the cluster had what it had."""
-        span, outputs = await asyncio.to_thread(self._pending, request)
+        pending = await asyncio.to_thread(self._pending, request)
         readings: dict[datetime, Utilisation] = {}
-        if span is not None:
+        if pending is not None and pending[2] is not None:
+            span, outputs, (spec, provider) = pending
             read_from = max(span.start - LOOKBACK, span.end - LONGEST_READ)
             try:
-                spec, provider = await asyncio.to_thread(self.load, request.cluster_id)
                 readings = await provider.utilisation(spec, outputs, read_from, span.end)
             except Exception as e:  # noqa: BLE001 - whatever the provider's failure, the minutes are charged
                 log.warning("cluster %s: no utilisation for %s to %s: %s", request.cluster_id, read_from, span.end, e)
         return await asyncio.to_thread(self._record, request, readings)
 
-    def _pending(self, request: CollectRequest) -> tuple[metering.Window | None, dict]:
+    def _pending(
+        self, request: CollectRequest
+    ) -> tuple[metering.Window, dict, tuple[ClusterSpec, Provider] | None] | None:
+        """The minutes to record (None when there are none), the cluster's outputs, and its spec and
+        provider to read utilisation from (None when there is no provider to read from now)."""
         with self.sessions() as session:
             cluster = find_cluster(session, request.cluster_id)
-            return metering.window(cluster, request.now), dict(cluster.outputs)
+            span = metering.window(cluster, request.now)
+            if span is None:
+                return None
+            try:
+                reader = self.describe(session, cluster, with_secrets=False)
+            except Exception as e:  # noqa: BLE001 - the minutes are recorded and charged all the same
+                log.warning("cluster %s: no provider to read utilisation from: %s", request.cluster_id, e)
+                reader = None
+            return span, dict(cluster.outputs), reader
 
     def _record(self, request: CollectRequest, readings: dict[datetime, Utilisation]) -> Collection:
         cluster_id = uuid.UUID(request.cluster_id)

@@ -1,10 +1,11 @@
 """Typed dependencies for the routes: the database session, the caller, the Temporal client."""
 
 import asyncio
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
@@ -14,6 +15,8 @@ from hpcinfra.credentials import CredentialBox
 from hpcinfra.models import User
 from hpcinfra.settings import Settings
 from hpcinfra.temporal import connect
+
+T = TypeVar("T")
 
 
 class TemporalConnection:
@@ -53,6 +56,20 @@ async def get_temporal(request: Request) -> Client:
 
 def get_credentials(request: Request) -> CredentialBox:
     return request.app.state.credentials
+
+
+async def read_then_release(session: Session, read: Callable[..., T], *args: Any) -> T:
+    """`read(session, *args)` in the thread pool, then end the session's transaction (what it read stays loaded):
+    the connection goes back to the pool before the route waits on a workflow, which can take seconds.
+    Held meanwhile, a burst of such calls empties the pool and stalls every other call."""
+
+    def run() -> T:
+        try:
+            return read(session, *args)
+        finally:
+            session.commit()
+
+    return await run_in_threadpool(run)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

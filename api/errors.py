@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -190,6 +191,15 @@ def install(app: FastAPI) -> None:
             if allowed:
                 detail += f"; allowed: {', '.join(allowed)}"
         return problem_response(exc.status_code, detail, instance=request.url.path, headers=headers)
+
+    @app.exception_handler(PoolTimeout)
+    async def _busy(request: Request, exc: PoolTimeout) -> JSONResponse:
+        # Every database connection this process has was in use for the pool's whole timeout.
+        log.warning("no database connection free for %s %s: %s", request.method, request.url.path, exc)
+        return problem_response(
+            503, "the API is too busy to take this call now; nothing changed, try again shortly",
+            instance=request.url.path, headers={"Retry-After": "1"},
+        )  # fmt: skip
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

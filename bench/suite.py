@@ -51,6 +51,7 @@ import sqlalchemy as sa
 from temporalio.client import Client
 
 from bench import metering as metering_bench
+from hpcinfra import credits
 from hpcinfra.db import make_engine, make_session_factory, transaction
 from hpcinfra.models import Cluster, ClusterRequest
 from tests.utils.servers import Process, free_port, start_temporal_dev_server, wait_for_http, wait_until
@@ -494,6 +495,8 @@ def seed_api(s: Stack, rows: int) -> tuple[TenantWorld, list[str]]:
         for start in range(0, rows, 2000):
             session.execute(sa.insert(ClusterRequest), requests[start : start + 2000])
             session.execute(sa.insert(Cluster), clusters[start : start + 2000])
+        # Bulk inserts pass by the ORM, which keeps the tenant's standing rates: sum them once here.
+        credits.refresh_standing_rates(session, tenant_id)
     with s.engine.connect() as connection:
         if connection.dialect.name == "postgresql":
             connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
@@ -603,6 +606,7 @@ def seed_clusters(s: Stack, n: int) -> TenantWorld:
     ]  # fmt: skip
     with transaction(s.sessions) as session:
         session.execute(sa.insert(Cluster), rows)
+        credits.refresh_standing_rates(session, uuid.UUID(world.id))
     return world
 
 

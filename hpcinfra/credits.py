@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import case, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import case, event, func, inspect, select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from hpcinfra import audit
 from hpcinfra.models import Cluster, ClusterRequest, ClusterService, ClusterTool, CreditEntry, Tenant, utcnow
@@ -113,7 +113,7 @@ def shortfall(session: Session, tenant_id: uuid.UUID, rate: int, min_runway_hour
     if min_runway_hours <= 0:
         return None
     session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
-    others = standing(session, tenant_id, STARTED_STATUSES)
+    others = standing(session, tenant_id, committed=True)
     total = others.rate + rate
     hours = max(others.balance, 0) / total / 60 if total > 0 else float("inf")
     if hours >= min_runway_hours:
@@ -134,11 +134,81 @@ def account(session: Session, tenant_id: uuid.UUID) -> tuple[int, str]:
     return balance, policy
 
 
-def standing(session: Session, tenant_id: uuid.UUID, statuses: tuple[str, ...] = ("available",)) -> Standing:
-    """The tenant's balance and total rate: the sum of the rates of its clusters in `statuses` (by
-    default, those metered now). Summed by the database, with the catalog's rates: a tenant may have
-    thousands of clusters, and every list of its requests or clusters shows this."""
-    balance, policy = account(session, tenant_id)
+def standing(session: Session, tenant_id: uuid.UUID, *, committed: bool = False) -> Standing:
+    """The tenant's balance and total rate: that of its clusters metered now or, `committed`, of those
+    and the ones about to start. One row: the rates are kept on it (see keep_standing_rates)."""
+    rate = Tenant.committed_rate if committed else Tenant.metered_rate
+    balance, policy, rate = session.execute(
+        select(Tenant.credit_balance, Tenant.budget_policy, rate).where(Tenant.id == tenant_id)
+    ).one()
+    return Standing(balance=balance, rate=rate, policy=policy)
+
+
+# --- the standing rates, kept on the tenant's row ---------------------------------------------------------
+
+# What a cluster, tool or service costs, and whether it counts, depends on these of its attributes.
+_PRICED = {
+    Cluster: ("status", "number_of_nodes", "node_type", "storage_gb", "tools", "services"),
+    ClusterTool: ("status", "name"),
+    ClusterService: ("status", "name"),
+}
+_NOTED = "hpcinfra.standing_rates"  # in session.info: (tenant ids, cluster ids) whose rates changed
+
+
+def keep_standing_rates(sessions: sessionmaker[Session]) -> None:
+    """Make every session of `sessions` keep its tenants' standing rates current: a flush that changes
+    what a cluster, tool or service costs, or whether it counts, notes its tenant; the commit sums that
+    tenant's rates again in the same transaction. Reading the rates is then one row, however many
+    clusters the tenant has (every request and cluster the API shows carries its runway)."""
+    event.listen(sessions, "before_flush", _note_priced_changes)
+    event.listen(sessions, "before_commit", _refresh_noted)
+    event.listen(sessions, "after_rollback", lambda session: session.info.pop(_NOTED, None))
+
+
+def _note_priced_changes(session: Session, _flush_context: object, _instances: object) -> None:
+    tenants, clusters = session.info.setdefault(_NOTED, (set(), set()))
+    for row in (*session.new, *session.dirty, *session.deleted):
+        priced = _PRICED.get(type(row))
+        if priced is None:
+            continue
+        state = inspect(row)
+        if not (state.pending or state.deleted or any(state.attrs[a].history.has_changes() for a in priced)):
+            continue
+        if isinstance(row, Cluster):
+            tenants.add(row.tenant_id)
+        elif row.cluster_id is not None:  # else it is new in a cluster's list, and that cluster is noted
+            clusters.add(row.cluster_id)
+
+
+def _refresh_noted(session: Session) -> None:
+    session.flush()  # the commit's own flush comes after this hook: what it writes is noted now
+    if _NOTED not in session.info:
+        return
+    tenants, clusters = session.info.pop(_NOTED)
+    if clusters:
+        tenants |= set(session.scalars(select(Cluster.tenant_id).where(Cluster.id.in_(clusters))))
+    for tenant_id in sorted(tenants):
+        refresh_standing_rates(session, tenant_id)
+
+
+def refresh_standing_rates(session: Session, tenant_id: uuid.UUID) -> None:
+    """Sum the tenant's rates again and keep them on its row. The row is locked first, so that two
+    transactions changing the tenant's clusters at once cannot each write a sum without the other's change."""
+    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+    session.execute(
+        update(Tenant)
+        .where(Tenant.id == tenant_id)
+        .values(
+            metered_rate=summed_rate(session, tenant_id, ("available",)),
+            committed_rate=summed_rate(session, tenant_id, STARTED_STATUSES),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def summed_rate(session: Session, tenant_id: uuid.UUID, statuses: tuple[str, ...]) -> int:
+    """The sum of the rates of the tenant's clusters in `statuses`, summed by the database with the
+    catalog's rates."""
     chosen = select(Cluster.id).where(Cluster.tenant_id == tenant_id, Cluster.status.in_(statuses))
     nodes = _per_minute_of(Cluster.node_type, {n.name: n.credits_per_hour for n in NODE_TYPES.values()})
     storage = per_minute(STORAGE_CREDITS_PER_GB_HOUR)
@@ -160,7 +230,7 @@ def standing(session: Session, tenant_id: uuid.UUID, statuses: tuple[str, ...] =
                 table.cluster_id.in_(chosen), wanted
             )
         )
-    return Standing(balance=balance, rate=int(rate), policy=policy)
+    return int(rate)
 
 
 def _per_minute_of(name_column, rates: dict[str, float]):

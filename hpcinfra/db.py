@@ -7,6 +7,8 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from hpcinfra.credits import keep_standing_rates
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 # How long a SQLite writer waits for the lock; shorter than any database activity's timeout.
 LOCK_WAIT_SECONDS = 10
@@ -53,7 +55,9 @@ def make_engine(url: str) -> Engine:
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    keep_standing_rates(sessions)
+    return sessions
 
 
 @contextmanager

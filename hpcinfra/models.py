@@ -54,6 +54,11 @@ class Tenant(Base):
     credit_balance: Mapped[int] = mapped_column(BigInteger, default=0)
     # What happens to running clusters when the balance reaches zero: "flag" them, or "stop" (tear down).
     budget_policy: Mapped[str] = mapped_column(String(10), default="flag")
+    # What draws on the balance, in units per minute, kept current by every commit that changes a
+    # cluster's status or a tool's or service's (hpcinfra.credits.keep_standing_rates): the clusters
+    # metered now, and those plus the ones about to start (what the budget guard counts).
+    metered_rate: Mapped[int] = mapped_column(BigInteger, default=0)
+    committed_rate: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class User(Base):

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     # Requests per minute each API token (or signed-in user) may make; beyond it, 429. 0 turns it off.
     rate_limit_per_minute: int = Field(default=600, ge=0)
 
+    # Workflows a worker keeps in memory between their tasks. Each live cluster has two (its own and its
+    # metering); one evicted from the cache is replayed from its history at its next task, once a minute.
+    worker_max_cached_workflows: int = Field(default=10_000, ge=0)
+
     # The simulated provider waits this long for each simulated step (0 in tests).
     sim_step_seconds: float = 1.0
 

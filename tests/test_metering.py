@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import func, select
 from temporalio.testing import ActivityEnvironment
 
@@ -15,9 +17,9 @@ from activities.clusters import ClusterActivities
 from activities.metering import MeteringActivities
 from hpcinfra import credits, metering, reports
 from hpcinfra.credentials import credential_box
-from hpcinfra.db import transaction
+from hpcinfra.db import MIGRATIONS, transaction
 from hpcinfra.messages import CollectRequest
-from hpcinfra.models import Cluster, ClusterService, CreditEntry, MetricRollup, MetricSample, Tenant
+from hpcinfra.models import Cluster, ClusterService, ClusterTool, CreditEntry, MetricRollup, MetricSample, Tenant
 from hpcinfra.settings import Settings
 from infra.providers.base import Utilisation
 from infra.providers.sim import simulated_use
@@ -148,7 +150,7 @@ def test_missed_minutes_are_filled_in_once_when_collection_resumes(db, tmp_path)
 def collector(db, tmp_path):
     settings = Settings(database_url=db.url, data_dir=tmp_path, sim_step_seconds=0)
     clusters = ClusterActivities(db.sessions, credential_box(settings), provider_settings(settings))
-    return MeteringActivities(db.sessions, clusters.load).collect
+    return MeteringActivities(db.sessions, clusters.describe).collect
 
 
 def test_rollups_equal_the_raw_aggregate(db):
@@ -318,3 +320,81 @@ def test_analytics_break_consumption_down_by_cluster_and_by_user(db):
     with db.sessions() as session:
         before = reports.analytics(session, uuid.UUID(tenant.id), T0 - timedelta(days=3), T0 - timedelta(days=2), now)
     assert before.by_cluster == [] and before.active_clusters == 0 and before.consumed_daily == 0
+
+
+def kept_and_summed(db, tenant) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The tenant's standing rates as kept on its row, and as summed from its clusters now."""
+    tenant_id = uuid.UUID(tenant.id)
+    with db.sessions() as session:
+        kept = session.execute(select(Tenant.metered_rate, Tenant.committed_rate).where(Tenant.id == tenant_id)).one()
+        summed = (
+            credits.summed_rate(session, tenant_id, ("available",)),
+            credits.summed_rate(session, tenant_id, credits.STARTED_STATUSES),
+        )
+    return tuple(kept), summed
+
+
+def test_the_standing_rates_kept_on_the_tenant_equal_the_sum_of_its_clusters_after_every_commit(db):
+    """Random changes to what clusters, tools and services cost and whether they count, committed or
+    rolled back, some in the same transaction: after each, the rates on the tenant's row (what every
+    request and cluster shown reads) are the sums over its clusters."""
+    tenant = make_tenant(db.sessions)
+    rng = random.Random(11)
+    statuses = ["pending", "provisioning", "available", "deleting", "deleted", "error"]
+    cluster_ids = [
+        insert_cluster(db.sessions, tenant, f"r-{i}", status=status, number_of_nodes=i + 1).id
+        for i, status in enumerate(["available", "pending", "provisioning", "deleted", "error"])
+    ]
+    # One small node and 10 GB, available; two and three nodes, starting.
+    assert kept_and_summed(db, tenant) == ((1_002_000, 1_002_000 + 2_002_000 + 3_002_000),) * 2
+    for step in range(60):
+        added = []
+        try:
+            with transaction(db.sessions) as session:
+                for _ in range(rng.randint(1, 3)):
+                    cluster = session.get(Cluster, rng.choice(cluster_ids))
+                    change = rng.choice(["status", "size", "tool", "service", "item status", "new cluster"])
+                    if change == "status":
+                        cluster.status = rng.choice(statuses)
+                    elif change == "size":
+                        cluster.number_of_nodes, cluster.node_type = rng.randint(1, 8), rng.choice(["small", "medium"])
+                    elif change == "tool":
+                        cluster.tools.append(ClusterTool(name="iverilog", version=f"{step}.{rng.random()}"))
+                    elif change == "service" and not cluster.services:
+                        cluster.services.append(ClusterService(name="postgresql", version="16"))
+                    elif change == "item status" and (cluster.tools or cluster.services):
+                        item = rng.choice([*cluster.tools, *cluster.services])
+                        item.status = rng.choice(["pending", "installing", "running", "failed", "stopped"])
+                    elif change == "new cluster":
+                        new = Cluster(
+                            tenant_id=cluster.tenant_id, name=f"n-{step}", cloud_provider_id=cluster.cloud_provider_id,
+                            number_of_nodes=2, node_type="small", storage_gb=50, status=rng.choice(statuses),
+                            created_by_id=cluster.created_by_id,
+                        )  # fmt: skip
+                        session.add(new)
+                        session.flush()
+                        added.append(new.id)
+                if rng.random() < 0.2:
+                    raise RuntimeError("rolled back")
+            cluster_ids += added
+        except RuntimeError:
+            pass
+        kept, summed = kept_and_summed(db, tenant)
+        assert kept == summed, f"after step {step}"
+    with db.sessions() as session:
+        assert credits.standing(session, uuid.UUID(tenant.id)).rate == summed[0]
+        assert credits.standing(session, uuid.UUID(tenant.id), committed=True).rate == summed[1]
+
+
+def test_the_migration_that_keeps_the_rates_sums_them_for_existing_tenants(fresh_db):
+    tenant = make_tenant(fresh_db.sessions)
+    insert_cluster(fresh_db.sessions, tenant, "running", status="available", number_of_nodes=3)
+    insert_cluster(fresh_db.sessions, tenant, "starting", status="provisioning")
+    before = kept_and_summed(fresh_db, tenant)
+    assert before[0] == before[1] != (0, 0)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["url"] = fresh_db.url
+    command.downgrade(config, "0004")  # the rates' columns go
+    command.upgrade(config, "head")  # and come back, summed
+    assert kept_and_summed(fresh_db, tenant) == before

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from api import schemas
 from api.access import audit_credentials_read, cluster_for, may_see_credentials, require_creator
-from api.deps import CredentialsDep, CurrentUser, SessionDep, TemporalDep, source_of
+from api.deps import CredentialsDep, CurrentUser, SessionDep, TemporalDep, read_then_release, source_of
 from api.errors import Problem, problems
 from api.params import ClusterId, ServiceId
 from api.workflow_calls import UPDATE_TIMEOUT, update
@@ -75,7 +75,7 @@ def get_service(
 
 
 async def _available_for_creator(session: Session, user: User, cluster_id: uuid.UUID, what: str) -> Cluster:
-    cluster = await run_in_threadpool(cluster_for, session, user, cluster_id)
+    cluster = await read_then_release(session, cluster_for, user, cluster_id)
     require_creator(user, cluster, f"add {what}")
     if cluster.status != "available":
         raise Problem(409, f"the cluster is {cluster.status}; {what} can be added only to an available cluster")

@@ -17,7 +17,16 @@ from api.access import (
     may_see_credentials,
     provider_for_new_cluster,
 )
-from api.deps import CredentialsDep, CurrentUser, SessionDep, SettingsDep, TemporalDep, require_role, source_of
+from api.deps import (
+    CredentialsDep,
+    CurrentUser,
+    SessionDep,
+    SettingsDep,
+    TemporalDep,
+    read_then_release,
+    require_role,
+    source_of,
+)
 from api.errors import Problem, problems
 from api.estimates import Estimates
 from api.pagination import Page
@@ -134,7 +143,7 @@ async def delete_cluster(
 ) -> schemas.Cluster:
     """Tear the cluster down: `deleting`, then `deleted` with its services `stopped`. Deleting a
     cluster that is already going away changes nothing."""
-    cluster = await run_in_threadpool(cluster_for, session, user, cluster_id)
+    cluster = await read_then_release(session, cluster_for, user, cluster_id)
     if cluster.status not in ("deleting", "deleted"):
         handle = temporal.get_workflow_handle(cluster_workflow_id(str(cluster_id)))
         await update(
@@ -158,7 +167,7 @@ async def retry_cluster(
     cluster_id: ClusterId, session: SessionDep, user: CurrentUser, temporal: TemporalDep
 ) -> schemas.Cluster:
     """Provision a cluster in `error` again, without a new approval (extension)."""
-    cluster = await run_in_threadpool(cluster_for, session, user, cluster_id)
+    cluster = await read_then_release(session, cluster_for, user, cluster_id)
     if cluster.status != "error":
         raise Problem(409, f"the cluster is {cluster.status}; only a cluster in error can be retried")
     handle = temporal.get_workflow_handle(cluster_workflow_id(str(cluster_id)))

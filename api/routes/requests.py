@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from api import schemas
 from api.access import provider_for_new_cluster, request_for, requests_visible_to
-from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, require_role, source_of
+from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, read_then_release, require_role, source_of
 from api.errors import Problem, problems
 from api.estimates import Estimates
 from api.pagination import Page
@@ -93,7 +93,7 @@ async def decide_request(
     http_request: Request,
 ) -> schemas.ClusterRequest:
     """Approve or reject. The request workflow makes the decision; approval starts provisioning."""
-    request = await run_in_threadpool(request_for, session, user, request_id)
+    request = await read_then_release(session, request_for, user, request_id)
     if not may_decide(user, request):
         raise Problem(403, f"only it_manager or admin users may approve or reject requests; you are {user.role}")
     if body.status == "rejected" and not body.rejection_reason:
