@@ -114,7 +114,7 @@ def host_and_port(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def addresses(name: str, service: dict) -> Iterator[tuple[str, str, int]]:
+def addresses(service: dict) -> Iterator[tuple[str, str, int]]:
     """(variable, host, port) for every address in a service's environment that names a host."""
     env = environment(service)
     for key, value in env.items():
@@ -154,7 +154,7 @@ def test_every_address_names_a_service_on_a_port_it_listens_on():
     all_services = services()
     checked = set()
     for name, service in all_services.items():
-        for key, host, port in addresses(name, service):
+        for key, host, port in addresses(service):
             assert host in all_services, f"{name}: {key} names host {host!r}, which is not a service"
             assert port in listening_ports(all_services[host]), (
                 f"{name}: {key} expects {host} on port {port}; it listens on {sorted(listening_ports(all_services[host]))}"
