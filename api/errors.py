@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -193,11 +194,16 @@ def install(app: FastAPI) -> None:
         return problem_response(exc.status_code, detail, instance=request.url.path, headers=headers)
 
     @app.exception_handler(PoolTimeout)
-    async def _busy(request: Request, exc: PoolTimeout) -> JSONResponse:
-        # Every database connection this process has was in use for the pool's whole timeout.
-        log.warning("no database connection free for %s %s: %s", request.method, request.url.path, exc)
+    @app.exception_handler(OperationalError)
+    async def _busy(request: Request, exc: PoolTimeout | OperationalError) -> JSONResponse:
+        # Every database connection this process has was in use for the pool's whole timeout, or (SQLite)
+        # other writers held the database for the whole busy timeout. Anything else is unexpected.
+        if isinstance(exc, OperationalError) and "database is locked" not in str(exc.orig):
+            return await _unexpected(request, exc)
+        log.warning("database busy on %s %s: %s", request.method, request.url.path, exc)
         return problem_response(
-            503, "the API is too busy to take this call now; nothing changed, try again shortly",
+            503, "the database was too busy to answer in time; try again shortly (a change retried with the "
+            "same Idempotency-Key is made once)",
             instance=request.url.path, headers={"Retry-After": "1"},
         )  # fmt: skip
 

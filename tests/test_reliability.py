@@ -4,18 +4,23 @@ decisions at once. Each on SQLite and PostgreSQL, against real processes."""
 
 import asyncio
 import os
+import sqlite3
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
+from api.main import create_app
+from hpcinfra.db import make_engine, make_session_factory, upgrade
 from hpcinfra.messages import ClusterInput, cluster_workflow_id
 from hpcinfra.models import Cluster, ClusterRequest, ClusterTool
+from hpcinfra.settings import Settings
 from tests.conftest import restart_worker, start_worker, wait_for_worker
 from tests.utils.servers import Process, free_port, start_temporal_dev_server, wait_for_http, wait_until
 from tests.utils.world import insert_cluster, insert_request, make_tenant, request_body, wait_for_cluster
@@ -188,3 +193,29 @@ def test_many_decisions_at_once_give_one_decision_each(api, stack, requests_at_o
 
     with ThreadPoolExecutor(10) as pool:
         assert set(pool.map(delete, clusters)) <= {202, 409}
+
+
+def test_a_database_held_by_another_writer_answers_503_with_retry_after_and_changes_nothing(tmp_path):
+    """SQLite has one writer at a time: a call that waits out the busy timeout behind another writer is
+    told to retry (503, Retry-After), not that the server failed."""
+    url = f"sqlite:///{tmp_path / 'busy.db'}"
+    upgrade(url)
+    sessions = make_session_factory(make_engine(url))
+    tenant = make_tenant(sessions)
+    request_id = insert_request(sessions, tenant)
+    settings = Settings(database_url=url, data_dir=tmp_path, temporal_address="127.0.0.1:1")
+    with TestClient(create_app(settings)) as client:
+        writer = sqlite3.connect(tmp_path / "busy.db")
+        writer.execute("BEGIN IMMEDIATE")  # holds the write lock, as a long transaction would
+        try:
+            answer = client.post(
+                f"/api/v1/requests/{request_id}/notes", json={"note": "waits"}, headers=tenant.it.headers
+            )
+        finally:
+            writer.rollback()
+            writer.close()
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["retry-after"] == "1"
+        assert "too busy" in answer.json()["detail"]
+        notes = client.get(f"/api/v1/requests/{request_id}/notes", headers=tenant.it.headers)
+        assert notes.status_code == 200 and notes.json() == []
