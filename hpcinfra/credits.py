@@ -112,7 +112,8 @@ def shortfall(session: Session, tenant_id: uuid.UUID, rate: int, min_runway_hour
     two approvals at once cannot both count on the same balance."""
     if min_runway_hours <= 0:
         return None
-    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+    # FOR NO KEY UPDATE, as in refresh_standing_rates.
+    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update(key_share=True))
     others = standing(session, tenant_id, committed=True)
     total = others.rate + rate
     hours = max(others.balance, 0) / total / 60 if total > 0 else float("inf")
@@ -193,8 +194,10 @@ def _refresh_noted(session: Session) -> None:
 
 def refresh_standing_rates(session: Session, tenant_id: uuid.UUID) -> None:
     """Sum the tenant's rates again and keep them on its row. The row is locked first, so that two
-    transactions changing the tenant's clusters at once cannot each write a sum without the other's change."""
-    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+    transactions changing the tenant's clusters at once cannot each write a sum without the other's change.
+    (FOR NO KEY UPDATE: rows inserted with a foreign key to the tenant hold a KEY SHARE lock on it, which
+    FOR UPDATE would wait for, so two such transactions would deadlock.)"""
+    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update(key_share=True))
     session.execute(
         update(Tenant)
         .where(Tenant.id == tenant_id)

@@ -4,6 +4,7 @@ and read back from the coarsest table that answers, on SQLite and PostgreSQL."""
 import asyncio
 import random
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -398,3 +399,18 @@ def test_the_migration_that_keeps_the_rates_sums_them_for_existing_tenants(fresh
     command.downgrade(config, "0004")  # the rates' columns go
     command.upgrade(config, "head")  # and come back, summed
     assert kept_and_summed(fresh_db, tenant) == before
+
+
+def test_clusters_added_at_once_keep_the_rates_without_deadlocking(db):
+    """Each new cluster holds a key-share lock on its tenant (its foreign key) before its commit locks the
+    tenant to sum the rates again: 20 at once all commit, and the sum counts every one."""
+    if db.kind == "sqlite":
+        pytest.skip("SQLite has one writer at a time")
+    tenant = make_tenant(db.sessions)
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        added = list(
+            pool.map(lambda i: insert_cluster(db.sessions, tenant, f"at-once-{i}", status="available"), range(20))
+        )
+    assert len(added) == 20
+    kept, summed = kept_and_summed(db, tenant)
+    assert kept == summed == (20 * credits.cluster_rate("small", 1, 10),) * 2
