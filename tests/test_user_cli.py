@@ -85,13 +85,14 @@ def test_the_walkthrough_with_the_cli_alone(run, api, tenant: TenantWorld):
         == api.get(f"/requests/{request_id}", headers=cad.headers).json()
     )
 
-    # The IT manager adds a note and approves with a reason (a note too, added once approved).
-    assert "note added by it@" in ok(run(it, "requests", "note", request_id, "ok for this sprint"))
+    # The IT manager adds a note (shown as written, brackets and all) and approves with a reason (a note
+    # too, added once approved).
+    assert "note added by it@" in ok(run(it, "requests", "note", request_id, "[ok] for this sprint"))
     approved = ok(run(it, "requests", "approve", request_id, "--reason", "fits the budget"))
-    assert "approved" in approved and "ok for this sprint" in approved and "fits the budget" in approved
+    assert "approved" in approved and "[ok] for this sprint" in approved and "fits the budget" in approved
     request = api.get(f"/requests/{request_id}", headers=cad.headers).json()
     assert request["status"] == "approved" and [n["note"] for n in request["notes"]] == [
-        "ok for this sprint", "fits the budget",
+        "[ok] for this sprint", "fits the budget",
     ]  # fmt: skip
     cluster_id = request["clusterId"]
 

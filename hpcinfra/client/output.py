@@ -9,6 +9,7 @@ import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 class Format(enum.StrEnum):
@@ -49,9 +50,17 @@ def credits(value: float | None) -> str:
     return "-" if value is None else f"{value:,.2f}"
 
 
+class PlainTable(Table):
+    """A table whose cells are shown as they are: text from the API (names, notes, messages) is never
+    read as rich markup, so a note saying "[urgent]" keeps its brackets."""
+
+    def add_row(self, *values: Any, **kwargs: Any) -> None:
+        super().add_row(*(Text(v) if isinstance(v, str) else v for v in values), **kwargs)
+
+
 def table(*columns: str, title: str | None = None) -> Table:
     """A table whose id columns are never cut (people copy ids into the next command)."""
-    t = Table(title=title, title_justify="left", header_style="bold")
+    t = PlainTable(title=title, title_justify="left", header_style="bold")
     for column in columns:
         if column == "ID" or column.endswith(" ID"):
             t.add_column(column, no_wrap=True, min_width=36)
@@ -62,7 +71,7 @@ def table(*columns: str, title: str | None = None) -> Table:
 
 def details(rows: Iterable[tuple[str, Any]], title: str | None = None) -> Table:
     """One object's fields as `name  value` lines."""
-    t = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 2, 0, 0))
+    t = PlainTable(title=title, title_justify="left", show_header=False, box=None, padding=(0, 2, 0, 0))
     t.add_column(style="bold", no_wrap=True)
     t.add_column()
     for name, value in rows:

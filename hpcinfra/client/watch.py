@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn
 from rich.table import Column
 
@@ -43,21 +44,21 @@ class StepDisplay:
         watched = int(time.monotonic() - self.started)
         self.progress.update(
             self.header,
-            description=f"cluster {self.cluster_id} [bold]{self.current}[/] [dim](watched {watched // 60}:{watched % 60:02d})[/]",
+            description=f"cluster {escape(self.cluster_id)} [bold]{self.current}[/] [dim](watched {watched // 60}:{watched % 60:02d})[/]",
         )
 
     def event(self, e: dict[str, Any]) -> None:
         step, status, message = e["step"], e["status"], e["message"]
         if step == "status":
             return self.status(status)  # (the reason of an error ends the watch, on a line of its own)
-        line, at = f"{step}: {message}", when(e["time"])[11:19]
+        line, at = escape(f"{step}: {message}"), when(e["time"])[11:19]
         if status == "started":
             self.running[step] = self.progress.add_task(line, mark="", at=at, total=1)
             return
         task = self.running.get(step) if status == "retrying" else self.running.pop(step, None)
         if task is None:  # a step logged once, when it is done
             task = self.progress.add_task(line, mark="", at=at, total=1)
-        self.progress.update(task, description=line, mark=MARKS.get(status, ""), at=at)
+        self.progress.update(task, description=line, mark=MARKS.get(status, ""))  # (it keeps its start time)
         if status != "retrying":
             self.progress.update(task, completed=1)
 
