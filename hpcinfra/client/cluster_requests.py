@@ -36,6 +36,8 @@ def provider_id(api: Api, provider: str) -> str:
     if not found:
         names = ", ".join(p["name"] for p in providers) or "none"
         fail(f"there is no cloud provider named {provider!r} that you can use; yours: {names}")
+    if len(found) > 1:  # an admin sees every tenant's providers
+        fail(f"{len(found)} cloud providers are named {provider!r}; give the id of one: {', '.join(found)}")
     return found[0]
 
 

@@ -179,8 +179,8 @@ def watch(
 ) -> None:
     """Follow a cluster's steps live until it is ready (exit 0) or has failed (exit 1).
 
-    Ready: available, with every tool installed and every service running. Failed: in error, deleting or
-    deleted, or with a tool or service that failed."""
+    Ready: available, every tool installed, every service running. Failed: error, deleting, deleted, or a failed item.
+    """
     if timeout <= 0 or interval <= 0:
         fail("--timeout and --interval must be more than 0 seconds")
     with connect() as api:
