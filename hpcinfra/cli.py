@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from sqlalchemy import select
 
-from hpcinfra import accounts, credentials, credits
+from hpcinfra import accounts, client, credentials, credits
 from hpcinfra.db import make_engine, make_session_factory, transaction, upgrade
 from hpcinfra.models import ClusterService
 from hpcinfra.settings import get_settings
@@ -24,6 +24,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(providers_app, name="providers")
 credentials_app = typer.Typer(help="The keys that encrypt service credentials.", no_args_is_help=True)
 app.add_typer(credentials_app, name="credentials")
+client.register(app)  # the user commands, over the HTTP API: requests, clusters, analytics
 
 
 def _sessions():
