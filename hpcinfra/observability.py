@@ -171,6 +171,7 @@ def configure_logging(settings: Settings) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.log_level.upper())
+    logging.captureWarnings(True)  # warnings too become lines of the chosen format
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
@@ -244,6 +245,8 @@ class RequestTelemetry:
         request_id = incoming if _PLAIN_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
         context = RequestContext(request_id, scope.setdefault("state", {}))
         token = current_request.set(context)
+        # The request span (when tracing is on) names the request id, to go from a log line to its trace.
+        trace.get_current_span().set_attribute("hpcinfra.request_id", request_id)
         status = 500
         started = time.perf_counter()
 
@@ -331,13 +334,15 @@ class _ActivityMetricsInbound(ActivityInboundInterceptor):
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         info = temporalio.activity.info()
         started = time.monotonic()
-        outcome = "completed"
+        outcome = ""  # stays empty for an attempt completed later, elsewhere (async completion)
         try:
-            return await self.next.execute_activity(input)
-        except temporalio.activity.CompleteAsyncError:
-            outcome = ""  # completed later, elsewhere
+            result = await self.next.execute_activity(input)
+            outcome = "completed"
+            return result
+        except asyncio.CancelledError:
+            outcome = "cancelled"
             raise
-        except BaseException as error:
+        except Exception as error:
             outcome = activity_outcome(error, info)
             raise
         finally:
@@ -355,10 +360,10 @@ class _ActivityMetricsInbound(ActivityInboundInterceptor):
         self.metrics.provision_seconds.record(seconds, {"provider_kind": kind or "unknown", "outcome": outcome})
 
 
-def activity_outcome(error: BaseException, info: temporalio.activity.Info) -> str:
+def activity_outcome(error: Exception, info: temporalio.activity.Info) -> str:
     """What becomes of an activity attempt that raised `error`, as far as the worker can tell (the
     server may still time the activity out before a retry)."""
-    if isinstance(error, CancelledError | asyncio.CancelledError):
+    if isinstance(error, CancelledError):
         return "cancelled"
     if isinstance(error, ApplicationError) and error.non_retryable:
         return "failed"
