@@ -6,15 +6,19 @@ console exporter (one span per line), the worker's metrics port open. They share
 database and Temporal server, on a task queue of their own.
 """
 
+import gzip
 import json
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
 
 from hpcinfra.observability import ACTIVITY_OUTCOMES, PROVISION_SECONDS
@@ -22,8 +26,10 @@ from tests.conftest import Stack, start_worker, wait_for_worker
 from tests.utils.servers import Process, free_port, wait_for_http, wait_until
 from tests.utils.world import TenantWorld, make_tenant, request_body, wait_for_cluster
 
-# A simulated provider whose compute nodes fail once with an outage (retryable), then come up.
+# A simulated provider whose compute nodes fail once with an outage (retryable), then come up; and
+# one whose network always fails with a configuration error (not retryable).
 FLAKY = {"kind": "sim", "config": {"failAt": "compute-nodes", "failWith": "outage", "failTimes": 1}}
+BROKEN = {"kind": "sim", "config": {"failAt": "network"}}
 
 
 def samples(text: str) -> list[tuple[str, dict[str, str], float]]:
@@ -126,7 +132,7 @@ def observed(stack: Stack, tmp_path_factory) -> Iterator[Observed]:
 
 @pytest.fixture(scope="module")
 def flaky_tenant(observed: Observed, stack: Stack) -> TenantWorld:
-    return make_tenant(stack.db.sessions, extra_providers={"flaky": FLAKY})
+    return make_tenant(stack.db.sessions, extra_providers={"flaky": FLAKY, "broken": BROKEN})
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +175,15 @@ def test_tokens_never_reach_the_logs(observed: Observed, flaky_tenant: TenantWor
     assert "authorization" not in written.lower()
 
 
-def test_worker_metrics_port_serves_sdk_and_activity_metrics(observed: Observed, provisioned: dict[str, Any]):
+def test_worker_metrics_port_serves_sdk_and_activity_metrics(
+    observed: Observed, flaky_tenant: TenantWorld, provisioned: dict[str, Any]
+):
+    with httpx.Client(base_url=observed.base_url, timeout=30) as client:
+        body = request_body(flaky_tenant.providers["broken"])
+        broken = client.post("/clusters", json=body, headers=flaky_tenant.cad.headers)
+        assert broken.status_code == 201, broken.text
+        wait_for_cluster(client, broken.json()["id"], flaky_tenant.cad.headers, "error")
+
     def outcomes() -> dict[str, float] | None:
         found = samples(httpx.get(observed.metrics_url, timeout=10).text)
         counts = {
@@ -177,17 +191,19 @@ def test_worker_metrics_port_serves_sdk_and_activity_metrics(observed: Observed,
             for name, labels, value in found
             if name == ACTIVITY_OUTCOMES and labels.get("activity_type") == "ProvisionCluster"
         }
-        return counts if counts.get("completed") else None
+        return counts if counts.get("completed") and counts.get("failed") else None
 
-    counts = wait_until(outcomes, what="the provision activity's outcome count")
-    assert counts["retried"] >= 1  # the flaky provider's first attempt
+    counts = wait_until(outcomes, what="the provision activity's outcome counts")
+    assert counts == {"completed": 1, "retried": 1, "failed": 1}  # flaky: retried, then completed; broken: failed
 
     found = samples(httpx.get(observed.metrics_url, timeout=10).text)
     assert any(name.startswith("temporal_") for name, _, _ in found)  # the SDK's own
-    provisioning = [
-        labels for name, labels, _ in found if name == f"{PROVISION_SECONDS}_count" and labels["outcome"] == "completed"
-    ]
-    assert [labels["provider_kind"] for labels in provisioning] == ["sim"]
+    provisioning = {
+        (labels["provider_kind"], labels["outcome"]): value
+        for name, labels, value in found
+        if name == f"{PROVISION_SECONDS}_count"
+    }
+    assert provisioning == {("sim", "completed"): 1, ("sim", "retried"): 1, ("sim", "failed"): 1}
 
 
 def test_worker_log_lines_name_the_workflow_and_activity(observed: Observed, provisioned: dict[str, Any]):
@@ -238,3 +254,62 @@ def test_one_trace_covers_the_request_the_workflow_and_its_activities(observed: 
     # Each span but the root has its parent in the same trace.
     assert all(s["parent_id"] in by_id for s in spans if s is not request)
     assert not any("Bearer" in json.dumps(s) for s in spans)
+
+
+# --- traces sent to a collector over OTLP -------------------------------------------------------------
+
+
+class Collector(BaseHTTPRequestHandler):
+    """The receiving end of OTLP over HTTP: keeps each exported span as (service name, span name, attributes)."""
+
+    received: list[tuple[str, str, dict[str, Any]]] = []
+
+    def do_POST(self) -> None:  # the name http.server calls
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in request.resource_spans:
+            service = next(a.value.string_value for a in resource_spans.resource.attributes if a.key == "service.name")
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    attributes = {a.key: a.value.string_value for a in span.attributes}
+                    self.received.append((service, span.name, attributes))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_traces_reach_an_otlp_collector(stack: Stack, tmp_path):
+    if stack.db.kind != "sqlite":
+        pytest.skip("the trace exporter does not depend on the database: checked once, on SQLite")
+    collector = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    port = free_port()
+    env = {
+        **stack.env,
+        "HPCINFRA_API_PORT": str(port),
+        "HPCINFRA_OTEL_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.server_port}",
+        "OTEL_SERVICE_NAME": "hpcinfra-api-eu",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    }
+    api = Process([os.sys.executable, "-m", "hpcinfra", "api"], tmp_path / "api.log", env)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/api/v1/healthz", api)
+        request_id = f"otlp-{uuid.uuid4().hex}"
+        httpx.get(f"http://127.0.0.1:{port}/api/v1/healthz", headers={"X-Request-ID": request_id}, timeout=10)
+
+        def exported() -> tuple[str, str, dict[str, Any]] | None:
+            return next((s for s in Collector.received if s[2].get("hpcinfra.request_id") == request_id), None)
+
+        service, name, attributes = wait_until(exported, what="the request's span at the collector")
+        assert (service, name) == ("hpcinfra-api-eu", "GET /api/v1/healthz")
+        assert attributes["http.route"] == "/api/v1/healthz"
+    finally:
+        api.stop()
+        collector.shutdown()
+        collector.server_close()
