@@ -170,7 +170,7 @@ def configure_logging(settings: Settings) -> None:
     for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(settings.log_level.upper())
+    root.setLevel(settings.log_level)
     logging.captureWarnings(True)  # warnings too become lines of the chosen format
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()

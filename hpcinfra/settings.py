@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     # Observability (see hpcinfra/observability.py). Log lines as JSON objects or as text; empty means
     # JSON in production and text in development.
     log_format: Literal["", "json", "text"] = ""
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # The worker serves Prometheus metrics (the Temporal SDK's and the application's) on this port of
     # `worker_metrics_host`, at /metrics; 0 turns it off.
     worker_metrics_port: int = Field(default=0, ge=0, le=65535)
@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     # development), or otlp (OTLP over HTTP to OTEL_EXPORTER_OTLP_ENDPOINT, a collector; the standard
     # OTEL_* variables configure it further). The service name is OTEL_SERVICE_NAME or hpcinfra-<part>.
     otel_exporter: Literal["none", "console", "otlp"] = "none"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check_oidc(self) -> "Settings":
