@@ -7,11 +7,13 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.orm import Session, sessionmaker
-from temporalio.worker import Worker
+from temporalio.runtime import Runtime
+from temporalio.worker import Interceptor, Worker
 
 from activities.clusters import ClusterActivities
 from activities.metering import MeteringActivities
 from activities.requests import RequestActivities
+from hpcinfra import observability
 from hpcinfra.credentials import credential_box, kept_secret
 from hpcinfra.db import make_engine, make_session_factory
 from hpcinfra.settings import Settings, get_settings
@@ -62,9 +64,20 @@ def provider_settings(settings: Settings) -> ProviderSettings:
     )
 
 
+def observed(settings: Settings, sessions: sessionmaker[Session]) -> tuple[Runtime | None, list[Interceptor]]:
+    """The worker's metrics (a runtime serving them on HPCINFRA_WORKER_METRICS_PORT, and the interceptor
+    that records the application's) and traces (see hpcinfra/observability.py)."""
+    observability.configure_tracing(settings, "worker")
+    runtime = observability.worker_runtime(settings)
+    if runtime is None:
+        return None, []
+    return runtime, [observability.ActivityMetrics(runtime.metric_meter, observability.provider_kind_lookup(sessions))]
+
+
 async def run(settings: Settings) -> None:
-    client = await connect(settings, wait_seconds=60)
     sessions = make_session_factory(make_engine(settings.sqlalchemy_url))
+    runtime, interceptors = observed(settings, sessions)
+    client = await connect(settings, wait_seconds=60, runtime=runtime)
     resumed = await resume_workflows(client, sessions, settings)
     logging.getLogger(__name__).info("workflows resumed: %s", resumed)
     with ThreadPoolExecutor(max_workers=32) as executor:
@@ -75,6 +88,7 @@ async def run(settings: Settings) -> None:
             activities=build_activities(settings, sessions),
             activity_executor=executor,
             max_cached_workflows=settings.worker_max_cached_workflows,
+            interceptors=interceptors,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -88,8 +102,9 @@ async def run(settings: Settings) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run(get_settings()))
+    settings = get_settings()
+    observability.configure_logging(settings)
+    asyncio.run(run(settings))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from api.deps import TemporalConnection
 from api.idempotency import Idempotency
 from api.limits import BodySizeLimit, RateLimit
 from api.routes import audit, cluster_items, clusters, meta, metrics, providers, requests, tenants
+from hpcinfra import observability
 from hpcinfra.credentials import credential_box
 from hpcinfra.db import make_engine, make_session_factory
 from hpcinfra.settings import Settings, get_settings
@@ -31,6 +32,16 @@ async def _resume_workflows(app: FastAPI) -> None:
         log.info("workflows resumed: %s", resumed)
     except Exception as e:  # noqa: BLE001 - Temporal may be down; the next start (or a worker) tries again
         log.warning("could not resume workflows at start: %s", e)
+
+
+def _observe(app: FastAPI, settings: Settings) -> None:
+    """Logs, metrics and traces (hpcinfra/observability.py). RequestTelemetry is added after the other
+    middleware so it runs first: the request id is set, and the request timed, even for a caller the
+    authentication turns away. GET /metrics lies outside /api/v1, so it needs no token."""
+    observability.configure_logging(settings)
+    app.add_middleware(observability.RequestTelemetry)
+    app.add_route("/metrics", observability.metrics_endpoint, methods=["GET"], include_in_schema=False)
+    observability.configure_tracing(settings, "api")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -56,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Slurm clusters for chip-design teams: request, approval, provisioning, tools, services, credits.",
         lifespan=lifespan,
+        telemetry=observability.fastapi_telemetry(),
     )
     errors.install(app)
     # Middleware added later runs earlier: authentication, then the rate limit, then the body cap,
@@ -67,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         Authentication, prefix=API_PREFIX, public=frozenset({f"{API_PREFIX}/healthz", f"{API_PREFIX}/readyz"})
     )
+    _observe(app, settings)
     v1 = APIRouter(prefix=API_PREFIX)
     for module in (meta, requests, clusters, cluster_items, metrics, providers, tenants, audit):
         v1.include_router(module.router)

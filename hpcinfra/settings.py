@@ -4,8 +4,9 @@ from datetime import timedelta
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -72,6 +73,24 @@ class Settings(BaseSettings):
     oidc_email_claim: str = "email"
     oidc_algorithms: list[str] = ["RS256", "ES256"]
 
+    # Observability (see hpcinfra/observability.py). Log lines as JSON objects or as text; empty means
+    # JSON in production and text in development.
+    log_format: Literal["", "json", "text"] = ""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # The worker serves Prometheus metrics (the Temporal SDK's and the application's) on this port of
+    # `worker_metrics_host`, at /metrics; 0 turns it off.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    worker_metrics_host: str = "0.0.0.0"
+    # Where traces go: none (no tracer, no interceptor, no cost), console (stdout, for a look in
+    # development), or otlp (OTLP over HTTP to OTEL_EXPORTER_OTLP_ENDPOINT, a collector; the standard
+    # OTEL_* variables configure it further). The service name is OTEL_SERVICE_NAME or hpcinfra-<part>.
+    otel_exporter: Literal["none", "console", "otlp"] = "none"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _check_oidc(self) -> "Settings":
         # Public-key signatures only (as hpcinfra.oidc.ALGORITHMS): never `none`, never HS*.
@@ -100,6 +119,10 @@ class Settings(BaseSettings):
                 "HPCINFRA_CREDENTIAL_KEYS must be set in production (`hpcinfra credentials new-key` makes one)"
             )
         return self
+
+    @property
+    def json_logs(self) -> bool:
+        return self.log_format == "json" or (not self.log_format and self.env == "production")
 
     @property
     def stack_backend_url(self) -> str:
