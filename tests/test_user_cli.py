@@ -2,6 +2,7 @@
 a CAD manager and an IT manager run them: the walkthrough, and every kind of error as one line."""
 
 import json
+import re
 import socket
 import subprocess
 import uuid
@@ -122,8 +123,11 @@ def test_the_walkthrough_with_the_cli_alone(run, api, tenant: TenantWorld):
 
     # A tool more; watching again waits for its install.
     added = ok(run(cad, "clusters", "add-tool", cluster_id, "yosys@0.40"))
-    assert "yosys 0.40: pending" in added
-    assert "redis 7.2: pending" in ok(run(cad, "clusters", "add-service", cluster_id, "redis@7.2"))
+    # The answer shows the item as it is by then: the sim may have installed it already.
+    assert re.search(r"yosys 0\.40: (pending|installing|installed) ", added)
+    assert re.search(
+        r"redis 7\.2: (pending|provisioning|running) ", ok(run(cad, "clusters", "add-service", cluster_id, "redis@7.2"))
+    )
     assert run(cad, "clusters", "watch", cluster_id, "--timeout", "120", "--interval", "0.2").exit_code == 0
     tools = {t["name"]: t["status"] for t in api.get(f"/clusters/{cluster_id}/tools", headers=cad.headers).json()}
     assert tools == {"iverilog": "installed", "yosys": "installed"}
