@@ -81,7 +81,9 @@ class WebhookActivities:
             if delivery is None or delivery.status != "pending":
                 return
             delivery.status, delivery.finished_at = "failed", utcnow()
-            delivery.last_error = delivery.last_error or failure.reason[:ERROR_CHARS]
+            known = delivery.last_error is None or delivery.last_error in failure.reason
+            last = "" if known else f"; the last attempt: {delivery.last_error}"
+            delivery.last_error = (failure.reason + last)[:ERROR_CHARS]
 
     def _prepare(self, delivery_id: str) -> _Prepared | DeliveryOutcome:
         with self.sessions() as session:

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.webhooks import WebhookActivities
@@ -38,11 +38,11 @@ class WebhookDeliveryWorkflow:
                 ),
             )
         except ActivityError as e:
-            reason = str(e.cause.message if e.cause is not None and hasattr(e.cause, "message") else e)
-            hours = input.give_up_after_seconds / 3600
+            reason = e.cause.message if isinstance(e.cause, FailureError) else str(e)
+            waited = timedelta(seconds=round(input.give_up_after_seconds))
             await workflow.execute_activity_method(
                 WebhookActivities.record_failure,
-                DeliveryFailure(input.delivery_id, f"given up after {hours:g} hours: {reason}"),
+                DeliveryFailure(input.delivery_id, f"given up after {waited} (h:mm:ss): {reason}"),
                 **DB_WRITE,
             )
             return DeliveryOutcome("failed", 0)
