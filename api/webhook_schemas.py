@@ -55,8 +55,8 @@ WebhookUrl = Annotated[
     StringConstraints(min_length=1, max_length=2048),
     AfterValidator(_webhook_url),
     Field(
-        description="where events are posted: an http:// or https:// URL without credentials",
-        examples=["https://hooks.example.com/hpcinfra"],
+        description="where events are posted: an http:// or https:// URL without credentials, such as "
+        "https://hooks.example.com/hpcinfra",
         json_schema_extra={"pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"},
     ),
 ]
