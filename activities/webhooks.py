@@ -59,17 +59,21 @@ class WebhookActivities:
             webhooks.HEADER_SIGNATURE: webhooks.signature(prepared.secret, timestamp, prepared.body),
         }
         try:
-            async with httpx.AsyncClient(timeout=self.timeout_seconds, follow_redirects=False) as client:
-                response = await client.post(prepared.url, content=prepared.body, headers=headers)
+            # Redirects are not followed (a receiver answers where it was registered), and the answer's
+            # body is never read: only its status counts.
+            async with (
+                httpx.AsyncClient(timeout=self.timeout_seconds, follow_redirects=False) as client,
+                client.stream("POST", prepared.url, content=prepared.body, headers=headers) as response,
+            ):
+                code, phrase = response.status_code, response.reason_phrase
         except httpx.HTTPError as e:
             error = f"the receiver could not be reached: {type(e).__name__}: {e}".strip().rstrip(":")
             await asyncio.to_thread(self._attempted, ref.delivery_id, attempt, None, error)
             raise ApplicationError(error[:ERROR_CHARS], type="WebhookNotAccepted") from None
-        code = response.status_code
         if 200 <= code < 300:
             await asyncio.to_thread(self._attempted, ref.delivery_id, attempt, code, None)
             return DeliveryOutcome("delivered", attempt, code)
-        error = f"the receiver answered {code} {response.reason_phrase}".strip()
+        error = f"the receiver answered {code} {phrase}".strip()
         await asyncio.to_thread(self._attempted, ref.delivery_id, attempt, code, error)
         raise ApplicationError(error, type="WebhookNotAccepted")
 

@@ -175,30 +175,33 @@ def install_finished(cluster_id: str, kind: str, item: Any, reason: str | None =
 
 
 async def start_deliveries(client: Client, settings: Settings, delivery_ids: Iterable[uuid.UUID]) -> int:
-    """Start a delivery workflow for each id (once: a running or finished one is left alone). Failures are
-    logged and left for the resume; returns how many were started now."""
-    started = 0
-    for delivery_id in delivery_ids:
-        try:
-            await client.start_workflow(
-                DELIVERY_WORKFLOW,
-                DeliveryInput(
-                    str(delivery_id),
-                    retry_initial_seconds=settings.webhook_retry_initial_seconds,
-                    retry_maximum_seconds=settings.webhook_retry_maximum_seconds,
-                    give_up_after_seconds=settings.webhook_give_up_after.total_seconds(),
-                ),
-                id=delivery_workflow_id(str(delivery_id)),
-                task_queue=settings.task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            )
-            started += 1
-        except WorkflowAlreadyStartedError:
-            pass
-        except Exception as e:  # noqa: BLE001 - Temporal down or slow: the next resume starts it
-            log.warning("webhook delivery %s not started now (it is started at the next resume): %s", delivery_id, e)
-    return started
+    """Start a delivery workflow for each id (once: a running or finished one is left alone), all at once.
+    Failures are logged and left for the resume; returns how many were started now."""
+    starts = await asyncio.gather(*(_start_delivery(client, settings, d) for d in delivery_ids))
+    return sum(starts)
+
+
+async def _start_delivery(client: Client, settings: Settings, delivery_id: uuid.UUID) -> bool:
+    try:
+        await client.start_workflow(
+            DELIVERY_WORKFLOW,
+            DeliveryInput(
+                str(delivery_id),
+                retry_initial_seconds=settings.webhook_retry_initial_seconds,
+                retry_maximum_seconds=settings.webhook_retry_maximum_seconds,
+                give_up_after_seconds=settings.webhook_give_up_after.total_seconds(),
+            ),
+            id=delivery_workflow_id(str(delivery_id)),
+            task_queue=settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+        return True
+    except WorkflowAlreadyStartedError:
+        return False
+    except Exception as e:  # noqa: BLE001 - Temporal down or slow: the next resume starts it
+        log.warning("webhook delivery %s not started now (it is started at the next resume): %s", delivery_id, e)
+        return False
 
 
 class DeliveryStarter:

@@ -22,12 +22,14 @@ from temporalio.client import Client
 
 from hpcinfra import credits, outbox, webhooks
 from hpcinfra.db import transaction
+from hpcinfra.messages import RequestInput, request_workflow_id
 from hpcinfra.models import Base, Tenant, WebhookEvent
 from hpcinfra.settings import Settings
 from tests.test_access import approve, assert_problem, cluster_of, create_cluster, wait_available
 from tests.utils.record_histories import leaks
 from tests.utils.servers import free_port, wait_until
-from tests.utils.world import file_request, insert_cluster, make_admin, make_tenant
+from tests.utils.world import file_request, insert_cluster, insert_request, make_admin, make_tenant
+from workflows.request import RequestWorkflow
 
 ALL_EVENTS = list(webhooks.EVENT_TYPES)
 
@@ -222,6 +224,46 @@ def test_every_event_arrives_signed_and_the_secret_stays_secret(api, stack, tena
         assert leaks(history, [delivery["id"]]), "the history's payloads were not decoded"
         assert not leaks(history, [secret])
     assert secret not in stack.api.output() and secret not in stack.worker.output()
+
+
+def test_failures_and_expiry_are_events_too(api, stack, receiver):
+    """cluster.failed for a provisioning that failed, install.finished `failed` for a tool whose install
+    failed, request.decided `expired` for a request nobody decided (its workflow started here with an
+    expiry of a second, on the stack's worker)."""
+    tenant = make_tenant(
+        stack.db.sessions,
+        extra_providers={
+            "broken": {"kind": "sim", "config": {"failAt": "storage"}},
+            "no-tools": {"kind": "sim", "config": {"failTools": ["iverilog"]}},
+        },
+    )
+    hook = register(api, tenant, receiver.url, ALL_EVENTS)
+    broken = create_cluster(api, tenant.cad, tenant.providers["broken"])["id"]
+    toolless = create_cluster(api, tenant.cad, tenant.providers["no-tools"])["id"]
+    request_id = str(insert_request(stack.db.sessions, tenant, "undecided"))
+
+    async def start_expiring() -> None:
+        client = await Client.connect(stack.temporal_address)
+        await client.start_workflow(
+            RequestWorkflow.run,
+            RequestInput(request_id, 1),
+            id=request_workflow_id(request_id),
+            task_queue=stack.task_queue,
+        )
+
+    asyncio.run(start_expiring())
+    failed = receiver.wait_for("cluster.failed", lambda e: e["data"]["clusterId"] == broken)
+    assert failed.event["data"]["status"] == "error" and "storage" in failed.event["data"]["reason"]
+    install = receiver.wait_for("install.finished", lambda e: e["data"]["clusterId"] == toolless)
+    assert install.event["data"]["result"] == "failed" and install.event["data"]["name"] == "iverilog"
+    assert install.event["data"]["reason"]
+    expired = receiver.wait_for("request.decided", lambda e: e["data"]["requestId"] == request_id)
+    assert expired.event["data"]["decision"] == "expired" and expired.event["data"]["decidedBy"] is None
+    assert expired.event["data"]["rejectionReason"].startswith("expired")
+    for received in receiver.received:
+        assert_signed(received, hook["secret"])
+    for cluster_id in (broken, toolless):
+        api.delete(f"/clusters/{cluster_id}", headers=tenant.cad.headers)
 
 
 def test_a_receiver_that_fails_gets_the_same_event_again(api, tenant):
