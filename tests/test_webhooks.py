@@ -552,3 +552,23 @@ def test_the_signature_scheme_as_documented():
     assert not webhooks.verify(secret, str(timestamp), body, f"v1={expected}", now=timestamp + 3600)  # too old
     assert not webhooks.verify(secret, str(timestamp), body + b" ", f"v1={expected}", now=timestamp)
     assert timedelta(seconds=webhooks.TOLERANCE_SECONDS) == timedelta(minutes=5)
+
+
+def test_rotating_the_credential_keys_reencrypts_webhook_secrets(fresh_db):
+    """`hpcinfra credentials rotate` re-encrypts webhook secrets too, so the old key can be dropped."""
+    from hpcinfra.credentials import CredentialBox, new_key
+    from hpcinfra.models import Webhook
+    from tests.test_credentials import rotate
+
+    old, new = new_key(), new_key()
+    tenant = make_tenant(fresh_db.sessions)
+    with transaction(fresh_db.sessions) as session:
+        webhook, secret = outbox.create_webhook(
+            session, CredentialBox([old]), uuid.UUID(tenant.id), "https://hooks.example.com/x", ["balance.low"], None
+        )
+    result = rotate(fresh_db, [new, old])
+    assert result.returncode == 0, result.stderr
+    assert "1 webhook secret(s)" in result.stdout
+    with fresh_db.sessions() as session:
+        stored = session.get_one(Webhook, webhook.id).secret_encrypted
+    assert outbox.open_secret(CredentialBox([new]), stored) == secret
