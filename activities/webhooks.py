@@ -78,16 +78,19 @@ class WebhookActivities:
         raise ApplicationError(error, type="WebhookNotAccepted")
 
     @activity.defn(name="RecordWebhookFailure")
-    def record_failure(self, failure: DeliveryFailure) -> None:
-        """The delivery was given up: say so on it (its last answer or error stays as it was recorded)."""
+    def record_failure(self, failure: DeliveryFailure) -> DeliveryOutcome:
+        """The delivery was given up: say so on it, after its last answer or error."""
         with transaction(self.sessions) as session:
             delivery = session.get(WebhookDelivery, uuid.UUID(failure.delivery_id))
-            if delivery is None or delivery.status != "pending":
-                return
+            if delivery is None:
+                return DeliveryOutcome("dropped", 0)
+            if delivery.status != "pending":
+                return DeliveryOutcome(delivery.status, delivery.attempts, delivery.last_status_code)
             delivery.status, delivery.finished_at = "failed", utcnow()
             known = delivery.last_error is None or delivery.last_error in failure.reason
             last = "" if known else f"; the last attempt: {delivery.last_error}"
             delivery.last_error = (failure.reason + last)[:ERROR_CHARS]
+            return DeliveryOutcome("failed", delivery.attempts, delivery.last_status_code)
 
     def _prepare(self, delivery_id: str) -> _Prepared | DeliveryOutcome:
         with self.sessions() as session:

@@ -40,9 +40,8 @@ class WebhookDeliveryWorkflow:
         except ActivityError as e:
             reason = e.cause.message if isinstance(e.cause, FailureError) else str(e)
             waited = timedelta(seconds=round(input.give_up_after_seconds))
-            await workflow.execute_activity_method(
+            return await workflow.execute_activity_method(
                 WebhookActivities.record_failure,
                 DeliveryFailure(input.delivery_id, f"given up after {waited} (h:mm:ss): {reason}"),
                 **DB_WRITE,
             )
-            return DeliveryOutcome("failed", 0)
