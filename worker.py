@@ -7,15 +7,18 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.orm import Session, sessionmaker
+from temporalio.client import Client
 from temporalio.runtime import Runtime
 from temporalio.worker import Interceptor, Worker
 
 from activities.clusters import ClusterActivities
 from activities.metering import MeteringActivities
 from activities.requests import RequestActivities
+from activities.webhooks import WebhookActivities
 from hpcinfra import observability
 from hpcinfra.credentials import credential_box, kept_secret
 from hpcinfra.db import make_engine, make_session_factory
+from hpcinfra.outbox import DeliveryStarter, Outbox
 from hpcinfra.settings import Settings, get_settings
 from hpcinfra.temporal import connect
 from infra.providers import ProviderSettings
@@ -23,15 +26,24 @@ from workflows.cluster import ClusterWorkflow
 from workflows.metering import MeteringWorkflow
 from workflows.request import RequestWorkflow
 from workflows.resume import resume_workflows
+from workflows.webhooks import WebhookDeliveryWorkflow
 
-WORKFLOWS = [RequestWorkflow, ClusterWorkflow, MeteringWorkflow]
+WORKFLOWS = [RequestWorkflow, ClusterWorkflow, MeteringWorkflow, WebhookDeliveryWorkflow]
 
 
-def build_activities(settings: Settings, sessions: sessionmaker[Session] | None = None) -> list:
+def build_activities(
+    settings: Settings, sessions: sessionmaker[Session] | None = None, client: Client | None = None
+) -> list:
+    """The activities; with `client` (and a running event loop), those that tell of events start their
+    webhook deliveries themselves; without, deliveries wait for the next resume (workflows/resume.py)."""
     sessions = sessions or make_session_factory(make_engine(settings.sqlalchemy_url))
-    requests = RequestActivities(sessions, settings.budget_min_runway_hours)
-    clusters = ClusterActivities(sessions, credential_box(settings), provider_settings(settings))
-    metering = MeteringActivities(sessions, clusters.describe)
+    box = credential_box(settings)
+    starter = DeliveryStarter(client, settings, asyncio.get_running_loop()) if client is not None else None
+    outbox = Outbox(starter, settings.budget_min_runway_hours)
+    requests = RequestActivities(sessions, settings.budget_min_runway_hours, outbox)
+    clusters = ClusterActivities(sessions, box, provider_settings(settings), outbox)
+    metering = MeteringActivities(sessions, clusters.describe, outbox)
+    webhooks = WebhookActivities(sessions, box, settings.webhook_timeout_seconds)
     return [
         requests.record_decision,
         requests.add_note,
@@ -48,6 +60,8 @@ def build_activities(settings: Settings, sessions: sessionmaker[Session] | None 
         clusters.register_service,
         clusters.pending_installs,
         metering.collect,
+        webhooks.deliver,
+        webhooks.record_failure,
     ]
 
 
@@ -85,7 +99,7 @@ async def run(settings: Settings) -> None:
             client,
             task_queue=settings.task_queue,
             workflows=WORKFLOWS,
-            activities=build_activities(settings, sessions),
+            activities=build_activities(settings, sessions, client),
             activity_executor=executor,
             max_cached_workflows=settings.worker_max_cached_workflows,
             interceptors=interceptors,

@@ -32,6 +32,7 @@ from hpcinfra.messages import (
     StepRecord,
 )
 from hpcinfra.models import CloudProvider, Cluster, ClusterEvent, ClusterService, ClusterTool, Tenant, utcnow
+from hpcinfra.outbox import CLUSTER_EVENTS, Outbox, cluster_changed, install_finished
 from infra.catalog import NODE_TYPES, SERVICES
 from infra.providers import ProviderSettings, get_provider
 from infra.providers.base import (
@@ -54,11 +55,17 @@ HEARTBEAT_EVERY = timedelta(seconds=5)
 
 class ClusterActivities:
     def __init__(
-        self, sessions: sessionmaker[Session], credentials: CredentialBox, providers: ProviderSettings
+        self,
+        sessions: sessionmaker[Session],
+        credentials: CredentialBox,
+        providers: ProviderSettings,
+        webhooks: Outbox | None = None,
     ) -> None:
         self.sessions = sessions
         self.credentials = credentials
         self.providers = providers
+        # Tells the tenant's webhooks of statuses and finished installs, with the transaction that writes them.
+        self.webhooks = webhooks
 
     # --- the step log and statuses -----------------------------------------------------------
 
@@ -89,6 +96,10 @@ class ClusterActivities:
             cluster.status_reason = change.reason
             message = change.reason or f"cluster is {change.status}"
             _log_step(session, uuid.UUID(change.key), change.cluster_id, "status", change.status, message, change.time)
+            if change.status in CLUSTER_EVENTS:
+                self._tell(
+                    session, cluster.tenant_id, CLUSTER_EVENTS[change.status], cluster_changed(cluster), change.key
+                )
 
     @activity.defn(name="MarkItemFailed")
     def mark_item_failed(self, failure: ItemFailed) -> None:
@@ -104,6 +115,9 @@ class ClusterActivities:
                 failure.reason,
                 failure.time,
             )
+            tenant_id = find_cluster(session, failure.cluster_id).tenant_id
+            data = install_finished(failure.cluster_id, failure.kind, item, failure.reason)
+            self._tell(session, tenant_id, "install.finished", data, failure.key)
 
     # --- provider runs -------------------------------------------------------------------------
 
@@ -360,6 +374,14 @@ class ClusterActivities:
             if endpoint is not None:
                 item.endpoint = endpoint
             _log_step(session, key, ref.cluster_id, step, "succeeded", summary, utcnow())
+            tenant_id = find_cluster(session, ref.cluster_id).tenant_id
+            self._tell(session, tenant_id, "install.finished", install_finished(ref.cluster_id, kind, item), str(key))
+
+    def _tell(self, session: Session, tenant_id: uuid.UUID, event_type: str, data: dict[str, Any], key: str) -> None:
+        """The event for the tenant's webhooks (hpcinfra/outbox.py), in the transaction of the act; `key`
+        is the act's own (its step log key), so a retried activity tells of it once."""
+        if self.webhooks is not None:
+            self.webhooks.emit(session, tenant_id, event_type, data, key=f"{event_type}/{key}")
 
     def _abandon_tool_installs(self, cluster_id: str) -> None:
         with transaction(self.sessions) as session:

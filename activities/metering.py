@@ -13,6 +13,7 @@ from activities.clusters import find_cluster
 from hpcinfra import credits, metering
 from hpcinfra.db import transaction
 from hpcinfra.messages import Collection, CollectRequest
+from hpcinfra.outbox import Outbox
 from infra.providers.base import ClusterSpec, Provider, Utilisation
 
 log = logging.getLogger(__name__)
@@ -26,10 +27,17 @@ LONGEST_READ = timedelta(days=1)
 
 
 class MeteringActivities:
-    def __init__(self, sessions: sessionmaker[Session], describe: Callable[..., tuple[ClusterSpec, Provider]]) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        describe: Callable[..., tuple[ClusterSpec, Provider]],
+        webhooks: Outbox | None = None,
+    ) -> None:
         self.sessions = sessions
         # The cluster's spec and provider (ClusterActivities.describe).
         self.describe = describe
+        # balance.low for the tenant's webhooks, checked with each collection (hpcinfra/outbox.py).
+        self.webhooks = webhooks
 
     @activity.defn(name="CollectMetrics")
     async def collect(self, request: CollectRequest) -> Collection:
@@ -77,6 +85,8 @@ class MeteringActivities:
                     f"stopped: the tenant's credit balance is {credits.as_credits(balance)} and its budget "
                     "policy is 'stop'; an admin can grant credits (POST /tenants/{tenantId}/credits)"
                 )
+            if self.webhooks is not None:
+                self.webhooks.check_balance(session, cluster.tenant_id)
             return Collection(
                 minutes=span.minutes if span else 0,
                 finished=metering.finished(cluster),

@@ -10,14 +10,19 @@ from hpcinfra import audit, credits
 from hpcinfra.db import transaction
 from hpcinfra.messages import DecisionRecord, NoteRecord, RequestState
 from hpcinfra.models import Cluster, ClusterRequest, ClusterService, ClusterTool
+from hpcinfra.outbox import Outbox, request_decided
 from hpcinfra.store import add_note, find_user, may_decide, may_see_request
 
 
 class RequestActivities:
-    def __init__(self, sessions: sessionmaker[Session], min_runway_hours: float) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], min_runway_hours: float, webhooks: Outbox | None = None
+    ) -> None:
         self.sessions = sessions
         # The budget guard: an approval must leave the tenant this many hours of credits.
         self.min_runway_hours = min_runway_hours
+        # Tells the tenant's webhooks of each decision (request.decided), with the decision's transaction.
+        self.webhooks = webhooks
 
     @activity.defn(name="RecordDecision")
     def record_decision(self, record: DecisionRecord) -> RequestState:
@@ -65,6 +70,11 @@ class RequestActivities:
                 session, request.tenant_id, decider.id if decider else None, action, f"request {request.id}",
                 record.source, **detail,
             )  # fmt: skip
+            if self.webhooks is not None:
+                data = request_decided(request, expired=decider is None)
+                self.webhooks.emit(
+                    session, request.tenant_id, "request.decided", data, key=f"request.decided/{request.id}"
+                )
             return _outcome(request)
 
     @activity.defn(name="AddNote")

@@ -8,6 +8,8 @@ first answer, and nothing is done twice.
   answered, a second one is refused with 409.
 - Keys belong to the caller (so to its tenant) and are kept for 24 hours. A first call that ends in
   a server error keeps no key, so that it can be retried.
+- An answer marked `Cache-Control: no-store` (one that shows a secret once, such as a new webhook's
+  signing secret) is kept encrypted with the credential keys, never in clear.
 """
 
 import hashlib
@@ -21,11 +23,14 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import problem_response
+from hpcinfra.credentials import CredentialBox
 from hpcinfra.db import transaction
 from hpcinfra.models import IdempotencyKey, utcnow
 
 HEADER = "idempotency-key"
 KEPT_FOR = timedelta(hours=24)
+# Marks a kept answer that is encrypted (a JSON body never starts so).
+SEALED = "sealed:"
 
 
 class Idempotency:
@@ -52,10 +57,10 @@ class Idempotency:
         fingerprint = hashlib.sha256(
             b"\n".join([scope["method"].encode(), path.encode(), scope.get("query_string", b""), body])
         ).hexdigest()
-        sessions = scope["app"].state.sessions
+        sessions, box = scope["app"].state.sessions, scope["app"].state.credentials
         claimed, earlier = await run_in_threadpool(_claim, sessions, user.id, key, fingerprint)
         if not claimed:
-            await _answer_again(earlier, fingerprint, path, scope, receive, send)
+            await _answer_again(earlier, fingerprint, path, box, scope, receive, send)
             return
 
         answer: dict = {"status": 500, "headers": [], "body": b"", "kept": False}
@@ -70,7 +75,7 @@ class Idempotency:
                 answer["body"] += message.get("body", b"")
                 if not message.get("more_body"):
                     # Kept before the caller has the answer, so that a call made on receiving it finds it.
-                    await run_in_threadpool(_settle, sessions, user.id, key, answer)
+                    await run_in_threadpool(_settle, sessions, box, user.id, key, answer)
                     answer["kept"] = True
             await send(message)
 
@@ -78,7 +83,7 @@ class Idempotency:
             await self.app(scope, replay_body, keep_answer)
         finally:
             if not answer["kept"]:
-                await run_in_threadpool(_settle, sessions, user.id, key, {**answer, "status": 500})
+                await run_in_threadpool(_settle, sessions, box, user.id, key, {**answer, "status": 500})
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -111,7 +116,7 @@ def _claim(sessions, user_id, key: str, fingerprint: str) -> tuple[bool, Idempot
             )
 
 
-def _settle(sessions, user_id, key: str, answer: dict) -> None:
+def _settle(sessions, box: CredentialBox, user_id, key: str, answer: dict) -> None:
     """Keep the first call's answer; after a server error, let the key go so the call can be made again."""
     with transaction(sessions) as session:
         row = session.scalar(select(IdempotencyKey).where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key))
@@ -120,12 +125,17 @@ def _settle(sessions, user_id, key: str, answer: dict) -> None:
         if answer["status"] >= 500:
             session.delete(row)
             return
+        headers = dict(answer["headers"])
         row.status_code = answer["status"]
-        row.content_type = dict(answer["headers"]).get(b"content-type", b"application/json").decode()
+        row.content_type = headers.get(b"content-type", b"application/json").decode()
         row.body = answer["body"].decode()
+        if b"no-store" in headers.get(b"cache-control", b""):
+            row.body = SEALED + box.seal({"body": row.body})
 
 
-async def _answer_again(earlier: IdempotencyKey | None, fingerprint: str, path: str, scope, receive, send) -> None:
+async def _answer_again(
+    earlier: IdempotencyKey | None, fingerprint: str, path: str, box: CredentialBox, scope, receive, send
+) -> None:
     if earlier is None:  # let go a moment ago, after a server error: the caller may try again
         await problem_response(409, "this Idempotency-Key was just released; send the request again", instance=path)(
             scope, receive, send
@@ -141,6 +151,9 @@ async def _answer_again(earlier: IdempotencyKey | None, fingerprint: str, path: 
             409, "a request with this Idempotency-Key is still being answered; try again shortly", instance=path
         )(scope, receive, send)
     else:
+        body, headers = earlier.body or "", []
+        if body.startswith(SEALED):
+            body, headers = box.open(body.removeprefix(SEALED))["body"], [(b"cache-control", b"no-store")]
         await send(
             {
                 "type": "http.response.start",
@@ -148,7 +161,8 @@ async def _answer_again(earlier: IdempotencyKey | None, fingerprint: str, path: 
                 "headers": [
                     (b"content-type", (earlier.content_type or "application/json").encode()),
                     (b"idempotent-replayed", b"true"),
+                    *headers,
                 ],
             }
         )
-        await send({"type": "http.response.body", "body": (earlier.body or "").encode()})
+        await send({"type": "http.response.body", "body": body.encode()})

@@ -12,7 +12,7 @@ from api.auth import Authentication
 from api.deps import TemporalConnection
 from api.idempotency import Idempotency
 from api.limits import BodySizeLimit, RateLimit
-from api.routes import audit, cluster_items, clusters, meta, metrics, providers, requests, tenants
+from api.routes import audit, cluster_items, clusters, meta, metrics, providers, requests, tenants, webhooks
 from hpcinfra import observability
 from hpcinfra.credentials import credential_box
 from hpcinfra.db import make_engine, make_session_factory
@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _observe(app, settings)
     v1 = APIRouter(prefix=API_PREFIX)
-    for module in (meta, requests, clusters, cluster_items, metrics, providers, tenants, audit):
+    for module in (meta, requests, clusters, cluster_items, metrics, providers, tenants, audit, webhooks):
         v1.include_router(module.router)
     app.include_router(v1)
     return app

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from hpcinfra import accounts, client, credentials, credits
 from hpcinfra.db import make_engine, make_session_factory, transaction, upgrade
-from hpcinfra.models import ClusterService
+from hpcinfra.models import ClusterService, Webhook
 from hpcinfra.settings import get_settings
 
 app = typer.Typer(help="hpcinfra: Slurm clusters for chip-design teams.", no_args_is_help=True, add_completion=False)
@@ -203,25 +203,30 @@ def credentials_new_key() -> None:
 
 @credentials_app.command("rotate")
 def credentials_rotate() -> None:
-    """Re-encrypt every stored service credential with the first key of HPCINFRA_CREDENTIAL_KEYS;
-    afterwards the older keys can be dropped. Changes nothing unless every credential can be read."""
+    """Re-encrypt every stored service credential and webhook secret with the first key of
+    HPCINFRA_CREDENTIAL_KEYS; afterwards the older keys can be dropped. Changes nothing unless every one
+    can be read."""
     box = credentials.credential_box(get_settings())
     with transaction(_sessions()) as session:
         services = session.scalars(
             select(ClusterService).where(ClusterService.credentials_encrypted.is_not(None))
         ).all()
+        webhooks = session.scalars(select(Webhook).where(Webhook.secret_encrypted.is_not(None))).all()
+        sealed = [(s, "credentials_encrypted") for s in services] + [(w, "secret_encrypted") for w in webhooks]
         unreadable = 0
-        for service in services:
+        for row, column in sealed:
             try:
-                service.credentials_encrypted = box.reseal(service.credentials_encrypted)
+                setattr(row, column, box.reseal(getattr(row, column)))
             except ValueError:
                 unreadable += 1
         if unreadable:  # _fail raises, so the transaction is rolled back
             _fail(
-                f"{unreadable} of {len(services)} credential(s) cannot be decrypted with HPCINFRA_CREDENTIAL_KEYS; "
+                f"{unreadable} of {len(sealed)} credential(s) cannot be decrypted with HPCINFRA_CREDENTIAL_KEYS; "
                 "add the key they were encrypted with (after the new one) and run this again. Nothing was changed."
             )
-    typer.echo(f"re-encrypted {len(services)} service credential(s) with the current key")
+    typer.echo(
+        f"re-encrypted {len(services)} service credential(s) and {len(webhooks)} webhook secret(s) with the current key"
+    )
 
 
 local_app = typer.Typer(help="The local provider: real Slurm clusters on this machine.", no_args_is_help=True)

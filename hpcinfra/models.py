@@ -316,3 +316,65 @@ class AuditEvent(Base):
     source: Mapped[str] = mapped_column(String(100))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     time: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Webhook(Base):
+    """An endpoint of a tenant's that is told about the events it names (hpcinfra/webhooks.py). Its
+    signing secret is kept only encrypted, with the credential keys; a deleted webhook keeps its row
+    (its deliveries name it) but loses its secret."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[list[Any]] = mapped_column(default=list)
+    secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    created_by_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deleted_at: Mapped[datetime | None]
+
+
+class WebhookEvent(Base):
+    """Something that happened, written in the same transaction as the act itself (the outbox). `key`
+    names the act (e.g. the status change's key), so an activity run twice writes its event once."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)
+    type: Mapped[str] = mapped_column(String(50))
+    occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    key: Mapped[str | None] = mapped_column(String(200), unique=True)
+
+
+class WebhookDelivery(Base):
+    """One event to one webhook, posted by its own workflow (`webhook-delivery-<id>`) until it is
+    accepted or given up: `pending`, then `delivered`, `failed` or `dropped` (the webhook was deleted)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_webhook", "webhook_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    webhook_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhooks.id"))
+    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_events.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_attempt_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    event: Mapped[WebhookEvent] = relationship(lazy="joined")
+
+
+class BalanceAlert(Base):
+    """Whether a tenant's balance is below its runway threshold now (`low_since` set): balance.low is sent
+    when it falls below, once, and again only after it has been back above."""
+
+    __tablename__ = "balance_alerts"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    low_since: Mapped[datetime | None]

@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     pulumi_secrets_provider: str = "passphrase"
     pulumi_passphrase: str = ""
 
+    # Outbound webhooks: each delivery is retried with exponential backoff from the initial interval (doubling
+    # up to the maximum) until it is accepted or `webhook_give_up_after` has passed; each attempt waits this
+    # long for the receiver's answer.
+    webhook_retry_initial_seconds: float = Field(default=10, gt=0, le=3600)
+    webhook_retry_maximum_seconds: float = Field(default=3600, gt=0, le=86400)
+    webhook_give_up_after: timedelta = timedelta(hours=24)
+    webhook_timeout_seconds: float = Field(default=10, gt=0, le=60)
+
     # Fernet keys for service credentials, comma-separated; the first encrypts, all decrypt.
     # Empty in development means a key kept in the data folder; production requires keys.
     credential_keys: str = ""

@@ -122,6 +122,10 @@ def stack(db: Database, temporal_address: str, tmp_path_factory) -> Iterator[Sta
         "HPCINFRA_DATA_DIR": str(logs / "data"),
         # The tests call far faster than people do; the rate limit has tests of its own.
         "HPCINFRA_RATE_LIMIT_PER_MINUTE": "0",
+        # Webhook deliveries retry within seconds and give up within a test's patience (tests/test_webhooks.py).
+        "HPCINFRA_WEBHOOK_RETRY_INITIAL_SECONDS": "0.2",
+        "HPCINFRA_WEBHOOK_RETRY_MAXIMUM_SECONDS": "1",
+        "HPCINFRA_WEBHOOK_GIVE_UP_AFTER": "PT20S",
     }
     worker = start_worker(env, logs / "worker.log")
     api = Process([os.sys.executable, "-m", "hpcinfra", "api"], logs / "api.log", env)

@@ -112,6 +112,8 @@ BODIES: dict[str, Callable[[str], dict[str, Any]]] = {
         "config": {"databaseName": "x"},
     },
     "POST /tenants/{tenantId}/credits": lambda provider: {"amount": 100, "note": "a grant that must not land"},
+    # An event tenant A never has (its balance lasts years), to an address where nothing listens.
+    "POST /tenants/{tenantId}/webhooks": lambda provider: {"url": "http://127.0.0.1:9/hook", "events": ["balance.low"]},
 }
 
 QUERY_VALUES = {"start": "2024-01-01T00:00:00Z", "end": "2024-01-02T00:00:00Z", "interval": "hour"}
@@ -167,6 +169,7 @@ class World:
     b_request_id: str  # B's own request
     client: httpx.Client
     baseline: dict[str, Any] = field(default_factory=dict)
+    webhook_id: str = ""  # a webhook of A
 
     def ids_of(self, param: str) -> list[str]:
         """Every id of tenant A for a path parameter (document name); the test fails for an unknown one."""
@@ -180,6 +183,7 @@ class World:
             "userId": [self.a.cad.id, self.a.it.id],
             "toolId": [t["id"] for t in cluster["tools"]],
             "serviceId": [s["id"] for s in cluster["services"]],
+            "webhookId": [self.webhook_id],
         }
         found = known.get(camel(param))
         if not found:
@@ -281,7 +285,12 @@ def world(stack):
         cluster_id = cluster_of(client, a.it, approved["id"])
         wait_available(client, a.it, cluster_id)
         b_request = file_request(client, b.cad, b.provider_id)
+        webhook = client.post(
+            f"/tenants/{a.id}/webhooks", json=BODIES["POST /tenants/{tenantId}/webhooks"](""), headers=a.it.headers
+        )
+        assert webhook.status_code == 201, webhook.text
         w = World(a, b, pending["id"], approved["id"], cluster_id, b_request["id"], client)
+        w.webhook_id = webhook.json()["id"]
         w.baseline = w.snapshot()
         yield w
 

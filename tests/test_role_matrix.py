@@ -120,6 +120,11 @@ RULES: dict[str, Rule] = {
     "GET /tenants/{tenantId}/credits":                   Rule(F,     F,         A,          A),
     "POST /tenants/{tenantId}/credits":                  Rule(F,     F,         F,          A),
     "GET /audit":                                        Rule(F,     F,         A,          A),
+    # A tenant's webhooks: its IT managers and admins register, list, delete them and read their deliveries.
+    "GET /tenants/{tenantId}/webhooks":                  Rule(F,     F,         A,          A),
+    "POST /tenants/{tenantId}/webhooks":                 Rule(F,     F,         A,          A),
+    "DELETE /tenants/{tenantId}/webhooks/{webhookId}":   Rule(F,     F,         A,          A),
+    "GET /tenants/{tenantId}/webhooks/{webhookId}/deliveries": Rule(F, F,       A,          A),
 }
 # fmt: on
 
@@ -180,6 +185,17 @@ class Matrix:
             headers=self.world.a.it.headers,
         )
 
+    def fresh_webhook(self) -> str:
+        body = BODIES["POST /tenants/{tenantId}/webhooks"]("")
+        response = self.world.client.post(
+            f"/tenants/{self.world.a.id}/webhooks", json=body, headers=self.world.a.it.headers
+        )
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    def tidy_webhook(self, webhook_id: str) -> None:
+        self.world.client.delete(f"/tenants/{self.world.a.id}/webhooks/{webhook_id}", headers=self.world.a.it.headers)
+
     def tidy_cluster(self, cluster_id: str) -> None:
         """A fresh cluster left standing: delete it (deleting twice changes nothing)."""
         self.world.client.delete(f"/clusters/{cluster_id}", headers=self.world.a.cad.headers)
@@ -203,6 +219,10 @@ FRESH: dict[str, Fresh] = {
     # whether or not authorization came first. A cluster in error makes an allowed retry a 202.
     "POST /clusters/{clusterId}/retry": Fresh(
         lambda m: {"clusterId": m.fresh_error_cluster()}, lambda m, ids: m.tidy_cluster(ids["clusterId"])
+    ),
+    "DELETE /tenants/{tenantId}/webhooks/{webhookId}": Fresh(
+        lambda m: {"tenantId": m.world.a.id, "webhookId": m.fresh_webhook()},
+        lambda m, ids: m.tidy_webhook(ids["webhookId"]),
     ),
 }
 

@@ -7,6 +7,8 @@ the worker and the API run it when they start; no workflow imports it).
   request's workflow, which is durable).
 - An `available` cluster without metering: available from before metering existed, or its metering
   was terminated by an operator.
+- A webhook delivery never attempted: the process that wrote it could not start its workflow
+  (hpcinfra/outbox.py).
 
 Each is started with its usual id and `USE_EXISTING`, so a workflow that runs is left alone, and
 running this any number of times, from any number of processes, starts each at most once.
@@ -20,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
+from hpcinfra import outbox
 from hpcinfra.db import transaction
 from hpcinfra.messages import (
     ClusterInput,
@@ -52,7 +55,14 @@ async def resume_workflows(client: Client, sessions: sessionmaker[Session], sett
         await client.start_workflow(
             MeteringWorkflow.run, MeteringInput(cluster_id), id=metering_workflow_id(cluster_id), **start
         )
-    return {"requests": len(requests), "clusters": len(clusters), "metering": len(metered)}
+    deliveries = await asyncio.to_thread(outbox.undelivered, sessions)
+    await outbox.start_deliveries(client, settings, deliveries)
+    return {
+        "requests": len(requests),
+        "clusters": len(clusters),
+        "metering": len(metered),
+        "webhook deliveries": len(deliveries),
+    }
 
 
 def _what_should_run(

@@ -15,6 +15,7 @@ from api.estimates import Estimates
 from api.pagination import Page
 from api.params import RequestId
 from api.workflow_calls import UPDATE_TIMEOUT, start_or_take_back, update
+from hpcinfra import outbox
 from hpcinfra.messages import Decision, RequestInput, request_workflow_id
 from hpcinfra.models import ClusterRequest
 from hpcinfra.store import add_note, may_decide
@@ -49,7 +50,7 @@ async def create_request(
     """File a request for a cluster; it waits for an IT manager's decision."""
     require_role(user, "cad_manager", action="file cluster requests")
 
-    def insert() -> ClusterRequest:
+    def insert() -> tuple[ClusterRequest, list[uuid.UUID]]:
         provider_for_new_cluster(session, user, body.cloud_provider_id)
         request = ClusterRequest(
             tenant_id=user.tenant_id,
@@ -64,17 +65,25 @@ async def create_request(
             requested_by_id=user.id,
         )
         session.add(request)
+        session.flush()
+        # request.filed, with the request (hpcinfra/outbox.py); delivered once its workflow has started.
+        deliveries = outbox.emit(session, user.tenant_id, "request.filed", outbox.request_filed(request))
         session.commit()
-        return request
+        return request, deliveries
 
-    request = await run_in_threadpool(insert)
+    request, deliveries = await run_in_threadpool(insert)
     start = temporal.start_workflow(
         RequestWorkflow.run,
         RequestInput(str(request.id), settings.request_expiry.total_seconds()),
         id=request_workflow_id(str(request.id)),
         task_queue=settings.task_queue,
     )
-    await start_or_take_back(start, session, request, "request")
+    try:
+        await start_or_take_back(start, session, request, "request")
+    except Problem:
+        await run_in_threadpool(outbox.withdraw, session, deliveries)
+        raise
+    await outbox.start_deliveries(temporal, settings, deliveries)
     return await run_in_threadpool(_view, session, request)
 
 

@@ -17,7 +17,11 @@ worker.build_activities), and drives these scenarios at the same time with the T
 - cluster-compensated-then-retried: provisioning fails at storage and is compensated, `retry` fails and is
   compensated again, then the cluster is deleted;
 - cluster-continue-as-new-run-<n>: every run of a cluster with a small history limit (60 events): the first
-  continues as new after provisioning, the second after `check_health` updates, the third is deleted.
+  continues as new after provisioning, the second after `check_health` updates, the third is deleted;
+- webhook-delivered-after-a-retry: a WebhookDelivery to a receiver (in this process) that answers 500, then 200;
+- webhook-given-up: a WebhookDelivery to a receiver that always answers 500, given up after a few seconds.
+
+`--only webhook` records (and writes) the webhook scenarios alone, leaving the other files as they are.
 
 Each history is written to tests/histories/<scenario>.json, one event a line (`WorkflowHistory.to_json`
 without the failures' stack traces, which name files of this machine; the worker and client identity is
@@ -49,10 +53,13 @@ import logging
 import socket
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +67,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.worker import Worker
 
+from hpcinfra import outbox
+from hpcinfra.credentials import credential_box
 from hpcinfra.db import make_engine, make_session_factory, transaction, upgrade
 from hpcinfra.messages import (
     ClusterInput,
@@ -74,7 +83,8 @@ from hpcinfra.messages import (
 )
 from hpcinfra.models import ClusterRequest
 from hpcinfra.settings import Settings
-from tests.utils.servers import start_temporal_dev_server
+from hpcinfra.webhooks import delivery_workflow_id
+from tests.utils.servers import free_port, start_temporal_dev_server
 from tests.utils.world import TenantWorld, insert_cluster, make_tenant
 from worker import WORKFLOWS, build_activities
 from workflows.cluster import ClusterWorkflow
@@ -221,6 +231,43 @@ class Recorder:
             )
         assert number >= 3, f"{number} run(s) recorded, not 3"
 
+    # --- webhooks ----------------------------------------------------------------------------
+
+    async def webhook_deliveries(self, settings: Settings) -> None:
+        """One delivery accepted at its second attempt, one given up (a receiver in this process)."""
+        answers: dict[str, list[int]] = {"/retry": [500, 200], "/broken": []}
+
+        class Receiver(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server name
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                planned = answers[self.path]
+                self.send_response(planned.pop(0) if planned else 500)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", free_port()), Receiver)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        fast = replace_settings(settings, webhook_retry_initial_seconds=0.5, webhook_give_up_after=timedelta(seconds=4))
+        try:
+            for name, path in (("webhook-delivered-after-a-retry", "/retry"), ("webhook-given-up", "/broken")):
+                # A tenant for each: the other scenarios' clusters tell their webhooks nothing.
+                tenant_id = uuid.UUID(make_tenant(self.sessions).id)
+                with transaction(self.sessions) as session:
+                    url = f"http://127.0.0.1:{server.server_address[1]}{path}"
+                    outbox.create_webhook(session, credential_box(settings), tenant_id, url, ["cluster.failed"], None)
+                    [delivery_id] = outbox.emit(session, tenant_id, "cluster.failed", {"clusterId": name})
+                await outbox.start_deliveries(self.client, fast, [delivery_id])
+                handle = self.client.get_workflow_handle(delivery_workflow_id(str(delivery_id)))
+                outcome = await asyncio.wait_for(handle.result(), timeout=60)
+                assert outcome["status"] == ("delivered" if path == "/retry" else "failed"), outcome
+                await self.keep(name, handle)
+        finally:
+            server.shutdown()
+            server.server_close()
+
     async def _start_cluster(
         self, name: str, make_input: Callable[[str], ClusterInput], **fields: Any
     ) -> WorkflowHandle:
@@ -228,6 +275,10 @@ class Recorder:
         return await self.client.start_workflow(
             ClusterWorkflow.run, make_input(cluster_id), id=cluster_workflow_id(cluster_id), task_queue=TASK_QUEUE
         )
+
+
+def replace_settings(settings: Settings, **changes: Any) -> Settings:
+    return settings.model_copy(update=changes)
 
 
 async def first_task_done(handle: WorkflowHandle, timeout: float = 30) -> None:
@@ -295,7 +346,7 @@ def write(histories: dict[str, WorkflowHistory], needles: list[str]) -> list[Pat
     return written
 
 
-async def record(tmp: Path) -> dict[str, WorkflowHistory]:
+async def record(tmp: Path, only: str | None = None) -> dict[str, WorkflowHistory]:
     server, address = start_temporal_dev_server(tmp / "temporal.log")
     try:
         url = f"sqlite:///{tmp / 'hpcinfra.db'}"
@@ -303,7 +354,7 @@ async def record(tmp: Path) -> dict[str, WorkflowHistory]:
         sessions = make_session_factory(make_engine(url))
         failing = {"kind": "sim", "config": {"failAt": "storage"}}
         tenant = make_tenant(sessions, extra_providers={"failing": failing})
-        settings = Settings(database_url=url, data_dir=tmp / "data", sim_step_seconds=0)
+        settings = Settings(database_url=url, data_dir=tmp / "data", sim_step_seconds=0, task_queue=TASK_QUEUE)
         client = await Client.connect(address, identity=IDENTITY)
         recorder = Recorder(client, sessions, tenant)
         with ThreadPoolExecutor(16) as executor:
@@ -315,13 +366,21 @@ async def record(tmp: Path) -> dict[str, WorkflowHistory]:
                 activity_executor=executor,
                 identity=IDENTITY,
             ):
-                await asyncio.gather(
-                    recorder.request_approved_then_cluster_lifecycle_and_metering(),
-                    recorder.request_rejected_by_signal(),
-                    recorder.request_expired(),
-                    recorder.cluster_compensated_then_retried(),
-                    recorder.cluster_continues_as_new(),
-                )
+                scenarios = {
+                    "request": [
+                        recorder.request_approved_then_cluster_lifecycle_and_metering(),
+                        recorder.request_rejected_by_signal(),
+                        recorder.request_expired(),
+                    ],
+                    "cluster": [recorder.cluster_compensated_then_retried(), recorder.cluster_continues_as_new()],
+                    "webhook": [recorder.webhook_deliveries(settings)],
+                }
+                chosen = [s for kind, group in scenarios.items() for s in group if only in (None, kind)]
+                for kind, group in scenarios.items():
+                    if only not in (None, kind):
+                        for unused in group:
+                            unused.close()
+                await asyncio.gather(*chosen)
         return recorder.histories
     finally:
         server.stop()
@@ -332,7 +391,8 @@ def main() -> None:
     logging.getLogger("temporalio.activity").setLevel(logging.ERROR)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="record-histories-") as tmp:
-        histories = asyncio.run(record(Path(tmp)))
+        only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
+        histories = asyncio.run(record(Path(tmp), only))
         needles = [tmp, str(Path.cwd()), str(Path.home()), socket.gethostname()]
         write(histories, [n for n in needles if len(n) > 3])
     print(f"recorded {len(histories)} histories in {time.monotonic() - started:.0f}s")

@@ -1,0 +1,118 @@
+"""A tenant's outbound webhooks (extension): registered by its IT managers and admins, told of the
+tenant's events by the delivery workflows (hpcinfra/outbox.py, workflows/webhooks.py)."""
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, Response
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from api import webhook_schemas as schemas
+from api.deps import CredentialsDep, CurrentUser, SessionDep, require_role, source_of
+from api.errors import Problem, problems
+from api.pagination import Page
+from api.params import TenantId
+from hpcinfra import audit, outbox
+from hpcinfra.models import Tenant, User, Webhook, WebhookDelivery, utcnow
+
+router = APIRouter(prefix="/tenants", tags=["webhooks"])
+
+WebhookId = Annotated[uuid.UUID, Path(alias="webhookId")]
+# Enough for every integration a tenant runs; more is most likely a script registering in a loop.
+MAX_WEBHOOKS_PER_TENANT = 20
+
+
+def _tenant(session: Session, user: User, tenant_id: uuid.UUID, action: str) -> Tenant:
+    """The tenant, for its IT managers and admins. Another tenant is not found (404) whatever the role
+    (admins see every tenant), so nobody learns which tenants exist; a CAD manager of it is refused (403)."""
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None or (user.role != "admin" and tenant.id != user.tenant_id):
+        raise Problem(404, f"there is no tenant {tenant_id} that you can see")
+    require_role(user, "it_manager", "admin", action=action)
+    return tenant
+
+
+def _webhook(session: Session, tenant: Tenant, webhook_id: uuid.UUID) -> Webhook:
+    webhook = session.get(Webhook, webhook_id)
+    if webhook is None or webhook.tenant_id != tenant.id or webhook.deleted_at is not None:
+        raise Problem(404, f"there is no webhook {webhook_id} in tenant {tenant.id}")
+    return webhook
+
+
+@router.post(
+    "/{tenantId}/webhooks", status_code=201, response_model=schemas.WebhookCreated, responses=problems(403, 409)
+)
+def create_webhook(
+    tenant_id: TenantId,
+    body: schemas.WebhookIn,
+    session: SessionDep,
+    user: CurrentUser,
+    credentials: CredentialsDep,
+    http_request: Request,
+    response: Response,
+) -> schemas.WebhookCreated:
+    """Register a webhook for the tenant's events. The answer holds its signing secret, shown only now."""
+    tenant = _tenant(session, user, tenant_id, "register webhooks")
+    active = session.scalar(select(func.count()).where(Webhook.tenant_id == tenant.id, Webhook.deleted_at.is_(None)))
+    if active >= MAX_WEBHOOKS_PER_TENANT:
+        raise Problem(409, f"a tenant may have at most {MAX_WEBHOOKS_PER_TENANT} webhooks; delete one first")
+    webhook, secret = outbox.create_webhook(session, credentials, tenant.id, body.url, body.events, user.id)
+    audit.record(
+        session, tenant.id, user.id, "webhook.create", f"webhook {webhook.id}", source_of(http_request),
+        url=webhook.url, events=webhook.events,
+    )  # fmt: skip
+    session.commit()
+    # The secret is in this answer only: no cache may keep it (and Idempotency-Key keeps it encrypted).
+    response.headers["Cache-Control"] = "no-store"
+    return schemas.WebhookCreated(**schemas.Webhook.from_row(webhook).model_dump(), secret=secret)
+
+
+@router.get("/{tenantId}/webhooks", response_model=list[schemas.Webhook], responses=problems(403))
+def list_webhooks(tenant_id: TenantId, session: SessionDep, user: CurrentUser, page: Page) -> list[schemas.Webhook]:
+    """The tenant's webhooks, oldest first, without their secrets."""
+    tenant = _tenant(session, user, tenant_id, "read webhooks")
+    rows = session.scalars(
+        page.apply(
+            select(Webhook)
+            .where(Webhook.tenant_id == tenant.id, Webhook.deleted_at.is_(None))
+            .order_by(Webhook.created_at, Webhook.id)
+        )
+    )
+    return [schemas.Webhook.from_row(w) for w in rows]
+
+
+@router.delete("/{tenantId}/webhooks/{webhookId}", status_code=204, responses=problems(403))
+def delete_webhook(
+    tenant_id: TenantId, webhook_id: WebhookId, session: SessionDep, user: CurrentUser, http_request: Request
+) -> Response:
+    """Stop telling this endpoint of events; deliveries still being retried are dropped, and its secret is
+    forgotten."""
+    tenant = _tenant(session, user, tenant_id, "delete webhooks")
+    webhook = _webhook(session, tenant, webhook_id)
+    webhook.deleted_at, webhook.secret_encrypted = utcnow(), None
+    audit.record(session, tenant.id, user.id, "webhook.delete", f"webhook {webhook.id}", source_of(http_request))
+    session.commit()
+    return Response(status_code=204)
+
+
+@router.get(
+    "/{tenantId}/webhooks/{webhookId}/deliveries",
+    response_model=list[schemas.WebhookDelivery],
+    responses=problems(403),
+)
+def list_deliveries(
+    tenant_id: TenantId, webhook_id: WebhookId, session: SessionDep, user: CurrentUser, page: Page
+) -> list[schemas.WebhookDelivery]:
+    """The webhook's deliveries, newest first: which event, whether it was accepted, how many attempts,
+    and the last answer or error."""
+    tenant = _tenant(session, user, tenant_id, "read webhook deliveries")
+    webhook = _webhook(session, tenant, webhook_id)
+    rows = session.scalars(
+        page.apply(
+            select(WebhookDelivery)
+            .where(WebhookDelivery.webhook_id == webhook.id)
+            .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id)
+        )
+    )
+    return [schemas.WebhookDelivery.from_row(d) for d in rows]
