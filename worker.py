@@ -14,6 +14,7 @@ from activities.metering import MeteringActivities
 from activities.requests import RequestActivities
 from hpcinfra.credentials import credential_box, kept_secret
 from hpcinfra.db import make_engine, make_session_factory
+from hpcinfra.search_attributes import SearchAttributesMissing, ensure_registered
 from hpcinfra.settings import Settings, get_settings
 from hpcinfra.temporal import connect
 from infra.providers import ProviderSettings
@@ -64,6 +65,12 @@ def provider_settings(settings: Settings) -> ProviderSettings:
 
 async def run(settings: Settings) -> None:
     client = await connect(settings, wait_seconds=60)
+    try:
+        registered = await ensure_registered(client, settings.temporal_namespace)
+    except SearchAttributesMissing as e:
+        raise SystemExit(f"error: {e}") from None
+    if registered:
+        logging.getLogger(__name__).info("search attributes registered: %s", ", ".join(registered))
     sessions = make_session_factory(make_engine(settings.sqlalchemy_url))
     resumed = await resume_workflows(client, sessions, settings)
     logging.getLogger(__name__).info("workflows resumed: %s", resumed)
