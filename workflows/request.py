@@ -132,7 +132,7 @@ class RequestWorkflow:
             # Nothing was recorded: the request is still pending.
             raise as_update_failure(e, "the decision") from e
         self._state = outcome
-        if _labelled():
+        if _labelled():  # `label`: the HpcinfraStatus when it says more than the status (an expiry)
             changes = [search_attributes.STATUS.value_set(label or outcome.status)]
             if outcome.cluster_id:
                 changes.append(search_attributes.CLUSTER_ID.value_set(outcome.cluster_id))
