@@ -19,6 +19,7 @@ from hpcinfra import observability
 from hpcinfra.credentials import credential_box, kept_secret
 from hpcinfra.db import make_engine, make_session_factory
 from hpcinfra.outbox import DeliveryStarter, Outbox
+from hpcinfra.search_attributes import SearchAttributesMissing, ensure_registered
 from hpcinfra.settings import Settings, get_settings
 from hpcinfra.temporal import connect
 from infra.providers import ProviderSettings
@@ -92,6 +93,12 @@ async def run(settings: Settings) -> None:
     sessions = make_session_factory(make_engine(settings.sqlalchemy_url))
     runtime, interceptors = observed(settings, sessions)
     client = await connect(settings, wait_seconds=60, runtime=runtime)
+    try:
+        registered = await ensure_registered(client, settings.temporal_namespace)
+    except SearchAttributesMissing as e:
+        raise SystemExit(f"error: {e}") from None
+    if registered:
+        logging.getLogger(__name__).info("search attributes registered: %s", ", ".join(registered))
     resumed = await resume_workflows(client, sessions, settings)
     logging.getLogger(__name__).info("workflows resumed: %s", resumed)
     with ThreadPoolExecutor(max_workers=32) as executor:

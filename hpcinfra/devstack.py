@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from hpcinfra import accounts
+from hpcinfra import accounts, search_attributes
 from hpcinfra.db import make_engine, make_session_factory, transaction, upgrade
 from hpcinfra.models import Tenant
 from hpcinfra.settings import Settings
@@ -41,6 +41,8 @@ def run_dev_stack(settings: Settings) -> int:
         "--port", port,
         "--ui-port", str(settings.temporal_ui_port),
         "--log-level", "error",
+        # Registered before any worker or API starts, so that no workflow meets an unknown attribute.
+        *search_attributes.dev_server_flags(),
     ]  # fmt: skip
     children: list[subprocess.Popen] = []
     stopping = False

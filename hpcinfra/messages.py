@@ -21,6 +21,9 @@ def cluster_workflow_id(cluster_id: str) -> str:
 class RequestInput:
     request_id: str
     expires_after_seconds: float
+    # The tenant, for the search attributes of the request and of the cluster it becomes. Optional, so
+    # that inputs recorded before it existed still decode (those runs carry no tenant).
+    tenant_id: str | None = None
 
 
 @dataclass
@@ -99,6 +102,7 @@ class ClusterInput:
     state: ClusterState = field(default_factory=ClusterState)
     # Continue as new once the history is this long (Temporal also suggests it on its own).
     history_limit: int = 10_000
+    tenant_id: str | None = None  # for the search attributes of its metering, as RequestInput.tenant_id
 
 
 @dataclass

@@ -13,7 +13,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from hpcinfra import credits, metering
+from hpcinfra import credits, metering, search_attributes
 from hpcinfra.messages import (
     ClusterInput,
     Decision,
@@ -39,6 +39,8 @@ async def on_time_skipping_server(db, scenario, data_dir):
     async with await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=executable("temporal-test-server")
     ) as env:
+        # The workflows keep their search attributes current; this server registers them as a real one does.
+        await search_attributes.ensure_registered(env.client, env.client.namespace)
         task_queue = f"tq-{uuid.uuid4()}"
         with ThreadPoolExecutor(8) as executor:
             async with Worker(
@@ -182,9 +184,12 @@ def test_cluster_workflow_continues_as_new_with_its_state(stack):
         # A small history limit, so that a few operations are enough to make the workflow continue as new.
         handle = await client.start_workflow(
             ClusterWorkflow.run,
-            ClusterInput(str(cluster.id), history_limit=60),
+            ClusterInput(str(cluster.id), history_limit=60, tenant_id=tenant.id),
             id=f"cluster-{cluster.id}",
             task_queue=stack.task_queue,
+            search_attributes=search_attributes.labels(
+                search_attributes.CLUSTER, tenant.id, str(cluster.id), "pending"
+            ),
         )
         first_run = handle.first_execution_run_id
         for _ in range(200):
@@ -195,10 +200,18 @@ def test_cluster_workflow_continues_as_new_with_its_state(stack):
             report = await client.get_workflow_handle(handle.id).execute_update(ClusterWorkflow.check_health)
             assert report.healthy
         latest = client.get_workflow_handle(handle.id)
-        return first_run, (await latest.describe()).run_id, await latest.query(ClusterWorkflow.state)
+        described = await latest.describe()
+        return first_run, described.run_id, await latest.query(ClusterWorkflow.state), described.typed_search_attributes
 
-    first_run, latest_run, state = asyncio.run(scenario())
+    first_run, latest_run, state, attributes = asyncio.run(scenario())
     assert latest_run != first_run
+    # So did its search attributes, the status as last upserted included.
+    assert [attributes.get(key) for key in search_attributes.ALL] == [
+        tenant.id,
+        str(cluster.id),
+        "cluster",
+        "available",
+    ]
     # The new run carried the state over: it is available, and did not provision the cluster again.
     assert state.status == "available" and state.queue == []
     with stack.db.sessions() as session:

@@ -4,6 +4,10 @@ workflow stays alive between them and continues as new before its history grows 
 
 A failed provisioning is compensated (whatever the provider created is destroyed) and leaves the
 cluster in `error` with the step and the kind of failure; `retry` provisions it again.
+
+Its HpcinfraStatus search attribute follows the status, and its metering starts with the tenant's and
+the cluster's attributes (hpcinfra/search_attributes.py); continuing as new keeps them. A run that
+began before they existed replays without them (the "search-attributes" patch).
 """
 
 import asyncio
@@ -14,6 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError,
 
 with workflow.unsafe.imports_passed_through():
     from activities.clusters import ClusterActivities
+    from hpcinfra import search_attributes
     from hpcinfra.messages import (
         INSTALL_STEP,
         AddService,
@@ -46,6 +51,7 @@ class ClusterWorkflow:
     @workflow.init
     def __init__(self, input: ClusterInput) -> None:
         self._cluster_id = input.cluster_id
+        self._tenant_id = input.tenant_id
         self._state = input.state
         self._status_writes = asyncio.Lock()
         # One provider operation at a time per cluster: a health check waits for an install, and so on.
@@ -74,7 +80,8 @@ class ClusterWorkflow:
                 self._state.queue.pop(0)
                 continue
             await workflow.wait_condition(workflow.all_handlers_finished)
-            workflow.continue_as_new(ClusterInput(self._cluster_id, self._state, input.history_limit))
+            # The search attributes go with it (the default): the tenant, the id and the status as upserted.
+            workflow.continue_as_new(ClusterInput(self._cluster_id, self._state, input.history_limit, self._tenant_id))
 
     # --- what callers can ask ------------------------------------------------------------------
 
@@ -215,6 +222,11 @@ class ClusterWorkflow:
                 MeteringInput(self._cluster_id),
                 id=metering_workflow_id(self._cluster_id),
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                search_attributes=(
+                    search_attributes.labels(search_attributes.METERING, self._tenant_id, self._cluster_id)
+                    if _labelled()
+                    else None
+                ),
             )
         except WorkflowAlreadyStartedError:
             pass  # still metering from an earlier time it was available
@@ -285,6 +297,8 @@ class ClusterWorkflow:
         if self._state.delete_requested and status not in DELETION:
             return  # the cluster is going away: an operation finishing now does not bring it back
         self._state.status, self._state.status_reason = status, reason
+        if _labelled():
+            workflow.upsert_search_attributes([search_attributes.STATUS.value_set(status)])
         change = StatusChange(self._cluster_id, str(workflow.uuid4()), status, reason, workflow.now())
         async with self._status_writes:
             await workflow.execute_activity_method(ClusterActivities.set_status, change, **DB_WRITE)
@@ -296,6 +310,12 @@ class ClusterWorkflow:
     def _history_is_long(self, limit: int) -> bool:
         info = workflow.info()
         return info.is_continue_as_new_suggested() or info.get_current_history_length() >= limit
+
+
+def _labelled() -> bool:
+    """Whether this run keeps its search attributes current and gives them to its metering: false only
+    for a run that had changed its status before the change, replayed (its history has no upsert)."""
+    return workflow.patched("search-attributes")
 
 
 @dataclass

@@ -1,5 +1,9 @@
 """The request workflow: waits for an IT manager's decision, takes notes, expires a request
-nobody decided, and on approval starts the cluster's own workflow."""
+nobody decided, and on approval starts the cluster's own workflow.
+
+Its search attributes (hpcinfra/search_attributes.py) follow the decision: HpcinfraStatus becomes
+approved, rejected or expired, and an approval adds HpcinfraClusterId. Runs that began before they
+existed replay without them (the "search-attributes" patch)."""
 
 import asyncio
 from datetime import timedelta
@@ -9,6 +13,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.requests import RequestActivities
+    from hpcinfra import search_attributes
     from hpcinfra.messages import (
         ClusterInput,
         Decision,
@@ -29,6 +34,7 @@ class RequestWorkflow:
     @workflow.init
     def __init__(self, input: RequestInput) -> None:
         self._request_id = input.request_id
+        self._tenant_id = input.tenant_id
         self._state = RequestState(status="pending")
         # The update, the signal and expiry may race; the lock lets exactly one of them decide.
         self._deciding = asyncio.Lock()
@@ -42,12 +48,18 @@ class RequestWorkflow:
             await self._expire(expires_after)
 
         if self._state.status == "approved" and self._state.cluster_id:
+            cluster_id = self._state.cluster_id
             await workflow.start_child_workflow(
                 ClusterWorkflow.run,
-                ClusterInput(cluster_id=self._state.cluster_id),
-                id=cluster_workflow_id(self._state.cluster_id),
+                ClusterInput(cluster_id=cluster_id, tenant_id=self._tenant_id),
+                id=cluster_workflow_id(cluster_id),
                 # The cluster outlives the request that asked for it.
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                search_attributes=(
+                    search_attributes.labels(search_attributes.CLUSTER, self._tenant_id, cluster_id, "pending")
+                    if _labelled()
+                    else None
+                ),
             )
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._state
@@ -111,16 +123,27 @@ class RequestWorkflow:
             reason = f"expired: nobody decided within {_human(after)}"
             record = DecisionRecord(self._request_id, "rejected", workflow.now(), None, reason, None)
             # Nobody waits on an expiry, so it retries until the database takes it.
-            await self._record(record, DB_WRITE)
+            await self._record(record, DB_WRITE, label=search_attributes.EXPIRED)
 
-    async def _record(self, record: DecisionRecord, options: dict) -> RequestState:
+    async def _record(self, record: DecisionRecord, options: dict, label: str | None = None) -> RequestState:
         try:
             outcome = await workflow.execute_activity_method(RequestActivities.record_decision, record, **options)
         except ActivityError as e:
             # Nothing was recorded: the request is still pending.
             raise as_update_failure(e, "the decision") from e
         self._state = outcome
+        if _labelled():  # `label`: the HpcinfraStatus when it says more than the status (an expiry)
+            changes = [search_attributes.STATUS.value_set(label or outcome.status)]
+            if outcome.cluster_id:
+                changes.append(search_attributes.CLUSTER_ID.value_set(outcome.cluster_id))
+            workflow.upsert_search_attributes(changes)
         return outcome
+
+
+def _labelled() -> bool:
+    """Whether this run keeps its search attributes current and gives them to its cluster: false only
+    for a run that had decided before the change, replayed (its history has no upsert)."""
+    return workflow.patched("search-attributes")
 
 
 def _human(span: timedelta) -> str:

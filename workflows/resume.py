@@ -11,7 +11,8 @@ the worker and the API run it when they start; no workflow imports it).
   (hpcinfra/outbox.py).
 
 Each is started with its usual id and `USE_EXISTING`, so a workflow that runs is left alone, and
-running this any number of times, from any number of processes, starts each at most once.
+running this any number of times, from any number of processes, starts each at most once. Each starts
+with its search attributes (hpcinfra/search_attributes.py), as when the API starts it.
 """
 
 import asyncio
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
-from hpcinfra import outbox
+from hpcinfra import outbox, search_attributes
 from hpcinfra.db import transaction
 from hpcinfra.messages import (
     ClusterInput,
@@ -43,17 +44,29 @@ async def resume_workflows(client: Client, sessions: sessionmaker[Session], sett
     """Start what should run; returns how many of each kind were asked for (running ones included)."""
     requests, clusters, metered = await asyncio.to_thread(_what_should_run, sessions, settings.request_expiry)
     start = dict(task_queue=settings.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
-    for request_id, left in requests:
+    for request_id, tenant_id, left in requests:
         await client.start_workflow(
-            RequestWorkflow.run, RequestInput(request_id, left), id=request_workflow_id(request_id), **start
+            RequestWorkflow.run,
+            RequestInput(request_id, left, tenant_id),
+            id=request_workflow_id(request_id),
+            search_attributes=search_attributes.labels(search_attributes.REQUEST, tenant_id, status="pending"),
+            **start,
         )
-    for cluster_id in clusters:
+    for cluster_id, tenant_id in clusters:
         await client.start_workflow(
-            ClusterWorkflow.run, ClusterInput(cluster_id), id=cluster_workflow_id(cluster_id), **start
+            ClusterWorkflow.run,
+            ClusterInput(cluster_id, tenant_id=tenant_id),
+            id=cluster_workflow_id(cluster_id),
+            search_attributes=search_attributes.labels(search_attributes.CLUSTER, tenant_id, cluster_id, "pending"),
+            **start,
         )
-    for cluster_id in metered:
+    for cluster_id, tenant_id in metered:
         await client.start_workflow(
-            MeteringWorkflow.run, MeteringInput(cluster_id), id=metering_workflow_id(cluster_id), **start
+            MeteringWorkflow.run,
+            MeteringInput(cluster_id),
+            id=metering_workflow_id(cluster_id),
+            search_attributes=search_attributes.labels(search_attributes.METERING, tenant_id, cluster_id),
+            **start,
         )
     deliveries = await asyncio.to_thread(outbox.undelivered, sessions)
     await outbox.start_deliveries(client, settings, deliveries)
@@ -67,17 +80,20 @@ async def resume_workflows(client: Client, sessions: sessionmaker[Session], sett
 
 def _what_should_run(
     sessions: sessionmaker[Session], expiry: timedelta
-) -> tuple[list[tuple[str, float]], list[str], list[str]]:
+) -> tuple[list[tuple[str, str, float]], list[tuple[str, str]], list[tuple[str, str]]]:
+    """(request id, tenant id, seconds left before it expires), then (cluster id, tenant id) twice."""
     now = utcnow()
     with transaction(sessions) as session:
         pending = session.execute(
-            select(ClusterRequest.id, ClusterRequest.requested_at).where(ClusterRequest.status == "pending")
+            select(ClusterRequest.id, ClusterRequest.tenant_id, ClusterRequest.requested_at).where(
+                ClusterRequest.status == "pending"
+            )
         ).all()
-        requests = [(str(i), max(0.0, (expiry - (now - filed)).total_seconds())) for i, filed in pending]
+        requests = [(str(i), str(t), max(0.0, (expiry - (now - filed)).total_seconds())) for i, t, filed in pending]
         clusters = [
-            str(i)
-            for i in session.scalars(
-                select(Cluster.id).where(Cluster.status == "pending", Cluster.request_id.is_(None))
+            (str(i), str(t))
+            for i, t in session.execute(
+                select(Cluster.id, Cluster.tenant_id).where(Cluster.status == "pending", Cluster.request_id.is_(None))
             )
         ]
         session.execute(
@@ -85,5 +101,8 @@ def _what_should_run(
             .where(Cluster.status == "available", Cluster.metering_from.is_(None))
             .values(metering_from=now)
         )
-        metered = [str(i) for i in session.scalars(select(Cluster.id).where(Cluster.status == "available"))]
+        metered = [
+            (str(i), str(t))
+            for i, t in session.execute(select(Cluster.id, Cluster.tenant_id).where(Cluster.status == "available"))
+        ]
     return requests, clusters, metered

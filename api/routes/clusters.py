@@ -32,7 +32,7 @@ from api.estimates import Estimates
 from api.pagination import Page
 from api.params import ClusterId
 from api.workflow_calls import UPDATE_TIMEOUT, start_or_take_back, update
-from hpcinfra import audit, credits
+from hpcinfra import audit, credits, search_attributes
 from hpcinfra.messages import ClusterInput, cluster_workflow_id
 from hpcinfra.models import Cluster, ClusterEvent, ClusterService, ClusterTool, User
 from workflows.cluster import ClusterWorkflow
@@ -114,9 +114,12 @@ async def create_cluster(
     cluster = await run_in_threadpool(insert)
     start = temporal.start_workflow(
         ClusterWorkflow.run,
-        ClusterInput(cluster_id=str(cluster.id)),
+        ClusterInput(cluster_id=str(cluster.id), tenant_id=str(cluster.tenant_id)),
         id=cluster_workflow_id(str(cluster.id)),
         task_queue=settings.task_queue,
+        search_attributes=search_attributes.labels(
+            search_attributes.CLUSTER, str(cluster.tenant_id), str(cluster.id), "pending"
+        ),
     )
     await start_or_take_back(start, session, cluster, "cluster")
     return await run_in_threadpool(lambda: schemas.Cluster.from_row(cluster, Estimates(session).of_cluster(cluster)))

@@ -15,7 +15,7 @@ from api.estimates import Estimates
 from api.pagination import Page
 from api.params import RequestId
 from api.workflow_calls import UPDATE_TIMEOUT, start_or_take_back, update
-from hpcinfra import outbox
+from hpcinfra import outbox, search_attributes
 from hpcinfra.messages import Decision, RequestInput, request_workflow_id
 from hpcinfra.models import ClusterRequest
 from hpcinfra.store import add_note, may_decide
@@ -74,9 +74,10 @@ async def create_request(
     request, deliveries = await run_in_threadpool(insert)
     start = temporal.start_workflow(
         RequestWorkflow.run,
-        RequestInput(str(request.id), settings.request_expiry.total_seconds()),
+        RequestInput(str(request.id), settings.request_expiry.total_seconds(), str(request.tenant_id)),
         id=request_workflow_id(str(request.id)),
         task_queue=settings.task_queue,
+        search_attributes=search_attributes.labels(search_attributes.REQUEST, str(request.tenant_id), status="pending"),
     )
     try:
         await start_or_take_back(start, session, request, "request")

@@ -12,6 +12,8 @@ from typing import TypeVar
 
 import httpx
 
+from hpcinfra.search_attributes import dev_server_flags
+
 T = TypeVar("T")
 BIN = Path(sys.executable).parent
 
@@ -81,12 +83,13 @@ class Process:
 
 
 def start_temporal_dev_server(log: Path, port: int | None = None, db_file: Path | None = None) -> tuple[Process, str]:
-    """A Temporal dev server on `port` (a free one by default), in memory or keeping its state in `db_file`."""
+    """A Temporal dev server on `port` (a free one by default), in memory or keeping its state in `db_file`,
+    that knows hpcinfra's search attributes."""
     port = port or free_port()
     keep = ["--db-filename", str(db_file)] if db_file else []
     process = Process(
         [executable("temporal"), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
-         "--port", str(port), "--log-level", "error", *keep],
+         "--port", str(port), "--log-level", "error", *dev_server_flags(), *keep],
         log,
     )  # fmt: skip
     wait_until(lambda: port_open(port) or not process.alive(), timeout=60, what="the Temporal dev server")
