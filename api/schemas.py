@@ -311,7 +311,7 @@ class DecisionIn(Input):
     model_config = ConfigDict(json_schema_extra=examples(ex.APPROVAL, ex.REJECTION))
 
     status: Literal["approved", "rejected"]
-    rejection_reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=10_000)] | None = Field(
+    rejection_reason: Annotated[str, StringConstraints(max_length=10_000), AfterValidator(str.strip)] | None = Field(
         default=None, description="Required when rejecting: tells the requester why."
     )
 
@@ -466,9 +466,8 @@ def _stripped(value: str) -> str:
     return value
 
 
-ProviderText = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), AfterValidator(_stripped)
-]
+# At most 100 characters as sent (what the schema says), kept without the white space around them.
+ProviderText = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(_stripped)]
 
 
 class CloudProviderIn(Input):
@@ -754,7 +753,7 @@ class GrantIn(Input):
     model_config = ConfigDict(json_schema_extra=examples(ex.GRANT_IN))
 
     amount: Annotated[float, Field(ge=0.000001, le=credits.MAX_GRANT, allow_inf_nan=False)]
-    note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)] = ""
+    note: Annotated[str, StringConstraints(max_length=1000), AfterValidator(str.strip)] = ""
 
 
 class LedgerEntry(Model):

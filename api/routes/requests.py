@@ -113,10 +113,11 @@ async def decide_request(
     temporal: TemporalDep,
     http_request: Request,
 ) -> schemas.ClusterRequest:
-    """Approve or reject a pending request (IT managers). Rejecting needs a `rejectionReason`. The
-    request's workflow makes the decision, so a decision sent through Temporal gives the same result;
-    approval sets `approvedBy` and `approvedAt` and starts provisioning the cluster named in
-    `clusterId`. A request that is no longer pending is a 409."""
+    """Approve or reject a pending request (IT managers, admins). Rejecting needs a `rejectionReason`.
+    The request's workflow makes the decision, so a decision sent through Temporal gives the same
+    result; approval sets `approvedBy` and `approvedAt` and starts provisioning the cluster named in
+    `clusterId`. A request that is no longer pending, or whose cluster the tenant's credits would not
+    keep running, is a 409."""
     request = await run_in_threadpool(request_for, session, user, request_id)
     if not may_decide(user, request):
         raise Problem(403, f"only it_manager or admin users may approve or reject requests; you are {user.role}")
