@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from api import errors
+from api import errors, openapi
 from api.auth import Authentication
 from api.deps import TemporalConnection
 from api.idempotency import Idempotency
@@ -68,6 +68,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Slurm clusters for chip-design teams: request, approval, provisioning, tools, services, credits.",
         lifespan=lifespan,
         telemetry=observability.fastapi_telemetry(),
+        openapi_tags=openapi.TAGS,
+        generate_unique_id_function=openapi.operation_id,
     )
     errors.install(app)
     # Middleware added later runs earlier: authentication, then the rate limit, then the body cap,

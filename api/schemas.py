@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from api import examples as ex
+from api.examples import examples
 from hpcinfra import credits, models
 from infra import catalog
 from infra.providers import check_config
@@ -88,6 +90,8 @@ def _check_storable(value: Any) -> None:
 
 
 class User(Model):
+    model_config = ConfigDict(json_schema_extra=examples(ex.CAD_MANAGER, ex.IT_MANAGER))
+
     id: uuid.UUID
     name: str
     email: str
@@ -95,19 +99,31 @@ class User(Model):
 
 
 class Me(User):
+    model_config = ConfigDict(json_schema_extra=examples(ex.ME))
+
     tenant_id: uuid.UUID
 
 
 # --- tools and services -------------------------------------------------------------------------
 
 
+# The catalog's combinations are `allOf: [{anyOf: [...]}]`, which means the same as a bare `anyOf`: code
+# generators read an `anyOf` beside `properties` as a choice of types (one class per tool, and service
+# configs dropped), but keep one model for an object whose `allOf` adds no properties.
+
+
 def _catalog_tools(schema: dict[str, Any]) -> None:
     """A tool's JSON Schema: one of the catalog's tools, in one of its versions."""
     schema["properties"]["name"]["enum"] = list(catalog.TOOLS)
-    schema["anyOf"] = [
-        {"properties": {"name": {"const": t.name}, "version": {"enum": list(t.versions)}}}
-        for t in catalog.TOOLS.values()
+    schema["allOf"] = [
+        {
+            "anyOf": [
+                {"properties": {"name": {"const": t.name}, "version": {"enum": list(t.versions)}}}
+                for t in catalog.TOOLS.values()
+            ]
+        }
     ]
+    schema["examples"] = [ex.TOOL_IN]
 
 
 def _catalog_services(schema: dict[str, Any]) -> None:
@@ -119,20 +135,25 @@ def _catalog_services(schema: dict[str, Any]) -> None:
         return {"type": "integer", "minimum": key.minimum, "maximum": key.maximum}
 
     schema["properties"]["name"]["enum"] = list(catalog.SERVICES)
-    schema["anyOf"] = [
+    schema["allOf"] = [
         {
-            "properties": {
-                "name": {"const": s.name},
-                "version": {"enum": list(s.versions)},
-                "config": {
-                    "type": "object",
-                    "properties": {k.name: key_schema(k) for k in s.config_keys},
-                    "additionalProperties": False,
-                },
-            }
+            "anyOf": [
+                {
+                    "properties": {
+                        "name": {"const": s.name},
+                        "version": {"enum": list(s.versions)},
+                        "config": {
+                            "type": "object",
+                            "properties": {k.name: key_schema(k) for k in s.config_keys},
+                            "additionalProperties": False,
+                        },
+                    }
+                }
+                for s in catalog.SERVICES.values()
+            ]
         }
-        for s in catalog.SERVICES.values()
     ]
+    schema["examples"] = [ex.SERVICE_IN]
 
 
 class ToolIn(Input):
@@ -177,6 +198,8 @@ def _services_once(services: list[ServiceIn]) -> list[ServiceIn]:
 
 
 class Tool(Model):
+    model_config = ConfigDict(json_schema_extra=examples(ex.TOOL))
+
     id: uuid.UUID
     name: str
     version: str
@@ -185,6 +208,8 @@ class Tool(Model):
 
 
 class Service(Model):
+    model_config = ConfigDict(json_schema_extra=examples(ex.SERVICE))
+
     id: uuid.UUID
     name: str
     version: str
@@ -192,7 +217,11 @@ class Service(Model):
     status: ServiceStatus
     status_reason: str | None = None
     # Filled only on a cluster's or service's detail, for its creator and IT managers, once running.
-    credentials: dict[str, Any] = Field(default_factory=dict)
+    credentials: dict[str, Any] = Field(
+        default_factory=dict,
+        description="How to connect (host, port, username, password, ...): only on a cluster's or service's "
+        "detail, for the cluster's creator and IT managers, once the service is running; otherwise empty.",
+    )
 
     @classmethod
     def from_row(cls, row: models.ClusterService, secret: dict[str, str] | None = None) -> "Service":
@@ -214,12 +243,16 @@ class Service(Model):
 class RequestedTool(Model):
     """A tool as a request names it; it keeps its id on the cluster, where it also gets a status."""
 
+    model_config = ConfigDict(json_schema_extra=examples(ex.REQUESTED_TOOL))
+
     id: uuid.UUID
     name: str
     version: str
 
 
 class RequestedService(Model):
+    model_config = ConfigDict(json_schema_extra=examples(ex.REQUESTED_SERVICE))
+
     id: uuid.UUID
     name: str
     version: str
@@ -245,13 +278,17 @@ StorageGB = Annotated[int, Field(ge=catalog.MIN_STORAGE_GB, le=catalog.MAX_STORA
 
 
 class SizeIn(Input):
+    model_config = ConfigDict(json_schema_extra=examples(ex.SIZE_IN))
+
     number_of_nodes: NodeCount
     node_type: NodeTypeName
     # The seed's request size has no storage; a cluster's has. Optional here, with the catalog's default.
-    storage: StorageGB = catalog.DEFAULT_STORAGE_GB
+    storage: StorageGB = Field(default=catalog.DEFAULT_STORAGE_GB, description="Shared storage, in GB.")
 
 
 class Size(Model):
+    model_config = ConfigDict(json_schema_extra=examples(ex.SIZE))
+
     number_of_nodes: int
     node_type: str
     storage: int
@@ -261,6 +298,8 @@ class Size(Model):
 
 
 class RequestIn(Input):
+    model_config = ConfigDict(json_schema_extra=examples(ex.REQUEST_IN))
+
     name: CloudName
     cloud_provider_id: uuid.UUID
     size: SizeIn
@@ -269,15 +308,23 @@ class RequestIn(Input):
 
 
 class DecisionIn(Input):
+    model_config = ConfigDict(json_schema_extra=examples(ex.APPROVAL, ex.REJECTION))
+
     status: Literal["approved", "rejected"]
-    rejection_reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=10_000)] | None = None
+    rejection_reason: Annotated[str, StringConstraints(max_length=10_000), AfterValidator(str.strip)] | None = Field(
+        default=None, description="Required when rejecting: tells the requester why."
+    )
 
 
 class NoteIn(Input):
+    model_config = ConfigDict(json_schema_extra=examples(ex.NOTE_IN))
+
     note: NonBlank
 
 
 class Note(Model):
+    model_config = ConfigDict(json_schema_extra=examples(ex.NOTE))
+
     time: datetime
     by: User
     note: str
@@ -288,12 +335,16 @@ class CreditEstimate(Model):
     balance lasts at the total rate of its metered clusters, without this one and with it. A runway
     of null means nothing draws on the balance."""
 
+    model_config = ConfigDict(json_schema_extra=examples(ex.CREDIT_ESTIMATE))
+
     rate_per_hour: float
     runway_days_before: float | None
     runway_days_after: float | None
 
 
 class ClusterRequest(Model):
+    model_config = ConfigDict(json_schema_extra=examples(ex.CLUSTER_REQUEST))
+
     id: uuid.UUID
     name: str
     cloud_provider_id: uuid.UUID
@@ -306,8 +357,10 @@ class ClusterRequest(Model):
     requested_at: datetime
     approved_at: datetime | None = None
     notes: list[Note]
-    rejection_reason: str | None = None
-    cluster_id: uuid.UUID | None = None
+    rejection_reason: str | None = Field(default=None, description="Why the request was rejected.")
+    cluster_id: uuid.UUID | None = Field(
+        default=None, description="The cluster an approved request became (extension)."
+    )
     estimated_credits: CreditEstimate
 
     @classmethod
@@ -335,6 +388,8 @@ class ClusterRequest(Model):
 
 
 class ClusterIn(Input):
+    model_config = ConfigDict(json_schema_extra=examples(ex.CLUSTER_IN))
+
     name: CloudName
     cloud_provider_id: uuid.UUID
     type: Literal["slurm"] = "slurm"
@@ -344,19 +399,25 @@ class ClusterIn(Input):
 
 
 class Cluster(Model):
+    model_config = ConfigDict(json_schema_extra=examples(ex.CLUSTER))
+
     id: uuid.UUID
     name: str
     cloud_provider_id: uuid.UUID
     type: Literal["slurm"]
     size: Size
     status: ClusterStatus
-    status_reason: str | None = None
+    status_reason: str | None = Field(default=None, description="Why the cluster is in `error` (extension).")
     tools: list[Tool]
     services: list[Service]
     created_at: datetime
     created_by: User
-    request_id: uuid.UUID | None = None
-    outputs: dict[str, Any]
+    request_id: uuid.UUID | None = Field(
+        default=None, description="The request the cluster was made for; null for one created directly (extension)."
+    )
+    outputs: dict[str, Any] = Field(
+        description="What the provider made: the head node, node ids, storage, ... (extension)."
+    )
     estimated_credits: CreditEstimate
 
     @classmethod
@@ -384,6 +445,8 @@ class Cluster(Model):
 
 
 class ClusterEvent(Model):
+    model_config = ConfigDict(json_schema_extra=examples(ex.CLUSTER_EVENT))
+
     step: str
     status: str
     time: datetime
@@ -403,12 +466,13 @@ def _stripped(value: str) -> str:
     return value
 
 
-ProviderText = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), AfterValidator(_stripped)
-]
+# At most 100 characters as sent (what the schema says), kept without the white space around them.
+ProviderText = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(_stripped)]
 
 
 class CloudProviderIn(Input):
+    model_config = ConfigDict(json_schema_extra=examples(ex.CLOUD_PROVIDER_IN))
+
     # Admins act in every tenant and may name one (extension); everyone else registers in their own.
     tenant_id: uuid.UUID | None = None
     name: ProviderText
@@ -423,6 +487,8 @@ class CloudProviderIn(Input):
 
 
 class CloudProvider(Model):
+    model_config = ConfigDict(json_schema_extra=examples(ex.CLOUD_PROVIDER))
+
     id: uuid.UUID
     name: str
     kind: ProviderKind
@@ -465,6 +531,8 @@ class CatalogService(Model):
 
 
 class Catalog(Model):
+    model_config = ConfigDict(json_schema_extra=examples(ex.CATALOG))
+
     node_types: list[CatalogNodeType]
     tools: list[CatalogTool]
     services: list[CatalogService]
@@ -475,6 +543,8 @@ class Catalog(Model):
 
 
 class Health(Model):
+    model_config = ConfigDict(json_schema_extra=examples(ex.READY, ex.NOT_READY))
+
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
 
@@ -522,6 +592,8 @@ class TimeRange(Model):
 
 
 class Metrics(Model):
+    model_config = ConfigDict(json_schema_extra=examples(ex.METRICS))
+
     time_range: TimeRange
     metrics: list[MetricPoint]
 
@@ -564,6 +636,8 @@ class Budget(Model):
 
 
 class MetricsSummary(Model):
+    model_config = ConfigDict(json_schema_extra=examples(ex.METRICS_SUMMARY))
+
     current: Current
     credits: SummaryCredits
     budget: Budget
@@ -642,6 +716,8 @@ class Breakdown(Model):
 
 
 class Analytics(Model):
+    model_config = ConfigDict(json_schema_extra=examples(ex.ANALYTICS))
+
     overview: Overview
     resources: Resources
     credits: AnalyticsCredits
@@ -674,11 +750,15 @@ class Analytics(Model):
 
 
 class GrantIn(Input):
+    model_config = ConfigDict(json_schema_extra=examples(ex.GRANT_IN))
+
     amount: Annotated[float, Field(ge=0.000001, le=credits.MAX_GRANT, allow_inf_nan=False)]
-    note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)] = ""
+    note: Annotated[str, StringConstraints(max_length=1000), AfterValidator(str.strip)] = ""
 
 
 class LedgerEntry(Model):
+    model_config = ConfigDict(json_schema_extra=examples(ex.LEDGER_ENTRY))
+
     id: int
     kind: Literal["grant", "consumption"]
     amount: float  # credits: positive for grants, negative for consumption
@@ -693,6 +773,8 @@ class LedgerEntry(Model):
 class CreditAccount(Model):
     """A tenant's balance, budget policy and ledger, newest entries first (extension)."""
 
+    model_config = ConfigDict(json_schema_extra=examples(ex.CREDIT_ACCOUNT))
+
     tenant_id: uuid.UUID
     balance: float
     policy: Literal["flag", "stop"]
@@ -700,6 +782,8 @@ class CreditAccount(Model):
 
 
 class AuditEvent(Model):
+    model_config = ConfigDict(json_schema_extra=examples(ex.AUDIT_EVENT))
+
     id: int
     tenant_id: uuid.UUID
     actor_id: uuid.UUID | None = None

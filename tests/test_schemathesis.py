@@ -163,10 +163,12 @@ schema.config.checks.positive_data_acceptance.expected_statuses = [
 @schema.hook("flatmap_path_parameters")
 def real_ids(ctx, path_parameters):
     """Three times in four a real id of the tenant (only where schemathesis made a valid id: an invalid
-    one must stay invalid), else the id schemathesis made."""
-    if not path_parameters or not all(_is_uuid(v) for v in path_parameters.values()):
+    one must stay invalid), else the id schemathesis made. The document's examples are made into cases
+    at collection, before any contract exists: those keep the ids schemathesis made."""
+    contract = _current.get("contract")
+    if contract is None or not path_parameters or not all(_is_uuid(v) for v in path_parameters.values()):
         return st.just(path_parameters)
-    real = _current["contract"].real_ids(ctx.operation.method.upper(), ctx.operation.path)
+    real = contract.real_ids(ctx.operation.method.upper(), ctx.operation.path)
     replaced = {name: real.get(name, value) for name, value in path_parameters.items()}
     return st.sampled_from([replaced, replaced, replaced, path_parameters])
 
@@ -174,9 +176,10 @@ def real_ids(ctx, path_parameters):
 @schema.hook("flatmap_body")
 def real_provider(ctx, body):
     """Likewise, the tenant's own cloud provider in a new request's or cluster's body, three times in four."""
-    if not isinstance(body, dict) or not _is_uuid(body.get("cloudProviderId")):
+    contract = _current.get("contract")
+    if contract is None or not isinstance(body, dict) or not _is_uuid(body.get("cloudProviderId")):
         return st.just(body)
-    replaced = {**body, "cloudProviderId": _current["contract"].tenant.provider_id}
+    replaced = {**body, "cloudProviderId": contract.tenant.provider_id}
     return st.sampled_from([replaced, replaced, replaced, body])
 
 

@@ -15,7 +15,13 @@ from hpcinfra.models import AuditEvent
 router = APIRouter(prefix="/audit", tags=["audit"])
 
 
-@router.get("", response_model=list[schemas.AuditEvent], responses=problems(403))
+@router.get(
+    "",
+    response_model=list[schemas.AuditEvent],
+    responses=problems(403),
+    operation_id="listAuditEvents",
+    summary="List audit events",
+)
 def list_audit_events(
     session: SessionDep,
     user: CurrentUser,

@@ -16,43 +16,74 @@ from hpcinfra.messages import Registration, ServiceRequest, ToolRequest, cluster
 from hpcinfra.models import Cluster, ClusterService, ClusterTool, User
 from workflows.cluster import ClusterWorkflow
 
-router = APIRouter(prefix="/clusters/{clusterId}", tags=["tools and services"])
+router = APIRouter(prefix="/clusters/{clusterId}", tags=["clusters"])
 
 
-@router.get("/tools", response_model=list[schemas.Tool])
+@router.get(
+    "/tools", response_model=list[schemas.Tool], operation_id="listClusterTools", summary="List a cluster's tools"
+)
 def list_tools(cluster_id: ClusterId, session: SessionDep, user: CurrentUser) -> list[schemas.Tool]:
+    """The cluster's tools and where their installs stand."""
     return [schemas.Tool.model_validate(t) for t in cluster_for(session, user, cluster_id).tools]
 
 
-@router.post("/tools", status_code=202, response_model=schemas.Tool, responses=problems(403, 409))
+@router.post(
+    "/tools",
+    status_code=202,
+    response_model=schemas.Tool,
+    responses=problems(403, 409),
+    operation_id="addClusterTool",
+    summary="Install a tool on a cluster",
+)
 async def add_tool(
     cluster_id: ClusterId, body: schemas.ToolIn, session: SessionDep, user: CurrentUser, temporal: TemporalDep
 ) -> schemas.Tool:
-    """Install a tool on an available cluster; the install runs in the cluster's workflow. The same
-    tool again is the same tool (no second install); a failed one is tried again."""
+    """Install a tool on an available cluster (its creator); the install runs in the cluster's workflow
+    and the tool's `status` moves `pending`, `installing`, `installed` (or `failed`). The same tool
+    again is the same tool (no second install); a failed one is tried again. A cluster that is not
+    available is a 409."""
     cluster = await _available_for_creator(session, user, cluster_id, "tools")
     registration = await _register(temporal, cluster, ClusterWorkflow.add_tool, ToolRequest(body.name, body.version))
     return await run_in_threadpool(_reload, session, ClusterTool, registration, schemas.Tool.model_validate)
 
 
-@router.get("/services", response_model=list[schemas.Service])
+@router.get(
+    "/services",
+    response_model=list[schemas.Service],
+    operation_id="listClusterServices",
+    summary="List a cluster's services",
+)
 def list_services(cluster_id: ClusterId, session: SessionDep, user: CurrentUser) -> list[schemas.Service]:
     """The cluster's services, without credentials (those are on the service's own detail)."""
     return [schemas.Service.from_row(s) for s in cluster_for(session, user, cluster_id).services]
 
 
-@router.post("/services", status_code=202, response_model=schemas.Service, responses=problems(403, 409))
+@router.post(
+    "/services",
+    status_code=202,
+    response_model=schemas.Service,
+    responses=problems(403, 409),
+    operation_id="addClusterService",
+    summary="Start a service on a cluster",
+)
 async def add_service(
     cluster_id: ClusterId, body: schemas.ServiceIn, session: SessionDep, user: CurrentUser, temporal: TemporalDep
 ) -> schemas.Service:
-    """Start a service on an available cluster, with credentials the platform generates."""
+    """Start a service on an available cluster (its creator), with credentials the platform generates:
+    `GET /clusters/{clusterId}/services/{serviceId}` shows them once the service is `running`. A
+    cluster that is not available is a 409."""
     cluster = await _available_for_creator(session, user, cluster_id, "services")
     wanted = ServiceRequest(body.name, body.version, body.config)
     registration = await _register(temporal, cluster, ClusterWorkflow.add_service, wanted)
     return await run_in_threadpool(_reload, session, ClusterService, registration, schemas.Service.from_row)
 
 
-@router.get("/services/{serviceId}", response_model=schemas.Service)
+@router.get(
+    "/services/{serviceId}",
+    response_model=schemas.Service,
+    operation_id="getClusterService",
+    summary="Get a service, with its credentials",
+)
 def get_service(
     cluster_id: ClusterId,
     service_id: ServiceId,

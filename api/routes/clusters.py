@@ -40,7 +40,7 @@ from workflows.cluster import ClusterWorkflow
 router = APIRouter(prefix="/clusters", tags=["clusters"])
 
 
-@router.get("", response_model=list[schemas.Cluster])
+@router.get("", response_model=list[schemas.Cluster], operation_id="listClusters", summary="List clusters")
 def list_clusters(
     session: SessionDep,
     user: CurrentUser,
@@ -48,7 +48,8 @@ def list_clusters(
     status: schemas.ClusterStatus | None = None,
     cloud_provider_id: Annotated[uuid.UUID | None, Query(alias="cloudProviderId")] = None,
 ) -> list[schemas.Cluster]:
-    """The caller's clusters: a CAD manager those it created, an IT manager all of its tenant's."""
+    """The caller's clusters, newest first: a CAD manager those it created, an IT manager all of its
+    tenant's. Filter by `status` and `cloudProviderId`; page with `limit` and `offset`."""
     query = clusters_visible_to(user)
     if status is not None:
         query = query.where(Cluster.status == status)
@@ -59,7 +60,14 @@ def list_clusters(
     return [schemas.Cluster.from_row(c, estimates.of_cluster(c)) for c in rows]
 
 
-@router.post("", status_code=201, response_model=schemas.Cluster, responses=problems(403, 409))
+@router.post(
+    "",
+    status_code=201,
+    response_model=schemas.Cluster,
+    responses=problems(403, 409),
+    operation_id="createCluster",
+    summary="Create a cluster within the self-service limit",
+)
 async def create_cluster(
     body: schemas.ClusterIn,
     session: SessionDep,
@@ -68,7 +76,10 @@ async def create_cluster(
     settings: SettingsDep,
     http_request: Request,
 ) -> schemas.Cluster:
-    """Create a cluster without approval, within the tenant's self-service limit; above it, file a request."""
+    """Create a cluster without approval (CAD managers), within the tenant's self-service limit; above it
+    the answer is a 403 that says to file a request. The cluster starts `pending` and is provisioned
+    in the background: poll `GET /clusters/{clusterId}` until it is `available` (or `error`). A
+    tenant whose credits would not last is refused with a 409."""
     require_role(user, "cad_manager", action="create clusters")
     size = body.size
     if size.number_of_nodes > settings.self_service_max_nodes or size.node_type not in settings.self_service_node_types:
@@ -125,11 +136,13 @@ async def create_cluster(
     return await run_in_threadpool(lambda: schemas.Cluster.from_row(cluster, Estimates(session).of_cluster(cluster)))
 
 
-@router.get("/{clusterId}", response_model=schemas.Cluster)
+@router.get("/{clusterId}", response_model=schemas.Cluster, operation_id="getCluster", summary="Get a cluster")
 def get_cluster(
     cluster_id: ClusterId, session: SessionDep, user: CurrentUser, credentials: CredentialsDep, http_request: Request
 ) -> schemas.Cluster:
-    """The cluster, with its services' credentials for its creator and IT managers."""
+    """The cluster, for its creator and the tenant's IT managers, with its services' credentials once
+    they run. `status` moves `pending`, `provisioning`, `available`, or `error` with a
+    `statusReason`."""
     cluster = cluster_for(session, user, cluster_id)
     secrets = {}
     if may_see_credentials(user, cluster):
@@ -140,12 +153,19 @@ def get_cluster(
     return schemas.Cluster.from_row(cluster, Estimates(session).of_cluster(cluster), secrets)
 
 
-@router.delete("/{clusterId}", status_code=202, response_model=schemas.Cluster, responses=problems(409))
+@router.delete(
+    "/{clusterId}",
+    status_code=202,
+    response_model=schemas.Cluster,
+    responses=problems(409),
+    operation_id="deleteCluster",
+    summary="Delete a cluster",
+)
 async def delete_cluster(
     cluster_id: ClusterId, session: SessionDep, user: CurrentUser, temporal: TemporalDep, http_request: Request
 ) -> schemas.Cluster:
-    """Tear the cluster down: `deleting`, then `deleted` with its services `stopped`. Deleting a
-    cluster that is already going away changes nothing."""
+    """Tear the cluster down (its creator, IT managers): `deleting`, then `deleted` with its services
+    `stopped`. Deleting a cluster that is already going away changes nothing."""
     cluster = await read_then_release(session, cluster_for, user, cluster_id)
     if cluster.status not in ("deleting", "deleted"):
         handle = temporal.get_workflow_handle(cluster_workflow_id(str(cluster_id)))
@@ -165,11 +185,19 @@ async def delete_cluster(
     return await run_in_threadpool(_reloaded, session, user, cluster_id)
 
 
-@router.post("/{clusterId}/retry", status_code=202, response_model=schemas.Cluster, responses=problems(409))
+@router.post(
+    "/{clusterId}/retry",
+    status_code=202,
+    response_model=schemas.Cluster,
+    responses=problems(409),
+    operation_id="retryCluster",
+    summary="Provision a cluster in error again",
+)
 async def retry_cluster(
     cluster_id: ClusterId, session: SessionDep, user: CurrentUser, temporal: TemporalDep
 ) -> schemas.Cluster:
-    """Provision a cluster in `error` again, without a new approval (extension)."""
+    """Provision a cluster in `error` again, without a new approval (extension); any other status is
+    a 409."""
     cluster = await read_then_release(session, cluster_for, user, cluster_id)
     if cluster.status != "error":
         raise Problem(409, f"the cluster is {cluster.status}; only a cluster in error can be retried")
@@ -189,7 +217,12 @@ def _reloaded(session: Session, user: User, cluster_id: uuid.UUID) -> schemas.Cl
     return schemas.Cluster.from_row(cluster, Estimates(session).of_cluster(cluster))
 
 
-@router.get("/{clusterId}/events", response_model=list[schemas.ClusterEvent])
+@router.get(
+    "/{clusterId}/events",
+    response_model=list[schemas.ClusterEvent],
+    operation_id="listClusterEvents",
+    summary="List a cluster's provisioning steps",
+)
 def list_events(
     cluster_id: ClusterId, session: SessionDep, user: CurrentUser, page: Page
 ) -> list[schemas.ClusterEvent]:

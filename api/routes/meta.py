@@ -9,15 +9,16 @@ from api import schemas
 from api.deps import CurrentUser
 from infra import catalog
 
-router = APIRouter(tags=["platform"])
+router = APIRouter(tags=["meta"])
 
 
-@router.get("/me", response_model=schemas.Me)
+@router.get("/me", response_model=schemas.Me, operation_id="getMe", summary="Get the caller")
 def me(user: CurrentUser) -> schemas.Me:
+    """The user the token belongs to: who the other calls act as."""
     return schemas.Me.model_validate(user)
 
 
-@router.get("/catalog", response_model=schemas.Catalog)
+@router.get("/catalog", response_model=schemas.Catalog, operation_id="getCatalog", summary="Get the catalog")
 def get_catalog(user: CurrentUser) -> schemas.Catalog:
     """Node types, tools and services that requests may name, with their rates in credits per hour."""
     return schemas.Catalog(
@@ -54,13 +55,19 @@ def get_catalog(user: CurrentUser) -> schemas.Catalog:
     )
 
 
-@router.get("/healthz", response_model=schemas.Health)
+@router.get("/healthz", response_model=schemas.Health, operation_id="checkLiveness", summary="Liveness probe")
 def healthz() -> schemas.Health:
     """Liveness: the process answers."""
     return schemas.Health(status="ok")
 
 
-@router.get("/readyz", response_model=schemas.Health, responses={503: {"model": schemas.Health}})
+@router.get(
+    "/readyz",
+    response_model=schemas.Health,
+    responses={503: {"model": schemas.Health}},
+    operation_id="checkReadiness",
+    summary="Readiness probe",
+)
 async def readyz(request: Request) -> JSONResponse:
     """Readiness: the database and Temporal both answer."""
     checks = {}

@@ -15,7 +15,13 @@ from hpcinfra import reports
 router = APIRouter(prefix="/clusters", tags=["metrics"])
 
 
-@router.get("/{clusterId}/metrics", response_model=schemas.Metrics, response_model_by_alias=True)
+@router.get(
+    "/{clusterId}/metrics",
+    response_model=schemas.Metrics,
+    response_model_by_alias=True,
+    operation_id="getClusterMetrics",
+    summary="Get a cluster's metrics",
+)
 def get_metrics(
     cluster_id: ClusterId,
     session: SessionDep,
@@ -41,7 +47,12 @@ def get_metrics(
     )
 
 
-@router.get("/{clusterId}/metrics/summary", response_model=schemas.MetricsSummary)
+@router.get(
+    "/{clusterId}/metrics/summary",
+    response_model=schemas.MetricsSummary,
+    operation_id="getClusterMetricsSummary",
+    summary="Get a cluster's current use and costs",
+)
 def get_summary(cluster_id: ClusterId, session: SessionDep, user: CurrentUser) -> schemas.MetricsSummary:
     """The latest minute's use, everything the cluster has cost, and what it costs from now on."""
     return schemas.MetricsSummary.of(reports.summary(session, cluster_for(session, user, cluster_id)))

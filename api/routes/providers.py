@@ -11,17 +11,29 @@ from api.pagination import Page
 from hpcinfra.accounts import AccountError, create_provider
 from hpcinfra.models import CloudProvider, Tenant
 
-router = APIRouter(prefix="/cloud-providers", tags=["cloud providers"])
+router = APIRouter(prefix="/cloud-providers", tags=["providers"])
 
 
-@router.get("", response_model=list[schemas.CloudProvider])
+@router.get(
+    "", response_model=list[schemas.CloudProvider], operation_id="listCloudProviders", summary="List cloud providers"
+)
 def list_providers(session: SessionDep, user: CurrentUser, page: Page) -> list[schemas.CloudProvider]:
+    """The tenant's cloud providers (every tenant's, for admins), by name."""
     rows = session.scalars(page.apply(providers_visible_to(user).order_by(CloudProvider.name, CloudProvider.id)))
     return [schemas.CloudProvider.model_validate(p) for p in rows]
 
 
-@router.post("", status_code=201, response_model=schemas.CloudProvider, responses=problems(403, 409))
+@router.post(
+    "",
+    status_code=201,
+    response_model=schemas.CloudProvider,
+    responses=problems(403, 409),
+    operation_id="createCloudProvider",
+    summary="Register a cloud provider",
+)
 def register_provider(body: schemas.CloudProviderIn, session: SessionDep, user: CurrentUser) -> schemas.CloudProvider:
+    """Register a cloud provider for the tenant (IT managers, admins). A name the tenant already uses
+    is a 409."""
     require_role(user, "it_manager", "admin", action="register cloud providers")
     tenant_id = body.tenant_id or user.tenant_id
     if tenant_id != user.tenant_id and (user.role != "admin" or session.get(Tenant, tenant_id) is None):

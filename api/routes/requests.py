@@ -24,7 +24,9 @@ from workflows.request import RequestWorkflow
 router = APIRouter(prefix="/requests", tags=["requests"])
 
 
-@router.get("", response_model=list[schemas.ClusterRequest])
+@router.get(
+    "", response_model=list[schemas.ClusterRequest], operation_id="listRequests", summary="List cluster requests"
+)
 def list_requests(
     session: SessionDep,
     user: CurrentUser,
@@ -32,7 +34,8 @@ def list_requests(
     status: schemas.RequestStatus | None = None,
     requested_by: Annotated[uuid.UUID | None, Query(alias="requestedBy")] = None,
 ) -> list[schemas.ClusterRequest]:
-    """All requests the caller may see: a CAD manager its own, an IT manager its tenant's."""
+    """All requests the caller may see, newest first: a CAD manager those it filed, an IT manager all of
+    its tenant's. Filter by `status` and `requestedBy`; page with `limit` and `offset`."""
     query = requests_visible_to(user)
     if status is not None:
         query = query.where(ClusterRequest.status == status)
@@ -43,11 +46,21 @@ def list_requests(
     return [schemas.ClusterRequest.from_row(r, estimates.of_request(r)) for r in rows]
 
 
-@router.post("", status_code=201, response_model=schemas.ClusterRequest, responses=problems(403))
+@router.post(
+    "",
+    status_code=201,
+    response_model=schemas.ClusterRequest,
+    responses=problems(403),
+    operation_id="createRequest",
+    summary="Request a new cluster",
+)
 async def create_request(
     body: schemas.RequestIn, session: SessionDep, user: CurrentUser, temporal: TemporalDep, settings: SettingsDep
 ) -> schemas.ClusterRequest:
-    """File a request for a cluster; it waits for an IT manager's decision."""
+    """File a request for a cluster (CAD managers); it waits for an IT manager's decision. The server
+    sets `id`, `status` (`pending`), `requestedBy` and `requestedAt`, whatever the body says. Node
+    type, tools and services come from `GET /catalog`; `cloudProviderId` is one of the tenant's
+    providers (`GET /cloud-providers`)."""
     require_role(user, "cad_manager", action="file cluster requests")
 
     def insert() -> tuple[ClusterRequest, list[uuid.UUID]]:
@@ -88,12 +101,20 @@ async def create_request(
     return await run_in_threadpool(_view, session, request)
 
 
-@router.get("/{requestId}", response_model=schemas.ClusterRequest)
+@router.get("/{requestId}", response_model=schemas.ClusterRequest, operation_id="getRequest", summary="Get a request")
 def get_request(request_id: RequestId, session: SessionDep, user: CurrentUser) -> schemas.ClusterRequest:
+    """The request, for its requester and the tenant's IT managers; once approved, `clusterId` names
+    the cluster it became."""
     return _view(session, request_for(session, user, request_id))
 
 
-@router.patch("/{requestId}", response_model=schemas.ClusterRequest, responses=problems(403, 409))
+@router.patch(
+    "/{requestId}",
+    response_model=schemas.ClusterRequest,
+    responses=problems(403, 409),
+    operation_id="decideRequest",
+    summary="Approve or reject a request",
+)
 async def decide_request(
     request_id: RequestId,
     body: schemas.DecisionIn,
@@ -102,7 +123,11 @@ async def decide_request(
     temporal: TemporalDep,
     http_request: Request,
 ) -> schemas.ClusterRequest:
-    """Approve or reject. The request workflow makes the decision; approval starts provisioning."""
+    """Approve or reject a pending request (IT managers, admins). Rejecting needs a `rejectionReason`.
+    The request's workflow makes the decision, so a decision sent through Temporal gives the same
+    result; approval sets `approvedBy` and `approvedAt` and starts provisioning the cluster named in
+    `clusterId`. A request that is no longer pending, or whose cluster the tenant's credits would not
+    keep running, is a 409."""
     request = await read_then_release(session, request_for, user, request_id)
     if not may_decide(user, request):
         raise Problem(403, f"only it_manager or admin users may approve or reject requests; you are {user.role}")
@@ -139,14 +164,27 @@ def _view(session: Session, request: ClusterRequest) -> schemas.ClusterRequest:
     return schemas.ClusterRequest.from_row(request, Estimates(session).of_request(request))
 
 
-@router.get("/{requestId}/notes", response_model=list[schemas.Note])
+@router.get(
+    "/{requestId}/notes",
+    response_model=list[schemas.Note],
+    operation_id="listRequestNotes",
+    summary="List a request's notes",
+)
 def list_notes(request_id: RequestId, session: SessionDep, user: CurrentUser) -> list[schemas.Note]:
+    """The request's notes, oldest first, for its requester and the tenant's IT managers."""
     return [schemas.Note.model_validate(n) for n in request_for(session, user, request_id).notes]
 
 
-@router.post("/{requestId}/notes", status_code=201, response_model=schemas.Note)
+@router.post(
+    "/{requestId}/notes",
+    status_code=201,
+    response_model=schemas.Note,
+    operation_id="addRequestNote",
+    summary="Add a note to a request",
+)
 def create_note(request_id: RequestId, body: schemas.NoteIn, session: SessionDep, user: CurrentUser) -> schemas.Note:
-    """Add a note to a request, at any stage; the requester and IT managers may."""
+    """Add a note to a request, at any stage; the requester and IT managers may. The server sets
+    `time` and `by`."""
     note = add_note(session, request_for(session, user, request_id), user, body.note)
     session.commit()
     return schemas.Note.model_validate(note)

@@ -27,20 +27,33 @@ def _tenant(session, user: User, tenant_id, *roles: str, action: str) -> Tenant:
     return tenant
 
 
-@router.get("/{tenantId}/analytics", response_model=schemas.Analytics, responses=problems(403))
+@router.get(
+    "/{tenantId}/analytics",
+    response_model=schemas.Analytics,
+    responses=problems(403),
+    operation_id="getTenantAnalytics",
+    summary="Get a tenant's analytics",
+)
 def get_analytics(
     tenant_id: TenantId, session: SessionDep, user: CurrentUser, start: Start = None, end: End = None
 ) -> schemas.Analytics:
     """Clusters, users, use and credits of the tenant over every hour [start, end) touches (default: the
-    last 30 days)."""
+    last 30 days), for its IT managers and admins."""
     tenant = _tenant(session, user, tenant_id, "it_manager", "admin", action="read tenant analytics")
     start, end = time_range(start, end, timedelta(days=30))
     return schemas.Analytics.of(reports.analytics(session, tenant.id, start, end, datetime.now(UTC)))
 
 
-@router.get("/{tenantId}/credits", response_model=schemas.CreditAccount, responses=problems(403))
+@router.get(
+    "/{tenantId}/credits",
+    response_model=schemas.CreditAccount,
+    responses=problems(403),
+    operation_id="getTenantCredits",
+    summary="Get a tenant's credits and ledger",
+)
 def get_credits(tenant_id: TenantId, session: SessionDep, user: CurrentUser, page: Page) -> schemas.CreditAccount:
-    """The tenant's balance, budget policy and ledger, newest first (extension)."""
+    """The tenant's balance, budget policy and ledger, newest first (extension), for its IT managers
+    and admins."""
     tenant = _tenant(session, user, tenant_id, "it_manager", "admin", action="read a tenant's credits")
     entries = session.scalars(
         page.apply(select(CreditEntry).where(CreditEntry.tenant_id == tenant.id).order_by(CreditEntry.id.desc()))
@@ -55,7 +68,14 @@ def get_credits(tenant_id: TenantId, session: SessionDep, user: CurrentUser, pag
     )
 
 
-@router.post("/{tenantId}/credits", status_code=201, response_model=schemas.LedgerEntry, responses=problems(403))
+@router.post(
+    "/{tenantId}/credits",
+    status_code=201,
+    response_model=schemas.LedgerEntry,
+    responses=problems(403),
+    operation_id="grantTenantCredits",
+    summary="Grant credits to a tenant",
+)
 def grant_credits(
     tenant_id: TenantId, body: schemas.GrantIn, session: SessionDep, user: CurrentUser, http_request: Request
 ) -> schemas.LedgerEntry:
