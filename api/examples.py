@@ -249,6 +249,33 @@ READY = {"status": "ok", "checks": {"database": "ok", "temporal": "ok"}}
 NOT_READY = {"status": "unavailable", "checks": {"database": "ok", "temporal": "unavailable: RuntimeError"}}
 
 
+# --- webhooks ------------------------------------------------------------------------------------------
+
+WEBHOOK_ID = "5b7c9d1e-3f5a-4c8e-9d2b-6a4f8e0c1b37"
+# .invalid never resolves (RFC 2606): an example copied as it is delivers nowhere.
+WEBHOOK_IN = {"url": "https://hooks.invalid/hpcinfra", "events": ["cluster.available", "cluster.failed", "balance.low"]}
+WEBHOOK = {
+    "id": WEBHOOK_ID,
+    "tenantId": TENANT_ID,
+    **WEBHOOK_IN,
+    "createdBy": IT_ID,
+    "createdAt": APPROVED_AT,
+}
+WEBHOOK_CREATED = {**WEBHOOK, "secret": "example-signing-secret-shown-once"}
+WEBHOOK_DELIVERY = {
+    "id": "7e2a4c6b-8d0f-4a1c-b3e5-9f7d1c3a5e80",
+    "eventId": "1d3f5b7a-9c2e-4f6a-8b0d-2e4c6a8f0b13",
+    "eventType": "cluster.available",
+    "occurredAt": AVAILABLE_AT,
+    "status": "delivered",
+    "attempts": 2,
+    "lastStatusCode": 200,
+    "lastError": None,
+    "lastAttemptAt": "2019-08-24T15:09:53Z",
+    "finishedAt": "2019-08-24T15:09:53Z",
+}
+
+
 def examples(*values: dict[str, Any]) -> dict[str, Any]:
     """`json_schema_extra` for a model: its examples, as JSON Schema's `examples` keyword."""
     return {"examples": list(values)}

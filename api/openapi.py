@@ -31,6 +31,11 @@ TAGS: list[dict[str, str]] = [
         "budget policy, ledger and grants.",
     },
     {
+        "name": "webhooks",
+        "description": "A tenant's outbound webhooks: the events posted to its endpoints, signed with HMAC-SHA256, "
+        "and each delivery's attempts.",
+    },
+    {
         "name": "providers",
         "description": "The cloud providers a tenant provisions on: `cloudProviderId` points here.",
     },

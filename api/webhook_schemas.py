@@ -6,8 +6,10 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
 
+from api import examples as ex
+from api.examples import examples
 from api.schemas import Input, Model
 from hpcinfra import models
 from hpcinfra.webhooks import EVENT_TYPES
@@ -59,11 +61,15 @@ def _once_each(events: list[str]) -> list[str]:
 
 
 class WebhookIn(Input):
+    model_config = ConfigDict(json_schema_extra=examples(ex.WEBHOOK_IN))
+
     url: WebhookUrl
     events: Annotated[list[EventType], Field(min_length=1, max_length=50), AfterValidator(_once_each)]
 
 
 class Webhook(Model):
+    model_config = ConfigDict(json_schema_extra=examples(ex.WEBHOOK))
+
     id: uuid.UUID
     tenant_id: uuid.UUID
     url: str
@@ -84,12 +90,16 @@ class Webhook(Model):
 
 
 class WebhookCreated(Webhook):
+    model_config = ConfigDict(json_schema_extra=examples(ex.WEBHOOK_CREATED))
+
     secret: str = Field(
         description="the key of the deliveries' HMAC-SHA256 signatures: shown only in this answer, keep it safe"
     )
 
 
 class WebhookDelivery(Model):
+    model_config = ConfigDict(json_schema_extra=examples(ex.WEBHOOK_DELIVERY))
+
     id: uuid.UUID
     event_id: uuid.UUID
     event_type: EventType

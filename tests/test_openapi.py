@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from api import schemas
+from api import schemas, webhook_schemas
 from api.main import API_PREFIX, create_app
 from tests.test_role_matrix import RULES, F, N
 
@@ -35,6 +35,10 @@ PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas
 # operation adds its line; an existing line never changes.
 OPERATION_IDS = {
     "GET /me": "getMe",
+    "POST /tenants/{tenantId}/webhooks": "createWebhook",
+    "GET /tenants/{tenantId}/webhooks": "listWebhooks",
+    "DELETE /tenants/{tenantId}/webhooks/{webhookId}": "deleteWebhook",
+    "GET /tenants/{tenantId}/webhooks/{webhookId}/deliveries": "listWebhookDeliveries",
     "GET /catalog": "getCatalog",
     "GET /healthz": "checkLiveness",
     "GET /readyz": "checkReadiness",
@@ -132,9 +136,10 @@ def test_every_body_and_answer_has_an_example():
         if "requestBody" in operation:
             schemas_used += _schema_names(operation["requestBody"]["content"]["application/json"]["schema"])
         for status, response in operation["responses"].items():
-            if status.startswith("2"):
+            if status.startswith("2") and status != "204":
                 schemas_used += _schema_names(response["content"]["application/json"]["schema"])
-        assert schemas_used, f"{key}: neither its body nor its answer is a documented schema"
+        no_content = "204" in operation["responses"] and "requestBody" not in operation
+        assert schemas_used or no_content, f"{key}: neither its body nor its answer is a documented schema"
         for name in schemas_used:
             assert DOCUMENT["components"]["schemas"][name].get("examples"), f"{key}: {name} has no example"
 
@@ -154,6 +159,6 @@ def test_there_are_examples():
 def test_each_example_is_valid_for_its_model(name, index, example):
     """Validated by the model the schema was made from (bodies: as the API validates them, catalog
     included), and unchanged by a round trip: no field the model does not have, none misspelt."""
-    model: type[BaseModel] = getattr(schemas, name)
+    model: type[BaseModel] = getattr(schemas, name, None) or getattr(webhook_schemas, name)
     again = model.model_validate(example).model_dump(mode="json", by_alias=True, exclude_unset=True)
     assert again == example

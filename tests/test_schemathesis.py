@@ -44,6 +44,10 @@ ROLES = {
     ("GET", "/tenants/{tenantId}/credits"): "it",
     ("POST", "/tenants/{tenantId}/credits"): "admin",
     ("GET", "/audit"): "it",
+    ("POST", "/tenants/{tenantId}/webhooks"): "it",
+    ("GET", "/tenants/{tenantId}/webhooks"): "it",
+    ("DELETE", "/tenants/{tenantId}/webhooks/{webhookId}"): "it",
+    ("GET", "/tenants/{tenantId}/webhooks/{webhookId}/deliveries"): "it",
 }
 
 

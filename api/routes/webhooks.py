@@ -41,7 +41,12 @@ def _webhook(session: Session, tenant: Tenant, webhook_id: uuid.UUID) -> Webhook
 
 
 @router.post(
-    "/{tenantId}/webhooks", status_code=201, response_model=schemas.WebhookCreated, responses=problems(403, 409)
+    "/{tenantId}/webhooks",
+    status_code=201,
+    response_model=schemas.WebhookCreated,
+    responses=problems(403, 409),
+    operation_id="createWebhook",
+    summary="Register a webhook (its signing secret is shown only in this answer)",
 )
 def create_webhook(
     tenant_id: TenantId,
@@ -68,7 +73,13 @@ def create_webhook(
     return schemas.WebhookCreated(**schemas.Webhook.from_row(webhook).model_dump(), secret=secret)
 
 
-@router.get("/{tenantId}/webhooks", response_model=list[schemas.Webhook], responses=problems(403))
+@router.get(
+    "/{tenantId}/webhooks",
+    response_model=list[schemas.Webhook],
+    responses=problems(403),
+    operation_id="listWebhooks",
+    summary="List a tenant's webhooks",
+)
 def list_webhooks(tenant_id: TenantId, session: SessionDep, user: CurrentUser, page: Page) -> list[schemas.Webhook]:
     """The tenant's webhooks, oldest first, without their secrets."""
     tenant = _tenant(session, user, tenant_id, "read webhooks")
@@ -82,7 +93,13 @@ def list_webhooks(tenant_id: TenantId, session: SessionDep, user: CurrentUser, p
     return [schemas.Webhook.from_row(w) for w in rows]
 
 
-@router.delete("/{tenantId}/webhooks/{webhookId}", status_code=204, responses=problems(403))
+@router.delete(
+    "/{tenantId}/webhooks/{webhookId}",
+    status_code=204,
+    responses=problems(403),
+    operation_id="deleteWebhook",
+    summary="Delete a webhook",
+)
 def delete_webhook(
     tenant_id: TenantId, webhook_id: WebhookId, session: SessionDep, user: CurrentUser, http_request: Request
 ) -> Response:
@@ -100,6 +117,8 @@ def delete_webhook(
     "/{tenantId}/webhooks/{webhookId}/deliveries",
     response_model=list[schemas.WebhookDelivery],
     responses=problems(403),
+    operation_id="listWebhookDeliveries",
+    summary="List a webhook's deliveries",
 )
 def list_deliveries(
     tenant_id: TenantId, webhook_id: WebhookId, session: SessionDep, user: CurrentUser, page: Page
