@@ -71,7 +71,7 @@ def _postgres_schema_url(tmp_name: str) -> tuple[str, sa.Engine]:
 
 
 @contextmanager
-def _database(kind: str, tmp_path_factory) -> Iterator[Database]:
+def migrated_database(kind: str, tmp_path_factory) -> Iterator[Database]:
     """A migrated, empty application database: SQLite in a temporary folder, or a fresh PostgreSQL schema."""
     if kind == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'hpcinfra.db'}"
@@ -96,14 +96,14 @@ def _database(kind: str, tmp_path_factory) -> Iterator[Database]:
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def db(request, tmp_path_factory) -> Iterator[Database]:
     """The session's database, shared by the worker and API of `stack`."""
-    with _database(request.param, tmp_path_factory) as database:
+    with migrated_database(request.param, tmp_path_factory) as database:
         yield database
 
 
 @pytest.fixture
 def fresh_db(db: Database, tmp_path_factory) -> Iterator[Database]:
     """A database of the same kind as `db`, for this test alone (for whole-table operations)."""
-    with _database(db.kind, tmp_path_factory) as database:
+    with migrated_database(db.kind, tmp_path_factory) as database:
         yield database
 
 

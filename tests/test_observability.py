@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prometheus_client.parser import text_string_to_metric_families
 
 from hpcinfra.observability import ACTIVITY_OUTCOMES, PROVISION_SECONDS
-from tests.conftest import Stack, start_worker, wait_for_worker
+from tests.conftest import Database, Stack, migrated_database, start_worker, wait_for_worker
 from tests.utils.servers import Process, free_port, wait_for_http, wait_until
 from tests.utils.world import TenantWorld, make_tenant, request_body, wait_for_cluster
 
@@ -89,6 +89,7 @@ class Observed:
     metrics_url: str
     api: Process
     worker: Process
+    db: Database
 
     def lines(self, process: Process) -> list[dict[str, Any]]:
         """Every line the process wrote, each parsed as JSON (a line that is not JSON fails the test)."""
@@ -107,8 +108,16 @@ def observed(stack: Stack, tmp_path_factory) -> Iterator[Observed]:
         pytest.skip("logs, traces and worker metrics do not depend on the database: checked once, on SQLite")
     folder = tmp_path_factory.mktemp("observed")
     api_port, metrics_port = free_port(), free_port()
+    # A database of its own: a worker starting on the shared one would resume (and count) the clusters
+    # other tests left pending.
+    with migrated_database("sqlite", tmp_path_factory) as db:
+        yield from _observed(stack, db, folder, api_port, metrics_port)
+
+
+def _observed(stack: Stack, db: Database, folder, api_port: int, metrics_port: int) -> Iterator[Observed]:
     env = {
         **stack.env,
+        "HPCINFRA_DATABASE_URL": db.url,
         "HPCINFRA_TASK_QUEUE": f"tq-observed-{uuid.uuid4().hex[:8]}",
         "HPCINFRA_API_PORT": str(api_port),
         "HPCINFRA_LOG_FORMAT": "json",
@@ -124,7 +133,7 @@ def observed(stack: Stack, tmp_path_factory) -> Iterator[Observed]:
     try:
         wait_for_http(f"{base_url}/healthz", api)
         wait_for_worker(worker)
-        yield Observed(base_url, f"http://127.0.0.1:{metrics_port}/metrics", api, worker)
+        yield Observed(base_url, f"http://127.0.0.1:{metrics_port}/metrics", api, worker, db)
     finally:
         api.stop()
         worker.stop()
@@ -132,7 +141,7 @@ def observed(stack: Stack, tmp_path_factory) -> Iterator[Observed]:
 
 @pytest.fixture(scope="module")
 def flaky_tenant(observed: Observed, stack: Stack) -> TenantWorld:
-    return make_tenant(stack.db.sessions, extra_providers={"flaky": FLAKY, "broken": BROKEN})
+    return make_tenant(observed.db.sessions, extra_providers={"flaky": FLAKY, "broken": BROKEN})
 
 
 @pytest.fixture(scope="module")
