@@ -1,6 +1,7 @@
 """How the user commands print: rich tables for people, or `--output json`, the API's own answer."""
 
 import enum
+import sys
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Annotated, Any
@@ -22,9 +23,15 @@ OutputOption = Annotated[
 ]
 
 
+# Where the output is not a terminal (a pipe, a file, a CI log), rich would assume 80 columns and squeeze
+# the other columns of a table of ids to nothing: such output gets this many.
+UNBOUNDED_WIDTH = 200
+
+
 def console() -> Console:
     # Made per use, so it writes to the sys.stdout of the moment (a test runner swaps it).
-    return Console(highlight=False, soft_wrap=False)
+    width = None if sys.stdout.isatty() else UNBOUNDED_WIDTH
+    return Console(highlight=False, soft_wrap=False, width=width)
 
 
 def emit(response: httpx.Response, output: Format, render: Callable[[Any], None]) -> None:
