@@ -20,6 +20,7 @@ from temporalio.worker import Replayer
 
 from hpcinfra import search_attributes as sa
 from hpcinfra.settings import Settings
+from hpcinfra.temporal import connect
 from tests.utils.servers import BIN, Process, executable, free_port, port_open, wait_until
 from tests.utils.world import (
     file_request,
@@ -191,7 +192,8 @@ def test_the_worker_registers_missing_attributes_on_a_server_without_them(tmp_pa
         wait_until(lambda: port_open(port) or not bare.alive(), timeout=60, what="a Temporal dev server")
 
         async def scenario() -> None:
-            client = await Client.connect(f"127.0.0.1:{port}")
+            # The port opens before the frontend is ready to answer: connect as the worker does, waiting.
+            client = await connect(Settings(temporal_address=f"127.0.0.1:{port}"), wait_seconds=30)
             labels = sa.labels(sa.CLUSTER, str(uuid.uuid4()), str(uuid.uuid4()), "pending")
             with pytest.raises(RPCError, match="search attribute Hpcinfra"):
                 await client.start_workflow("Cluster", id="refused", task_queue="nobody", search_attributes=labels)
