@@ -2,7 +2,6 @@
 
 import json
 import logging
-import re
 from http import HTTPStatus
 from typing import Any
 
@@ -13,6 +12,8 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hpcinfra.observability import path_templates
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
@@ -62,7 +63,6 @@ _WITH_BODY = {413: "The body is over the size limit", 422: "Invalid input"}
 # - every POST: an Idempotency-Key being answered for an earlier call, or not valid (api/idempotency.py).
 _POST = {409: "A call with the same Idempotency-Key is still being answered", 422: "Invalid input"}
 _FASTAPI_422 = "#/components/schemas/HTTPValidationError"
-_TEMPLATE = re.compile(r"(\{[^}/]+\})")  # a path parameter in a path of the document
 
 
 class Problem(Exception):
@@ -143,11 +143,11 @@ def _answered_by_install(response: dict[str, Any]) -> bool:
 
 def _allowed_methods(request: Request) -> list[str]:
     """The methods the OpenAPI document lists for the request's path (empty for a path it does not list)."""
+    operations = request.app.openapi().get("paths", {})
     methods: set[str] = set()
-    for template, operations in request.app.openapi().get("paths", {}).items():
-        pattern = "".join("[^/]+" if part.startswith("{") else re.escape(part) for part in _TEMPLATE.split(template))
-        if re.fullmatch(pattern, request.url.path):
-            methods |= {method.upper() for method in operations}
+    for pattern, template in path_templates(request.app):
+        if pattern.fullmatch(request.url.path):
+            methods |= {method.upper() for method in operations.get(template, {})}
     return sorted(methods)
 
 

@@ -288,13 +288,21 @@ async def bare_once(client: Client, task_queue: str, activities: int) -> float:
     return time.perf_counter() - started
 
 
-async def part_latency(scale: Scale, kind: str, folder: Path) -> list[Row]:
+@contextmanager
+def pipeline_and_bare(kind: str, folder: Path) -> Iterator[tuple[Stack, str, str]]:
+    """What parts 1 and 2 run on: a dev server with the real stack and a bare worker on it. Yields the
+    stack, the dev server's address and the bare worker's task queue."""
     with (
         temporal(folder) as address,
         database(kind, folder / "db") as url,
         stack(url, address, folder / "stack") as s,
         bare_worker(address, folder) as (_, bare_queue),
     ):
+        yield s, address, bare_queue
+
+
+async def part_latency(scale: Scale, kind: str, folder: Path) -> list[Row]:
+    with pipeline_and_bare(kind, folder) as (s, address, bare_queue):
         world = tenant(s)
         client = await Client.connect(address)
         async with httpx.AsyncClient(base_url=s.base_url, timeout=60) as http:
@@ -328,12 +336,7 @@ async def visibility_count(client: Client, query: str) -> int:
 
 async def part_throughput(scale: Scale, kind: str, folder: Path) -> list[Row]:
     n = scale.throughput_requests
-    with (
-        temporal(folder) as address,
-        database(kind, folder / "db") as url,
-        stack(url, address, folder / "stack") as s,
-        bare_worker(address, folder) as (_, bare_queue),
-    ):
+    with pipeline_and_bare(kind, folder) as (s, address, bare_queue):
         world = tenant(s)
         client = await Client.connect(address)
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)

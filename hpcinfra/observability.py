@@ -201,30 +201,25 @@ UNMATCHED_ROUTE = "<unmatched>"
 access_log = logging.getLogger("hpcinfra.access")
 
 
-class RouteTemplates:
-    """Finds the path template (/api/v1/clusters/{clusterId}) a request's path belongs to, never the
-    raw path: ids in labels would make a series per object. The templates are the app's as its
-    OpenAPI document states them, plus its top-level routes left out of the document; read once, on
-    the first request. Literal segments win over parameters (/clusters/summary before /clusters/{id})."""
-
-    def __init__(self) -> None:
-        self._templates: list[tuple[re.Pattern[str], str]] | None = None
-
-    def __call__(self, scope: Scope) -> str:
-        if self._templates is None:
-            self._templates = self._read(scope["app"])
-        path = scope["path"]
-        for pattern, template in self._templates:
-            if pattern.fullmatch(path):
-                return template
-        return UNMATCHED_ROUTE
-
-    @staticmethod
-    def _read(app: Any) -> list[tuple[re.Pattern[str], str]]:
+def path_templates(app: Any) -> list[tuple[re.Pattern[str], str]]:
+    """The app's path templates (/api/v1/clusters/{clusterId}), each with the pattern of the paths it
+    takes: those of its OpenAPI document, plus its top-level routes left out of it. Literal segments
+    come first (/clusters/summary before /clusters/{id}). Made once per app, kept on its state."""
+    templates = getattr(app.state, "path_templates", None)
+    if templates is None:
         paths = set(app.openapi().get("paths", {}))
         paths.update(p for route in app.routes if isinstance(p := getattr(route, "path", None), str))
         ordered = sorted(paths, key=lambda t: (t.count("{"), -len(t)))
-        return [(re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(t))), t) for t in ordered]
+        templates = [(re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(t))), t) for t in ordered]
+        app.state.path_templates = templates
+    return templates
+
+
+def route_template(scope: Scope) -> str:
+    """The template a request's path belongs to, never the raw path: ids in labels would make a series
+    per object."""
+    path = scope["path"]
+    return next((t for pattern, t in path_templates(scope["app"]) if pattern.fullmatch(path)), UNMATCHED_ROUTE)
 
 
 class RequestTelemetry:
@@ -235,7 +230,6 @@ class RequestTelemetry:
     def __init__(self, app: ASGIApp, quiet_paths: frozenset[str] = frozenset({"/metrics"})) -> None:
         self.app = app
         self.quiet_paths = quiet_paths
-        self.route_template = RouteTemplates()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -261,7 +255,7 @@ class RequestTelemetry:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            method, route = scope["method"], self.route_template(scope)
+            method, route = scope["method"], route_template(scope)
             HTTP_REQUESTS.labels(method, route, str(status)).inc()
             HTTP_LATENCY.labels(method, route).observe(elapsed)
             if scope["path"] not in self.quiet_paths:
