@@ -35,8 +35,10 @@ def alive(pidfile: Path, expect: str) -> bool:
     """Whether the process a pid file names runs, and is the one it should be: its command line
     contains `expect` (a pid left from before a reboot may belong to anything by now)."""
     pid = pid_of(pidfile)
-    if pid is None:
-        return False
+    return pid is not None and _running(pid, expect)
+
+
+def _running(pid: int, expect: str) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -46,17 +48,25 @@ def alive(pidfile: Path, expect: str) -> bool:
 
 
 def stop(pidfile: Path, expect: str, timeout: float = 20) -> bool:
-    """Stop the process of a pid file (if it is the expected one): SIGTERM, then SIGKILL. Whether it ran."""
+    """Stop the process of a pid file (if it is the expected one): SIGTERM, then SIGKILL, and return
+    once it is gone. Whether it ran.
+
+    The process is watched by its pid, not through the file: a daemon removes its pid file while it
+    shuts down, before it has exited."""
     pid = pid_of(pidfile)
-    if pid is None or not alive(pidfile, expect):
+    if pid is None or not _running(pid, expect):
         return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while alive(pidfile, expect) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if alive(pidfile, expect):
-        os.kill(pid, signal.SIGKILL)
-    return True
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return True
+        deadline = time.monotonic() + wait
+        while _running(pid, expect) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not _running(pid, expect):
+            return True
+    raise ProviderFailure("destroy", f"process {pid} ({expect}) survived SIGKILL", FailureClass.TIMEOUT)
 
 
 def size_gb(folder: Path) -> float:
