@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hpcinfra.observability import path_templates
 
@@ -151,6 +152,48 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+def database_busy(exc: BaseException) -> bool:
+    """Whether an error says the database was too busy, not broken: every connection this process has
+    was in use for the pool's whole timeout, or (SQLite) other writers held the database for the whole
+    busy timeout. Trying again shortly is the remedy."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
+
+
+def busy_response(instance: str) -> JSONResponse:
+    return problem_response(
+        503, "the database was too busy to answer in time; try again shortly (a change retried with the "
+        "same Idempotency-Key is made once)",
+        instance=instance, headers={"Retry-After": "1"},
+    )  # fmt: skip
+
+
+class BusyDatabase:
+    """A busy database is answered 503 with Retry-After, while no answer has started: in a route, and in
+    the middleware's own database calls (token lookup, Idempotency-Key), which run outside the routes'
+    exception handlers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def noting_start(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_start)
+        except (OperationalError, PoolTimeout) as e:
+            if started or scope["type"] != "http" or not database_busy(e):
+                raise
+            log.warning("database busy on %s %s: %s", scope["method"], scope["path"], e)
+            await busy_response(scope["path"])(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
     generate = app.openapi
 
@@ -192,20 +235,6 @@ def install(app: FastAPI) -> None:
             if allowed:
                 detail += f"; allowed: {', '.join(allowed)}"
         return problem_response(exc.status_code, detail, instance=request.url.path, headers=headers)
-
-    @app.exception_handler(PoolTimeout)
-    @app.exception_handler(OperationalError)
-    async def _busy(request: Request, exc: PoolTimeout | OperationalError) -> JSONResponse:
-        # Every database connection this process has was in use for the pool's whole timeout, or (SQLite)
-        # other writers held the database for the whole busy timeout. Anything else is unexpected.
-        if isinstance(exc, OperationalError) and "database is locked" not in str(exc.orig):
-            return await _unexpected(request, exc)
-        log.warning("database busy on %s %s: %s", request.method, request.url.path, exc)
-        return problem_response(
-            503, "the database was too busy to answer in time; try again shortly (a change retried with the "
-            "same Idempotency-Key is made once)",
-            instance=request.url.path, headers={"Retry-After": "1"},
-        )  # fmt: skip
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -12,25 +12,31 @@ first answer, and nothing is done twice.
   signing secret) is kept encrypted with the credential keys, never in clear.
 """
 
+import asyncio
 import hashlib
+import logging
 from datetime import timedelta
 
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import problem_response
+from api.errors import database_busy, problem_response
 from hpcinfra.credentials import CredentialBox
 from hpcinfra.db import transaction
 from hpcinfra.models import IdempotencyKey, utcnow
 
 HEADER = "idempotency-key"
 KEPT_FOR = timedelta(hours=24)
+# How many times a call's answer is offered to a busy database to be kept (each waits out the busy timeout).
+SETTLE_TRIES = 6
 # Marks a kept answer that is encrypted (a JSON body never starts so).
 SEALED = "sealed:"
+log = logging.getLogger(__name__)
 
 
 class Idempotency:
@@ -75,7 +81,7 @@ class Idempotency:
                 answer["body"] += message.get("body", b"")
                 if not message.get("more_body"):
                     # Kept before the caller has the answer, so that a call made on receiving it finds it.
-                    await run_in_threadpool(_settle, sessions, box, user.id, key, answer)
+                    await _settle_patiently(sessions, box, user.id, key, answer)
                     answer["kept"] = True
             await send(message)
 
@@ -83,7 +89,7 @@ class Idempotency:
             await self.app(scope, replay_body, keep_answer)
         finally:
             if not answer["kept"]:
-                await run_in_threadpool(_settle, sessions, box, user.id, key, {**answer, "status": 500})
+                await _settle_patiently(sessions, box, user.id, key, {**answer, "status": 500})
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -131,6 +137,21 @@ def _settle(sessions, box: CredentialBox, user_id, key: str, answer: dict) -> No
         row.body = answer["body"].decode()
         if b"no-store" in headers.get(b"cache-control", b""):
             row.body = SEALED + box.seal({"body": row.body})
+
+
+async def _settle_patiently(sessions, box: CredentialBox, user_id, key: str, answer: dict) -> None:
+    """`_settle`, tried again while the database is busy: the call has been made, and a key left without
+    its answer would refuse every retry of it (409) for a day. Gives up, logging, after SETTLE_TRIES."""
+    for attempt in range(SETTLE_TRIES):
+        try:
+            await run_in_threadpool(_settle, sessions, box, user_id, key, answer)
+            return
+        except (OperationalError, PoolTimeout) as e:
+            if not database_busy(e):
+                raise
+            log.warning("database busy keeping the answer of Idempotency-Key %r (try %d): %s", key, attempt + 1, e)
+            await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+    log.error("the answer of Idempotency-Key %r was not kept: the database stayed busy", key)
 
 
 async def _answer_again(

@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         Authentication, prefix=API_PREFIX, public=frozenset({f"{API_PREFIX}/healthz", f"{API_PREFIX}/readyz"})
     )
+    app.add_middleware(errors.BusyDatabase)
     _observe(app, settings)
     v1 = APIRouter(prefix=API_PREFIX)
     for module in (meta, requests, clusters, cluster_items, metrics, providers, tenants, audit, webhooks):

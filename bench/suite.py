@@ -48,11 +48,13 @@ from typing import Any
 import httpx
 import psutil
 import sqlalchemy as sa
+from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client
 
 from bench import metering as metering_bench
 from hpcinfra import credits
 from hpcinfra.db import make_engine, make_session_factory, transaction
+from hpcinfra.messages import cluster_workflow_id
 from hpcinfra.models import Cluster, ClusterRequest
 from tests.utils.servers import Process, free_port, start_temporal_dev_server, wait_for_http, wait_until
 from tests.utils.world import TenantWorld, make_tenant
@@ -409,6 +411,7 @@ async def part_throughput(scale: Scale, kind: str, folder: Path) -> list[Row]:
             real_seconds = time.perf_counter() - started
             reached = done - already
             log(f"{reached} clusters available in {real_seconds:.1f} s")
+            stuck = await diagnose_stuck(s, world, client) if reached < n - len(failures) else []
             accounted = await account_for(s, world, client, tq, n + 1)
     rate, bare_rate = reached / real_seconds, n / bare_seconds
     ok = not failures and reached == n and accounted["ok"]
@@ -421,6 +424,7 @@ async def part_throughput(scale: Scale, kind: str, folder: Path) -> list[Row]:
         "failures": failures[:5],
         "answers_503_retried": len(retried),
         "accounted": accounted,
+        "stuck": stuck,
     }
     return [
         Row(
@@ -438,6 +442,49 @@ async def part_throughput(scale: Scale, kind: str, folder: Path) -> list[Row]:
             "2 throughput", "runs failed or stuck", n - reached + len(failures), 0, "", None, "0", ok, context
         ),  # fmt: skip
     ]
+
+
+async def diagnose_stuck(s: Stack, world: TenantWorld, client: Client, sample: int = 5) -> list[dict[str, Any]]:
+    """What some clusters that are not `available` are waiting on: their status in the database, and
+    their workflow's pending activities (attempt, last failure) and last events."""
+
+    def not_available() -> list[tuple[uuid.UUID, str]]:
+        with s.engine.connect() as connection:
+            return list(
+                connection.execute(
+                    sa.select(Cluster.id, Cluster.status)
+                    .where(Cluster.tenant_id == uuid.UUID(world.id), Cluster.status != "available")
+                    .limit(sample)
+                ).all()
+            )
+
+    found = []
+    for cluster_id, status in await asyncio.to_thread(not_available):
+        handle = client.get_workflow_handle(cluster_workflow_id(str(cluster_id)))
+        described = await handle.describe()
+        pending = [
+            {
+                "activity": a.activity_type.name,
+                "state": PendingActivityState.Name(a.state),
+                "attempt": a.attempt,
+                "last_failure": a.last_failure.message if a.HasField("last_failure") else None,
+            }
+            for a in described.raw_description.pending_activities
+        ]
+        events = [e async for e in handle.fetch_history_events()][-6:]
+        found.append(
+            {
+                "cluster": str(cluster_id),
+                "status": status,
+                "workflow": described.status.name if described.status else None,
+                "pending_activities": pending,
+                "last_events": [
+                    f"{e.event_time.ToDatetime():%H:%M:%S.%f} {EventType.Name(e.event_type)}" for e in events
+                ],
+            }
+        )
+        log(f"not available: {found[-1]}")
+    return found
 
 
 def available_clusters(s: Stack, world: TenantWorld) -> int:

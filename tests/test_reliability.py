@@ -5,9 +5,11 @@ decisions at once. Each on SQLite and PostgreSQL, against real processes."""
 import asyncio
 import os
 import sqlite3
+import threading
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -195,27 +197,95 @@ def test_many_decisions_at_once_give_one_decision_each(api, stack, requests_at_o
         assert set(pool.map(delete, clusters)) <= {202, 409}
 
 
-def test_a_database_held_by_another_writer_answers_503_with_retry_after_and_changes_nothing(tmp_path):
-    """SQLite has one writer at a time: a call that waits out the busy timeout behind another writer is
-    told to retry (503, Retry-After), not that the server failed."""
-    url = f"sqlite:///{tmp_path / 'busy.db'}"
+@contextmanager
+def busy_sqlite(tmp_path, monkeypatch, lock_wait: float = 0.3):
+    """An API on a SQLite file whose writers give up after `lock_wait` seconds; yields the test client, a
+    tenant, one of its requests, and `held()`, a context in which another connection holds the write
+    lock, as a long transaction would."""
+    monkeypatch.setattr("hpcinfra.db.LOCK_WAIT_SECONDS", lock_wait)
+    path = tmp_path / "busy.db"
+    url = f"sqlite:///{path}"
     upgrade(url)
     sessions = make_session_factory(make_engine(url))
     tenant = make_tenant(sessions)
     request_id = insert_request(sessions, tenant)
-    settings = Settings(database_url=url, data_dir=tmp_path, temporal_address="127.0.0.1:1")
-    with TestClient(create_app(settings)) as client:
-        writer = sqlite3.connect(tmp_path / "busy.db")
-        writer.execute("BEGIN IMMEDIATE")  # holds the write lock, as a long transaction would
+
+    @contextmanager
+    def held():
+        writer = sqlite3.connect(path)
+        writer.execute("BEGIN IMMEDIATE")
         try:
-            answer = client.post(
-                f"/api/v1/requests/{request_id}/notes", json={"note": "waits"}, headers=tenant.it.headers
-            )
+            yield
         finally:
             writer.rollback()
             writer.close()
-        assert answer.status_code == 503, answer.text
-        assert answer.headers["retry-after"] == "1"
-        assert "too busy" in answer.json()["detail"]
-        notes = client.get(f"/api/v1/requests/{request_id}/notes", headers=tenant.it.headers)
-        assert notes.status_code == 200 and notes.json() == []
+
+    settings = Settings(database_url=url, data_dir=tmp_path, temporal_address="127.0.0.1:1")
+    with TestClient(create_app(settings)) as client:
+        yield client, tenant, request_id, held
+
+
+def assert_told_to_retry(answer: httpx.Response) -> None:
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["retry-after"] == "1"
+    assert "too busy" in answer.json()["detail"]
+
+
+def test_a_database_held_by_another_writer_answers_503_with_retry_after_and_changes_nothing(tmp_path, monkeypatch):
+    """SQLite has one writer at a time: a call that waits out the busy timeout behind another writer is
+    told to retry (503, Retry-After), not that the server failed."""
+    with busy_sqlite(tmp_path, monkeypatch) as (client, tenant, request_id, held):
+        notes = f"/api/v1/requests/{request_id}/notes"
+        with held():
+            answer = client.post(notes, json={"note": "waits"}, headers=tenant.it.headers)
+        assert_told_to_retry(answer)
+        assert client.get(notes, headers=tenant.it.headers).json() == []
+
+
+def test_a_post_with_an_idempotency_key_told_to_retry_is_made_once_by_its_retries(tmp_path, monkeypatch):
+    """The Idempotency-Key is claimed in the database before the call is made: a busy database there is
+    a 503 too (not a 500), and leaves the key free for the retry."""
+    with busy_sqlite(tmp_path, monkeypatch) as (client, tenant, request_id, held):
+        notes = f"/api/v1/requests/{request_id}/notes"
+        headers = {**tenant.it.headers, "Idempotency-Key": "note-1"}
+        with held():
+            assert_told_to_retry(client.post(notes, json={"note": "once"}, headers=headers))
+        first = client.post(notes, json={"note": "once"}, headers=headers)
+        again = client.post(notes, json={"note": "once"}, headers=headers)
+        assert first.status_code == 201, first.text
+        assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+        assert again.json() == first.json()
+        assert [n["note"] for n in client.get(notes, headers=tenant.it.headers).json()] == ["once"]
+
+
+def test_an_answer_made_while_the_database_turns_busy_is_delivered_and_kept_for_retries(tmp_path, monkeypatch):
+    """The call was made; keeping its answer for its Idempotency-Key then meets a busy database. The caller
+    still gets the answer (not a dropped connection), and a retry gets the same answer, not a 409."""
+    from api import idempotency
+
+    with busy_sqlite(tmp_path, monkeypatch) as (client, tenant, request_id, held):
+        settle, attempts = idempotency._settle, []
+
+        def settle_behind_a_writer(*args):
+            attempts.append(1)
+            if len(attempts) == 1:
+                holding, release = threading.Event(), threading.Event()
+
+                def writer():
+                    with held():
+                        holding.set()
+                        release.wait(1.0)
+
+                threading.Thread(target=writer, daemon=True).start()
+                holding.wait(5)
+            settle(*args)
+
+        monkeypatch.setattr(idempotency, "_settle", settle_behind_a_writer)
+        notes = f"/api/v1/requests/{request_id}/notes"
+        headers = {**tenant.it.headers, "Idempotency-Key": "note-2"}
+        first = client.post(notes, json={"note": "kept"}, headers=headers)
+        assert first.status_code == 201, first.text
+        assert len(attempts) > 1  # the first try met the writer
+        again = client.post(notes, json={"note": "kept"}, headers=headers)
+        assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+        assert [n["note"] for n in client.get(notes, headers=tenant.it.headers).json()] == ["kept"]
