@@ -360,18 +360,23 @@ async def part_throughput(scale: Scale, kind: str, folder: Path) -> list[Row]:
 
             retried: list[int] = []
 
-            async def as_told(call, *, done=None) -> httpx.Response:
-                """As a client is told to: a 503 is tried again after its Retry-After (POSTs carry an
-                Idempotency-Key, so a retried filing files once; `done` says whether a decision that
-                answered 503 was made after all)."""
+            async def as_told(call, *, done=None) -> httpx.Response | None:
+                """As a client is told to: a 503 is tried again after its Retry-After, and so is a call
+                whose connection broke (a kept-alive connection the server closed as it was reused).
+                POSTs carry an Idempotency-Key, so a retried filing files once; `done` says whether a
+                decision that answered 503, or no answer, was made after all. None: no answer."""
+                r = None
                 for _ in range(30):
-                    r = await call()
-                    if r.status_code != 503:
+                    try:
+                        r = await call()
+                    except httpx.TransportError:
+                        r = None
+                    if r is not None and r.status_code != 503:
                         return r
                     retried.append(1)
                     if done is not None and await done():
                         return r
-                    await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+                    await asyncio.sleep(float(r.headers.get("retry-after", "1")) if r is not None else 0.1)
                 return r
 
             async def file_and_approve(i: int) -> None:
@@ -379,6 +384,8 @@ async def part_throughput(scale: Scale, kind: str, folder: Path) -> list[Row]:
                     key = {"Idempotency-Key": f"tp-{i}-{uuid.uuid4().hex}"}
                     body = request_body(world, f"tp-{i}")
                     r = await as_told(lambda: http.post("/requests", json=body, headers={**world.cad.headers, **key}))
+                    if r is None:
+                        raise httpx.TransportError("no answer to 30 tries")
                     r.raise_for_status()
                     path = f"/requests/{r.json()['id']}"
 
@@ -389,7 +396,10 @@ async def part_throughput(scale: Scale, kind: str, folder: Path) -> list[Row]:
                     decision = {"status": "approved"}
                     r = await as_told(lambda: http.patch(path, json=decision, headers=world.it.headers), done=approved)
                     # A 409 answers a retry of a decision that the first try made after all.
-                    if r.status_code not in (409, 503) or not await approved():
+                    if r is None or r.status_code in (409, 503):
+                        if not await approved():
+                            raise httpx.HTTPError(f"not approved: {r.text if r is not None else 'no answer'}")
+                    else:
                         r.raise_for_status()
                 except httpx.HTTPError as e:
                     text = getattr(getattr(e, "response", None), "text", "")

@@ -1,5 +1,8 @@
 """Engine and session factory for SQLite and PostgreSQL, and the migration runner."""
 
+import re
+import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,9 +41,10 @@ def make_engine(url: str) -> Engine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={LOCK_WAIT_SECONDS * 1000}")
+            cursor.execute(f"PRAGMA busy_timeout={int(LOCK_WAIT_SECONDS * 1000)}")
             cursor.close()
 
+        _one_writer_at_a_time(engine)
         return engine
     engine = create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
 
@@ -52,6 +56,34 @@ def make_engine(url: str) -> Engine:
         dbapi_connection.commit()
 
     return engine
+
+
+_WRITE = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
+
+
+def _one_writer_at_a_time(engine: Engine) -> None:
+    """SQLite's writers take turns by polling: a writer that finds the lock taken sleeps and looks
+    again, so with dozens of threads writing, some lose every turn for the whole busy timeout. Within a
+    process, writers queue on a lock instead, from their first write to their commit or rollback (the
+    span in which SQLite holds its write lock), and only the processes poll for SQLite's lock."""
+    turn = threading.Lock()
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _take_turn(connection, _cursor, statement, _parameters, _context, _executemany) -> None:
+        if connection.info.get("writing") or not _WRITE.match(statement):
+            return
+        if not turn.acquire(timeout=LOCK_WAIT_SECONDS):
+            raise sqlite3.OperationalError("database is locked (other writers of this process held it)")
+        connection.info["writing"] = True
+
+    def _end_turn(info: dict) -> None:
+        if info.pop("writing", False):
+            turn.release()
+
+    event.listen(engine, "commit", lambda connection: _end_turn(connection.info))
+    event.listen(engine, "rollback", lambda connection: _end_turn(connection.info))
+    # A connection handed back without either (the pool rolls it back itself).
+    event.listen(engine, "checkin", lambda _dbapi_connection, record: _end_turn(record.info))
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
