@@ -80,10 +80,16 @@ def _one_writer_at_a_time(engine: Engine) -> None:
         if info.pop("writing", False):
             turn.release()
 
-    event.listen(engine, "commit", lambda connection: _end_turn(connection.info))
-    event.listen(engine, "rollback", lambda connection: _end_turn(connection.info))
-    # A connection handed back without either (the pool rolls it back itself).
+    def _end_turn_of(connection) -> None:
+        if not connection.invalidated:  # else its turn ended when it was invalidated, below
+            _end_turn(connection.info)
+
+    event.listen(engine, "commit", _end_turn_of)
+    event.listen(engine, "rollback", _end_turn_of)
+    # A connection handed back without either (the pool rolls it back itself), or dropped as broken
+    # (its info is cleared then).
     event.listen(engine, "checkin", lambda _dbapi_connection, record: _end_turn(record.info))
+    event.listen(engine, "invalidate", lambda _dbapi_connection, record, _error: _end_turn(record.info))
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

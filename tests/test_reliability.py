@@ -318,3 +318,18 @@ def test_writers_of_one_process_take_turns_on_sqlite_and_none_is_turned_away(tmp
         refused = sum(pool.map(write_ten_times, range(16)))
     with engine.connect() as connection:
         assert (refused, connection.exec_driver_sql("SELECT n FROM counter").scalar()) == (0, 160)
+
+
+def test_a_sqlite_writer_whose_connection_broke_gives_its_turn_back(tmp_path, monkeypatch):
+    monkeypatch.setattr("hpcinfra.db.LOCK_WAIT_SECONDS", 1)
+    engine = make_engine(f"sqlite:///{tmp_path / 'broken.db'}")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE t (n INTEGER)")
+    broken = engine.connect()
+    broken.exec_driver_sql("INSERT INTO t VALUES (1)")
+    broken.invalidate()  # as on a lost connection: its transaction is gone
+    broken.close()
+    with engine.begin() as connection:
+        connection.exec_driver_sql("INSERT INTO t VALUES (2)")
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT n FROM t").scalars().all() == [2]
