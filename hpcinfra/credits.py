@@ -194,7 +194,10 @@ def _refresh_noted(session: Session) -> None:
 
 def refresh_standing_rates(session: Session, tenant_id: uuid.UUID) -> None:
     """Sum the tenant's rates again and keep them on its row. The row is locked first, so that two
-    transactions changing the tenant's clusters at once cannot each write a sum without the other's change.
+    transactions changing the tenant's clusters at once cannot each write a sum without the other's
+    change: the sums are taken by the next statement, which (at READ COMMITTED) sees every commit made
+    before the lock was granted. The lock is held until the commit, and every transaction changing a
+    tenant's clusters takes its turn on it, so it is held for two statements only.
     (FOR NO KEY UPDATE: rows inserted with a foreign key to the tenant hold a KEY SHARE lock on it, which
     FOR UPDATE would wait for, so two such transactions would deadlock.)"""
     session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update(key_share=True))
@@ -202,24 +205,29 @@ def refresh_standing_rates(session: Session, tenant_id: uuid.UUID) -> None:
         update(Tenant)
         .where(Tenant.id == tenant_id)
         .values(
-            metered_rate=summed_rate(session, tenant_id, ("available",)),
-            committed_rate=summed_rate(session, tenant_id, STARTED_STATUSES),
+            metered_rate=_summed_rate(tenant_id, ("available",)),
+            committed_rate=_summed_rate(tenant_id, STARTED_STATUSES),
         )
         .execution_options(synchronize_session=False)
     )
 
 
 def summed_rate(session: Session, tenant_id: uuid.UUID, statuses: tuple[str, ...]) -> int:
-    """The sum of the rates of the tenant's clusters in `statuses`, summed by the database with the
-    catalog's rates."""
+    """The sum of the rates of the tenant's clusters in `statuses`, with their tools and services."""
+    return int(session.scalar(select(_summed_rate(tenant_id, statuses))))
+
+
+def _summed_rate(tenant_id: uuid.UUID, statuses: tuple[str, ...]):
+    """A SQL expression: the sum of the rates of the tenant's clusters in `statuses`, with their tools and
+    services, at the catalog's rates (one statement, however many clusters)."""
     chosen = select(Cluster.id).where(Cluster.tenant_id == tenant_id, Cluster.status.in_(statuses))
     nodes = _per_minute_of(Cluster.node_type, {n.name: n.credits_per_hour for n in NODE_TYPES.values()})
     storage = per_minute(STORAGE_CREDITS_PER_GB_HOUR)
-    rate = session.scalar(
-        select(func.coalesce(func.sum(Cluster.number_of_nodes * nodes + Cluster.storage_gb * storage), 0)).where(
-            Cluster.id.in_(chosen)
-        )
-    )
+    parts = [
+        select(func.coalesce(func.sum(Cluster.number_of_nodes * nodes + Cluster.storage_gb * storage), 0))
+        .where(Cluster.id.in_(chosen))
+        .scalar_subquery()
+    ]
     for table, rates, wanted in (
         (
             ClusterService,
@@ -228,12 +236,12 @@ def summed_rate(session: Session, tenant_id: uuid.UUID, statuses: tuple[str, ...
         ),
         (ClusterTool, {t.name: t.credits_per_hour for t in TOOLS.values()}, ClusterTool.status != "failed"),
     ):
-        rate += session.scalar(
-            select(func.coalesce(func.sum(_per_minute_of(table.name, rates)), 0)).where(
-                table.cluster_id.in_(chosen), wanted
-            )
+        parts.append(
+            select(func.coalesce(func.sum(_per_minute_of(table.name, rates)), 0))
+            .where(table.cluster_id.in_(chosen), wanted)
+            .scalar_subquery()
         )
-    return int(rate)
+    return parts[0] + parts[1] + parts[2]
 
 
 def _per_minute_of(name_column, rates: dict[str, float]):
