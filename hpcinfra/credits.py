@@ -196,8 +196,8 @@ def refresh_standing_rates(session: Session, tenant_id: uuid.UUID) -> None:
     """Sum the tenant's rates again and keep them on its row. The row is locked first, so that two
     transactions changing the tenant's clusters at once cannot each write a sum without the other's
     change: the sums are taken by the next statement, which (at READ COMMITTED) sees every commit made
-    before the lock was granted. The lock is held until the commit, and every transaction changing a
-    tenant's clusters takes its turn on it, so it is held for two statements only.
+    before the lock was granted. Every transaction changing a tenant's clusters takes its turn on the
+    lock, held until its commit: only these two statements run under it.
     (FOR NO KEY UPDATE: rows inserted with a foreign key to the tenant hold a KEY SHARE lock on it, which
     FOR UPDATE would wait for, so two such transactions would deadlock.)"""
     session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update(key_share=True))
