@@ -152,6 +152,10 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+# The errors a busy database raises, among others of the same classes: see database_busy.
+DATABASE_ERRORS = (OperationalError, PoolTimeout)
+
+
 def database_busy(exc: BaseException) -> bool:
     """Whether an error says the database was too busy, not broken: every connection this process has
     was in use for the pool's whole timeout, or (SQLite) other writers held the database for the whole
@@ -187,7 +191,7 @@ class BusyDatabase:
 
         try:
             await self.app(scope, receive, noting_start)
-        except (OperationalError, PoolTimeout) as e:
+        except DATABASE_ERRORS as e:
             if started or scope["type"] != "http" or not database_busy(e):
                 raise
             log.warning("database busy on %s %s: %s", scope["method"], scope["path"], e)

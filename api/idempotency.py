@@ -18,14 +18,13 @@ import logging
 from datetime import timedelta
 
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import database_busy, problem_response
+from api.errors import DATABASE_ERRORS, database_busy, problem_response
 from hpcinfra.credentials import CredentialBox
 from hpcinfra.db import transaction
 from hpcinfra.models import IdempotencyKey, utcnow
@@ -146,7 +145,7 @@ async def _settle_patiently(sessions, box: CredentialBox, user_id, key: str, ans
         try:
             await run_in_threadpool(_settle, sessions, box, user_id, key, answer)
             return
-        except (OperationalError, PoolTimeout) as e:
+        except DATABASE_ERRORS as e:
             if not database_busy(e):
                 raise
             log.warning("database busy keeping the answer of Idempotency-Key %r (try %d): %s", key, attempt + 1, e)

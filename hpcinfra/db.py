@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from hpcinfra.credits import keep_standing_rates
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-# How long a SQLite writer waits for the lock; shorter than any database activity's timeout.
+# How long a SQLite writer waits for its turn among its process's writers, and then again for SQLite's
+# lock: twice this is still shorter than any database activity's timeout (30 s).
 LOCK_WAIT_SECONDS = 10
 # Connections per process: as many as the threads that may hold one at a time (the API's thread pool
 # has 40, the worker's activity executor 32). With fewer, threads waiting for a connection can hold
