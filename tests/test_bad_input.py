@@ -303,3 +303,11 @@ def test_server_owned_fields_are_ignored(api, stack, tenant):
             None,
             [],
         )
+
+
+@pytest.mark.parametrize("action", ["\x00v", "Request.Approve", "request approve"])
+def test_an_audit_filter_that_is_no_action_name_is_refused(api, tenant, action):
+    """Found by schemathesis: a NUL in the filter was a 500 on PostgreSQL, which refuses NUL in text."""
+    r = api.get("/audit", params={"action": action}, headers=tenant.it.headers)
+    assert r.status_code == 422, r.text
+    assert "action" in r.json()["detail"]

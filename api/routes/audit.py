@@ -26,7 +26,11 @@ def list_audit_events(
     session: SessionDep,
     user: CurrentUser,
     page: Page,
-    action: Annotated[str | None, Query(max_length=50, description="e.g. request.approve")] = None,
+    # An action's name (lower-case words and dots): anything else, a NUL that PostgreSQL would refuse
+    # included, matches no event and is refused as such.
+    action: Annotated[
+        str | None, Query(max_length=50, pattern=r"^[a-z][a-z0-9_.-]*$", description="e.g. request.approve")
+    ] = None,
     tenant_id: Annotated[uuid.UUID | None, Query(alias="tenantId", description="admins: one tenant")] = None,
 ) -> list[schemas.AuditEvent]:
     """Decisions, clusters made and deleted, credentials shown, tokens issued and credits granted, newest
