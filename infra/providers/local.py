@@ -83,17 +83,24 @@ class LocalProvider:
         env = self._env(spec)
         conf = str(home / "slurm.conf")  # on every daemon's command line
         if not processes.alive(home / "slurmctld.pid", conf):
-            processes.run(
-                ["slurmctld", "-f", str(home / "slurm.conf")],
+            processes.start_daemon(
+                ["slurmctld", "-f", conf],
                 env,
+                home / "slurmctld.pid",
+                conf,
                 f"start slurmctld (log: {home / 'log'})",
                 "head-node",
             )
         progress(f"head-node: slurmctld on port {json.loads(layout.read_text())['ports']['slurmctld']}")
         for node in spec.node_names:
             if not processes.alive(home / f"slurmd-{node}.pid", conf):
-                processes.run(
-                    ["slurmd", "-f", str(home / "slurm.conf"), "-N", node], env, f"start slurmd {node}", "compute-nodes"
+                processes.start_daemon(
+                    ["slurmd", "-f", conf, "-N", node],
+                    env,
+                    home / f"slurmd-{node}.pid",
+                    conf,
+                    f"start slurmd {node}",
+                    "compute-nodes",
                 )
         self._wait_idle(spec, env)
         progress(f"compute-nodes: {spec.number_of_nodes} node(s) idle in partition {PARTITION}")

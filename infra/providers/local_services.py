@@ -3,11 +3,10 @@
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 from infra.providers.base import FailureClass, ProviderFailure, ServiceSecret, ServiceSpec
-from infra.providers.local_processes import alive, run, stop
+from infra.providers.local_processes import run, start_daemon, stop
 
 POSTGRES_USER = "postgres"  # the system account PostgreSQL's server runs as (it refuses root)
 # PostgreSQL's data folders live where Debian keeps them, which the postgres account can always reach
@@ -64,10 +63,9 @@ def start_redis(folder: Path, port: int, service: ServiceSpec, secret: ServiceSe
         raise ProviderFailure(
             "start redis", "Redis is not installed: apt-get install redis-server", FailureClass.CONFIGURATION
         )
-    run(["redis-server", str(config)], os.environ, "redis-server", "start redis")
-    deadline = time.monotonic() + 10
-    while not alive(folder / "redis.pid", "redis-server") and time.monotonic() < deadline:
-        time.sleep(0.1)
+    start_daemon(
+        ["redis-server", str(config)], os.environ, folder / "redis.pid", "redis-server", "redis-server", "start redis"
+    )
 
 
 def _postgres_folder(service_folder: Path) -> Path:
