@@ -314,6 +314,16 @@ def test_the_api_listens_on_every_interface_and_its_health_check_asks_a_real_rou
     assert match.group(2) == f"{API_PREFIX}/healthz" and match.group(2) in routes
 
 
+def test_the_worker_serves_its_metrics_inside_the_network_and_its_health_check_asks_them():
+    worker = services()["worker"]
+    port = int(environment(worker)["HPCINFRA_WORKER_METRICS_PORT"])
+    assert port in listening_ports(worker) and not worker.get("ports")  # for a scraper, not the world
+    check = " ".join(worker["healthcheck"]["test"])
+    match = re.search(r"http://(?:127\.0\.0\.1|localhost):(\d+)(/\S*?)'", check)
+    assert match, f"the worker's health check asks no local URL: {check}"
+    assert (int(match.group(1)), match.group(2)) == (port, "/metrics")
+
+
 def test_the_application_services_run_real_commands_from_the_one_image():
     all_services = services()
     images = set()
