@@ -220,6 +220,18 @@ def test_api_errors_are_one_line_with_the_problem_and_change_nothing(run, api, t
     assert line.startswith("error: 401 Unauthorized") and "check HPCINFRA_TOKEN" in line
 
 
+def test_an_approval_whose_reason_cannot_be_noted_says_it_is_approved(run, api, tenant: TenantWorld):
+    """The reason is a note added after the approval: when the note is refused, the approval stands
+    and the error says so, with the command that adds the note."""
+    request = file_request(api, tenant.cad, tenant.provider_id)
+    line = error_line(run(tenant.it, "requests", "approve", request["id"], "--reason", "x" * 10_001))
+    assert line.startswith(
+        f"error: request {request['id']} is approved, but its reason was not added as a note (422 Unprocessable Entity: "
+    ) and line.endswith(f"add it with `hpcinfra requests note {request['id']} TEXT`")
+    after = api.get(f"/requests/{request['id']}", headers=tenant.it.headers).json()
+    assert after["status"] == "approved" and after["notes"] == []
+
+
 def test_failed_provisioning_a_failed_install_and_a_timeout_end_the_watch_with_non_zero_codes(run, api, stack):
     tenant = make_tenant(
         stack.db.sessions,

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from hpcinfra.client.http import Api, connect, fail
+from hpcinfra.client.http import Api, connect, fail, problem_line
 from hpcinfra.client.output import Format, OutputOption, console, details, emit, size, table, when, who
 
 app = typer.Typer(
@@ -153,7 +153,12 @@ def approve(
     # (a refused approval leaves the request as it was).
     with connect() as api:
         api.call("PATCH", f"/requests/{request_id}", body={"status": "approved"})
-        api.call("POST", f"/requests/{request_id}/notes", body={"note": reason})
+        noted = api.call("POST", f"/requests/{request_id}/notes", body={"note": reason}, check=False)
+        if noted.status_code >= 400:
+            fail(
+                f"request {request_id} is approved, but its reason was not added as a note ({problem_line(noted)}); "
+                f"add it with `hpcinfra requests note {request_id} TEXT`"
+            )
         emit(api.call("GET", f"/requests/{request_id}"), output, render_request)
 
 

@@ -142,7 +142,10 @@ class Api:
     def close(self) -> None:
         self._http.close()
 
-    def call(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None) -> httpx.Response:
+    def call(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None, check: bool = True
+    ) -> httpx.Response:
+        """The API's answer; an error answer (4xx, 5xx) ends the command with its problem, unless not `check`."""
         params = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             response = self._http.request(method, path, params=params, json=body)
@@ -152,7 +155,7 @@ class Api:
             fail(f"the hpcinfra API at {self.config.url} did not answer within {self.config.timeout:g} seconds")
         except httpx.HTTPError as e:  # a broken connection, a protocol error, a malformed URL
             fail(f"talking to the hpcinfra API at {self.config.url} failed: {type(e).__name__}: {e}")
-        if response.status_code >= 400:
+        if check and response.status_code >= 400:
             fail(problem_line(response))
         return response
 
