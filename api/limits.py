@@ -4,6 +4,9 @@ or not Content-Length is sent), and a rate limit per caller."""
 import math
 import time
 
+from limits import RateLimitItemPerMinute
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -42,29 +45,25 @@ class BodySizeLimit:
 
 
 class RateLimit:
-    """At most `per_minute` calls a minute per caller (API token's user or signed-in user), counted in
-    fixed one-minute windows by this API process; beyond it, 429 with `Retry-After`. With several API
-    processes behind a load balancer, each counts on its own."""
+    """At most `per_minute` calls in any 60 seconds per caller (API token's user or signed-in user),
+    counted by this API process in a moving window; beyond it, 429 with `Retry-After` (when the oldest
+    call of the window leaves it). With several API processes behind a load balancer, each counts on its own."""
 
     def __init__(self, app: ASGIApp, per_minute: int) -> None:
         self.app = app
         self.per_minute = per_minute
-        self._windows: dict[object, tuple[int, int]] = {}  # caller -> (minute, calls in it)
+        self._limit = RateLimitItemPerMinute(max(per_minute, 1))
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         user = scope.get("state", {}).get("user") if scope["type"] == "http" else None
         if user is None or self.per_minute <= 0:
             await self.app(scope, receive, send)
             return
-        now = time.time()
-        minute = int(now // 60)
-        window, calls = self._windows.get(user.id, (minute, 0))
-        if window != minute:
-            window, calls = minute, 0
-            if len(self._windows) > 100_000:  # forget callers of earlier minutes
-                self._windows = {k: v for k, v in self._windows.items() if v[0] == minute}
-        if calls >= self.per_minute:
-            retry_after = str(max(1, math.ceil((minute + 1) * 60 - now)))
+        caller = str(user.id)
+        if not self._limiter.hit(self._limit, caller):
+            window = self._limiter.get_window_stats(self._limit, caller)
+            retry_after = str(max(1, math.ceil(window.reset_time - time.time())))
             await problem_response(
                 429,
                 f"more than {self.per_minute} calls in a minute; try again in {retry_after} s",
@@ -72,5 +71,4 @@ class RateLimit:
                 headers={"Retry-After": retry_after},
             )(scope, receive, send)
             return
-        self._windows[user.id] = (window, calls + 1)
         await self.app(scope, receive, send)
