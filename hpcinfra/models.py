@@ -101,6 +101,8 @@ class CloudProvider(Base):
 
 class ClusterRequest(Base):
     __tablename__ = "cluster_requests"
+    # A tenant's requests newest first (GET /requests), read from the index backwards, without a sort.
+    __table_args__ = (Index("ix_cluster_requests_tenant_requested", "tenant_id", "requested_at", "id"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)
@@ -144,6 +146,8 @@ class RequestNote(Base):
 
 class Cluster(Base):
     __tablename__ = "clusters"
+    # A tenant's clusters newest first (GET /clusters), read from the index backwards, without a sort.
+    __table_args__ = (Index("ix_clusters_tenant_created", "tenant_id", "created_at", "id"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)

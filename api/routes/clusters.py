@@ -55,7 +55,7 @@ def list_clusters(
         query = query.where(Cluster.status == status)
     if cloud_provider_id is not None:
         query = query.where(Cluster.cloud_provider_id == cloud_provider_id)
-    rows = session.scalars(page.apply(query.order_by(Cluster.created_at.desc(), Cluster.id)))
+    rows = session.scalars(page.apply(query.order_by(Cluster.created_at.desc(), Cluster.id.desc())))
     estimates = Estimates(session)
     return [schemas.Cluster.from_row(c, estimates.of_cluster(c)) for c in rows]
 

@@ -41,7 +41,7 @@ def list_requests(
         query = query.where(ClusterRequest.status == status)
     if requested_by is not None:
         query = query.where(ClusterRequest.requested_by_id == requested_by)
-    rows = session.scalars(page.apply(query.order_by(ClusterRequest.requested_at.desc(), ClusterRequest.id)))
+    rows = session.scalars(page.apply(query.order_by(ClusterRequest.requested_at.desc(), ClusterRequest.id.desc())))
     estimates = Estimates(session)
     return [schemas.ClusterRequest.from_row(r, estimates.of_request(r)) for r in rows]
 
