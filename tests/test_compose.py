@@ -300,28 +300,31 @@ def test_published_ports_do_not_collide():
     assert {"api", "temporal-ui"} <= set(seen.values())
 
 
+def health_check_url(service: dict) -> tuple[int, str]:
+    """The port and path of the local URL a service's health check asks for."""
+    check = " ".join(service["healthcheck"]["test"])
+    match = re.search(r"http://(?:127\.0\.0\.1|localhost):(\d+)(/\S*?)'", check)
+    assert match, f"the health check asks no local URL: {check}"
+    return int(match.group(1)), match.group(2)
+
+
 def test_the_api_listens_on_every_interface_and_its_health_check_asks_a_real_route():
     api = services()["api"]
     env = environment(api)
     assert env["HPCINFRA_API_HOST"] == "0.0.0.0"
     port = int(env["HPCINFRA_API_PORT"])
     assert port in {published_port(spec)[1] for spec in api["ports"]}
-    check = " ".join(api["healthcheck"]["test"])
-    match = re.search(r"http://(?:127\.0\.0\.1|localhost):(\d+)(/\S*?)'", check)
-    assert match, f"the API's health check asks no local URL: {check}"
-    assert int(match.group(1)) == port
+    asked_port, path = health_check_url(api)
+    assert asked_port == port
     routes = set(create_app(Settings()).openapi()["paths"])
-    assert match.group(2) == f"{API_PREFIX}/healthz" and match.group(2) in routes
+    assert path == f"{API_PREFIX}/healthz" and path in routes
 
 
 def test_the_worker_serves_its_metrics_inside_the_network_and_its_health_check_asks_them():
     worker = services()["worker"]
     port = int(environment(worker)["HPCINFRA_WORKER_METRICS_PORT"])
     assert port in listening_ports(worker) and not worker.get("ports")  # for a scraper, not the world
-    check = " ".join(worker["healthcheck"]["test"])
-    match = re.search(r"http://(?:127\.0\.0\.1|localhost):(\d+)(/\S*?)'", check)
-    assert match, f"the worker's health check asks no local URL: {check}"
-    assert (int(match.group(1)), match.group(2)) == (port, "/metrics")
+    assert health_check_url(worker) == (port, "/metrics")
 
 
 def test_the_application_services_run_real_commands_from_the_one_image():
