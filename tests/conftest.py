@@ -27,15 +27,6 @@ POSTGRES_URL = os.environ.get("HPCINFRA_TEST_POSTGRES_URL", "postgresql+psycopg:
 POSTGRES_REQUIRED = bool(os.environ.get("CI") or os.environ.get("HPCINFRA_REQUIRE_POSTGRES"))
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`--dist loadgroup`), the tests of one database run in one process, so each
-    process sets up one database's stack; tests of neither database go wherever there is room."""
-    for item in items:
-        kind = getattr(item, "callspec", None) and item.callspec.params.get("db")
-        if kind:
-            item.add_marker(pytest.mark.xdist_group(kind))
-
-
 @dataclass
 class Database:
     kind: str
