@@ -37,7 +37,9 @@ WEEK = 7 * 24 * 3600
 async def on_time_skipping_server(db, scenario, data_dir):
     settings = Settings(database_url=db.url, sim_step_seconds=0, data_dir=data_dir)
     async with await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=executable("temporal-test-server")
+        test_server_existing_path=executable("temporal-test-server"),
+        # The SDK waits 5 s for the server to answer, which a loaded machine has exceeded (CI did).
+        test_server_startup_timeout=timedelta(seconds=60),
     ) as env:
         # The workflows keep their search attributes current; this server registers them as a real one does.
         await search_attributes.ensure_registered(env.client, env.client.namespace)
