@@ -18,17 +18,19 @@ def run(argv: list[str], env: dict[str, str], what: str, step: str) -> None:
         )
 
 
-def start_daemon(argv: list[str], env: dict[str, str], pidfile: Path, expect: str, what: str, step: str) -> None:
+def start_daemon(
+    argv: list[str], env: dict[str, str], pidfile: Path, expect: str, what: str, step: str, timeout: float = 15
+) -> None:
     """Start a daemon that forks into the background, and return once its pid file names it running.
 
     The command returns when its first process exits, which may be before the daemon has written its
     pid file: a failure right after would find no file, and destroy would leave the daemon running."""
     run(argv, env, what, step)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + timeout
     while not alive(pidfile, expect):
         if time.monotonic() > deadline:
             raise ProviderFailure(
-                step, f"{what}: no running process in {pidfile} after 15 s", FailureClass.CONFIGURATION
+                step, f"{what}: no running process in {pidfile} after {timeout:g} s", FailureClass.CONFIGURATION
             )
         time.sleep(0.05)
 
