@@ -63,7 +63,10 @@ class Tenant(Base):
 
 class User(Base):
     __tablename__ = "users"
-    __table_args__ = (UniqueConstraint("tenant_id", "email"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "email"),
+        UniqueConstraint("oidc_issuer", "oidc_subject", name="uq_users_oidc_account"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)
@@ -71,6 +74,10 @@ class User(Base):
     email: Mapped[str] = mapped_column(String(320))
     role: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The identity provider's account (the `iss` and `sub` of its tokens) of a user made by OIDC sign-in;
+    # empty for users made with API tokens, whom no OIDC token can sign in as.
+    oidc_issuer: Mapped[str | None] = mapped_column(String(2048))
+    oidc_subject: Mapped[str | None] = mapped_column(String(255))
 
 
 class ApiToken(Base):
@@ -301,6 +308,11 @@ class IdempotencyKey(Base):
     content_type: Mapped[str | None] = mapped_column(String(100))
     body: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # What the call created ("request <id>", "cluster <id>"), written in the transaction that created it:
+    # a call that fails after that commit has still made it, and a retry answers with it.
+    resource: Mapped[str | None] = mapped_column(String(100))
+    # When a call whose `resource` was committed ended in a server error without an answer to keep.
+    interrupted_at: Mapped[datetime | None] = mapped_column()
 
 
 class AuditEvent(Base):

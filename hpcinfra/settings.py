@@ -64,6 +64,15 @@ class Settings(BaseSettings):
     webhook_retry_maximum_seconds: float = Field(default=3600, gt=0, le=86400)
     webhook_give_up_after: timedelta = timedelta(hours=24)
     webhook_timeout_seconds: float = Field(default=10, gt=0, le=60)
+    # Webhook receivers must be public addresses: a URL whose host is (or resolves to) a loopback, private,
+    # link-local, multicast, reserved or unspecified address is refused, at registration and at delivery.
+    # An operator with an internal receiver names its networks here (CIDR, as a JSON list: ["10.1.0.0/16"]).
+    webhook_allowed_networks: list[str] = []
+
+    # Which cloud accounts tenants' providers may name ("aws:<account id>", "gcp:<project>",
+    # "azure:<subscription id>"); empty allows any. Providers that run on the platform's own machines
+    # (`local`) are registered by admins only, whatever this says.
+    allowed_cloud_accounts: list[str] = []
 
     # Fernet keys for service credentials, comma-separated; the first encrypts, all decrypt.
     # Empty in development means a key kept in the data folder; production requires keys.
@@ -80,6 +89,18 @@ class Settings(BaseSettings):
     oidc_tenant_claim: str = "hpcinfra_tenant"
     oidc_email_claim: str = "email"
     oidc_algorithms: list[str] = ["RS256", "ES256"]
+    # A token whose `email_verified` claim is false is always refused; one without the claim is refused
+    # unless this is set (for identity providers that verify every address and do not say so).
+    oidc_accept_unstated_email_verification: bool = False
+
+    # Decisions by Temporal signal (`decide` on a request's workflow) name their decider but cannot prove it:
+    # anyone who may signal in the Temporal namespace can send one. Operators who cannot restrict who may
+    # signal there turn them off; the API's decisions (PATCH /requests/{id}) are unaffected.
+    signal_decisions: bool = True
+
+    # How often the worker looks for work committed to the database whose workflow never started (an API
+    # stopped between its commit and the start, a Temporal blip) and starts it (workflows/resume.py).
+    resume_every_seconds: float = Field(default=60, gt=0, le=86400)
 
     # Observability (see hpcinfra/observability.py). Log lines as JSON objects or as text; empty means
     # JSON in production and text in development.
