@@ -222,10 +222,12 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         if exc.status_code == 400 and detail == "There was an error parsing the body":
-            # FastAPI's answer to a body that is not even text (e.g. not UTF-8): malformed JSON like any other.
-            return problem_response(
-                422, "the body is not valid JSON: send UTF-8 encoded JSON", instance=request.url.path
-            )
+            # FastAPI's answer to a body that is not even text (e.g. not UTF-8), or nested too deeply for
+            # the JSON parser: malformed JSON like any other.
+            detail = "the body is not valid JSON: send UTF-8 encoded JSON"
+            if isinstance(exc.__cause__, RecursionError):
+                detail = "the body is nested too deeply to be read; send JSON nested at most a few dozen levels"
+            return problem_response(422, detail, instance=request.url.path)
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"there is no {request.url.path}"
         headers = getattr(exc, "headers", None)

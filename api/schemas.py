@@ -70,20 +70,31 @@ class Input(Model):
         return value
 
 
+# How deep and how large a free-form value (a service's or provider's `config`) may be: far beyond any
+# real config, and small enough that checking and storing it stays cheap.
+MAX_NESTING, MAX_VALUES = 32, 10_000
+
+
 def _check_storable(value: Any) -> None:
     """Refuse what a database cannot keep faithfully: NUL in text (PostgreSQL refuses it) and NaN or
-    infinite numbers (not JSON; PostgreSQL refuses them too), however deep in a `config` they are."""
-    if isinstance(value, str) and "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError("numbers must be finite (no NaN or Infinity)")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _check_storable(key)
-            _check_storable(item)
-    elif isinstance(value, list):
-        for item in value:
-            _check_storable(item)
+    infinite numbers (not JSON; PostgreSQL refuses them too), however deep in a `config` they are; and
+    values nested deeper than MAX_NESTING or holding more than MAX_VALUES values. Walked with a list, not
+    by recursion, so a deeply nested body cannot exhaust the stack."""
+    pending, seen = [(value, 0)], 0
+    while pending:
+        item, depth = pending.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise ValueError(f"must hold at most {MAX_VALUES:,} values (keys and items counted)")
+        if isinstance(item, str) and "\x00" in item:
+            raise ValueError("must not contain NUL characters")
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("numbers must be finite (no NaN or Infinity)")
+        if isinstance(item, dict | list):
+            if depth >= MAX_NESTING:
+                raise ValueError(f"must be nested at most {MAX_NESTING} levels deep")
+            children = [c for pair in item.items() for c in pair] if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
 
 
 # --- people ------------------------------------------------------------------------------------

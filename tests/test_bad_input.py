@@ -9,6 +9,7 @@ It also proves the edges of what is accepted: a 63-character name is a valid clu
 fields the server owns (id, status, requestedBy, ...) are ignored rather than refused.
 """
 
+import json
 import uuid
 
 import pytest
@@ -311,3 +312,49 @@ def test_an_audit_filter_that_is_no_action_name_is_refused(api, tenant, action):
     r = api.get("/audit", params={"action": action}, headers=tenant.it.headers)
     assert r.status_code == 422, r.text
     assert "action" in r.json()["detail"]
+
+
+# JSON text, not objects: the test's own encoder would run out of stack on them as the API's check did.
+def deep_config(depth: int) -> str:
+    return '{"a": ' * depth + "{}" + "}" * depth
+
+
+LARGE_CONFIG = '{"k": [' + ", ".join(["1"] * 20_000) + "]}"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "config_at"),
+    [("/requests", "services"), ("/clusters", "services"), ("/cloud-providers", "config")],
+)
+@pytest.mark.parametrize(
+    ("config", "mention"),
+    [
+        (deep_config(100), "nested"),
+        (deep_config(900), "nested"),
+        (deep_config(950), "nested"),
+        (LARGE_CONFIG, "values"),
+    ],
+    ids=["100-deep", "900-deep", "950-deep", "20000-values"],
+)
+def test_a_config_too_deep_or_too_large_is_refused(api, stack, tenant, endpoint, config_at, config, mention):
+    """A free-form `config` (a service's, a provider's) is checked without recursion: nesting a few hundred
+    levels deep was a 500 (the stack ran out), and is a 422 that says how deep a config may be (or, nested
+    deeper than the JSON parser reads, that the body is nested too deeply)."""
+    before = snapshot(stack, tenant)
+    if config_at == "services":
+        body, who = request_body(tenant.provider_id), tenant.cad
+        body["services"] = [{"name": "postgresql", "version": "16", "config": "CONFIG"}]
+    else:
+        body, who = {"name": "deep", "kind": "sim", "region": "sim-1", "config": "CONFIG"}, tenant.it
+    content = json.dumps(body).replace('"CONFIG"', config).encode()
+    r = api.post(endpoint, content=content, headers={**who.headers, "content-type": "application/json"})
+    assert_problem(r, 422, mention)
+    assert snapshot(stack, tenant) == before
+
+
+def test_json_nested_beyond_the_parser_is_refused(api, stack, tenant):
+    before = snapshot(stack, tenant)
+    content = b'{"name": "x", "config": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    r = api.post("/cloud-providers", content=content, headers={**tenant.it.headers, "content-type": "application/json"})
+    assert 400 <= r.status_code < 500, r.text
+    assert snapshot(stack, tenant) == before
