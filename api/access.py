@@ -10,9 +10,11 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from api.errors import Problem
+from api.schemas import ClusterIn, RequestIn
 from hpcinfra import audit
 from hpcinfra.models import CloudProvider, Cluster, ClusterRequest, User
 from hpcinfra.store import may_see_request
+from infra import catalog
 
 
 def _visible(model, owner, user: User) -> Select:
@@ -50,15 +52,27 @@ def cluster_for(session: Session, user: User, cluster_id: uuid.UUID) -> Cluster:
     return cluster
 
 
-def provider_for_new_cluster(session: Session, user: User, provider_id: uuid.UUID) -> CloudProvider:
-    """The cloud provider a new request or cluster names, which must belong to the caller's tenant."""
-    provider = session.get(CloudProvider, provider_id)
+def provider_for_new_cluster(session: Session, user: User, body: RequestIn | ClusterIn) -> CloudProvider:
+    """The cloud provider a new request or cluster names, which must belong to the caller's tenant and
+    offer the versions of the tools and services it asks for."""
+    provider = session.get(CloudProvider, body.cloud_provider_id)
     if provider is None or provider.tenant_id != user.tenant_id:
         raise Problem(
             422,
-            f"cloudProviderId {provider_id} is not a cloud provider of your tenant; GET /api/v1/cloud-providers lists them",
+            f"cloudProviderId {body.cloud_provider_id} is not a cloud provider of your tenant; "
+            "GET /api/v1/cloud-providers lists them",
         )
+    require_offered(provider, [(t.name, t.version) for t in body.tools], [(s.name, s.version) for s in body.services])
     return provider
+
+
+def require_offered(provider: CloudProvider, tools: list[tuple[str, str]], services: list[tuple[str, str]]) -> None:
+    """A 422 for a tool or service version that the provider's kind does not install (the catalog's
+    versionsByProvider), naming the versions it does."""
+    try:
+        catalog.check_offered(provider.kind, tools, services)
+    except ValueError as e:
+        raise Problem(422, f"{e} (GET /api/v1/catalog lists versionsByProvider)") from None
 
 
 def require_creator(user: User, cluster: Cluster, action: str) -> None:

@@ -178,3 +178,23 @@ def versions_by_provider(versions: tuple[str, ...], local_version: str | None) -
     pretends to), except the local provider, which has Debian 12's version or none."""
     every = list(versions)
     return {"sim": every, "aws": every, "gcp": every, "azure": every, "local": [local_version] if local_version else []}
+
+
+def tool_versions(tool: Tool) -> dict[str, list[str]]:
+    return versions_by_provider(tool.versions, tool.local.version if tool.local else None)
+
+
+def service_versions(service: Service) -> dict[str, list[str]]:
+    return versions_by_provider(service.versions, service.local_version)
+
+
+def check_offered(provider_kind: str, tools: list[tuple[str, str]], services: list[tuple[str, str]]) -> None:
+    """Refuse a tool or service version (all in the catalog) that providers of this kind do not install,
+    with a message that lists what they do offer."""
+    wanted = [(name, version, tool_versions(TOOLS[name])) for name, version in tools]
+    wanted += [(name, version, service_versions(SERVICES[name])) for name, version in services]
+    for name, version, by_provider in wanted:
+        offered = by_provider.get(provider_kind)
+        if offered is not None and version not in offered:
+            choice = f"the versions they offer: {', '.join(offered)}" if offered else f"they offer no {name}"
+            raise ValueError(f"{name} {version} is not offered by {provider_kind} providers; {choice}")

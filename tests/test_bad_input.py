@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from hpcinfra.models import CloudProvider, Cluster, ClusterRequest, RequestNote
 from infra import catalog
-from tests.utils.world import file_request, request_body
+from tests.utils.world import file_request, insert_cluster, make_tenant, request_body
 
 MISSING = object()
 RANDOM_UUID = "5b0b6f0e-4f5a-4c38-9d55-0d3c1f7c2a11"
@@ -358,3 +358,40 @@ def test_json_nested_beyond_the_parser_is_refused(api, stack, tenant):
     r = api.post("/cloud-providers", content=content, headers={**tenant.it.headers, "content-type": "application/json"})
     assert 400 <= r.status_code < 500, r.text
     assert snapshot(stack, tenant) == before
+
+
+def test_a_version_the_clusters_provider_does_not_offer_is_refused(api, stack):
+    """The catalog lists every version, but a local provider installs Debian's one only (versionsByProvider):
+    asking it for another was accepted and failed at install time; it is a 422 that names what it offers,
+    for requests, direct creates and tools or services added later."""
+    world = make_tenant(stack.db.sessions, extra_providers={"here": {"kind": "local"}})
+    local = world.providers["here"]
+    before = snapshot(stack, world)
+    wrong = [
+        ({"tools": [{"name": "iverilog", "version": "12.0"}]}, ("iverilog 12.0", "local", "11.0")),
+        ({"tools": [], "services": [{"name": "postgresql", "version": "16"}]}, ("postgresql 16", "local", "15")),
+        ({"tools": [{"name": "openroad", "version": "2.0"}]}, ("openroad 2.0", "no openroad")),
+    ]
+    for endpoint in CREATE:
+        for overrides, mentions in wrong:
+            r = api.post(endpoint, json=request_body(local, **overrides), headers=world.cad.headers)
+            assert_problem(r, 422, *mentions)
+    assert snapshot(stack, world) == before
+
+    cluster = insert_cluster(
+        stack.db.sessions, world, "local-one", status="available", cloud_provider_id=uuid.UUID(local)
+    )
+    r = api.post(f"/clusters/{cluster.id}/tools", json={"name": "yosys", "version": "0.40"}, headers=world.cad.headers)
+    assert_problem(r, 422, "yosys 0.40", "0.23")
+    r = api.post(
+        f"/clusters/{cluster.id}/services", json={"name": "redis", "version": "7.2"}, headers=world.cad.headers
+    )
+    assert_problem(r, 422, "redis 7.2", "7.0")
+    with stack.db.sessions() as s:
+        assert s.get(Cluster, cluster.id).tools == [] and s.get(Cluster, cluster.id).services == []
+
+    offered = {
+        "tools": [{"name": "iverilog", "version": "11.0"}],
+        "services": [{"name": "postgresql", "version": "15"}],
+    }
+    assert api.post("/requests", json=request_body(local, **offered), headers=world.cad.headers).status_code == 201

@@ -7,13 +7,13 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from api import schemas
-from api.access import audit_credentials_read, cluster_for, may_see_credentials, require_creator
+from api.access import audit_credentials_read, cluster_for, may_see_credentials, require_creator, require_offered
 from api.deps import CredentialsDep, CurrentUser, SessionDep, TemporalDep, read_then_release, source_of
 from api.errors import Problem, problems
 from api.params import ClusterId, ServiceId
 from api.workflow_calls import UPDATE_TIMEOUT, update
 from hpcinfra.messages import Registration, ServiceRequest, ToolRequest, cluster_workflow_id
-from hpcinfra.models import Cluster, ClusterService, ClusterTool, User
+from hpcinfra.models import CloudProvider, Cluster, ClusterService, ClusterTool, User
 from workflows.cluster import ClusterWorkflow
 
 router = APIRouter(prefix="/clusters/{clusterId}", tags=["clusters"])
@@ -42,7 +42,7 @@ async def add_tool(
     and the tool's `status` moves `pending`, `installing`, `installed` (or `failed`). The same tool
     again is the same tool (no second install); a failed one is tried again. A cluster that is not
     available is a 409."""
-    cluster = await _available_for_creator(session, user, cluster_id, "tools")
+    cluster = await _available_for_creator(session, user, cluster_id, [(body.name, body.version)], [])
     registration = await _register(temporal, cluster, ClusterWorkflow.add_tool, ToolRequest(body.name, body.version))
     return await run_in_threadpool(_reload, session, ClusterTool, registration, schemas.Tool.model_validate)
 
@@ -72,7 +72,7 @@ async def add_service(
     """Start a service on an available cluster (its creator), with credentials the platform generates:
     `GET /clusters/{clusterId}/services/{serviceId}` shows them once the service is `running`. A
     cluster that is not available is a 409."""
-    cluster = await _available_for_creator(session, user, cluster_id, "services")
+    cluster = await _available_for_creator(session, user, cluster_id, [], [(body.name, body.version)])
     wanted = ServiceRequest(body.name, body.version, body.config)
     registration = await _register(temporal, cluster, ClusterWorkflow.add_service, wanted)
     return await run_in_threadpool(_reload, session, ClusterService, registration, schemas.Service.from_row)
@@ -105,9 +105,19 @@ def get_service(
     return schemas.Service.from_row(service, secret)
 
 
-async def _available_for_creator(session: Session, user: User, cluster_id: uuid.UUID, what: str) -> Cluster:
-    cluster = await read_then_release(session, cluster_for, user, cluster_id)
-    require_creator(user, cluster, f"add {what}")
+async def _available_for_creator(
+    session: Session, user: User, cluster_id: uuid.UUID, tools: list[tuple[str, str]], services: list[tuple[str, str]]
+) -> Cluster:
+    """The cluster, for its creator, if it is available and its provider offers the versions asked for."""
+    what = "tools" if tools else "services"
+
+    def read(session: Session) -> Cluster:
+        cluster = cluster_for(session, user, cluster_id)
+        require_creator(user, cluster, f"add {what}")
+        require_offered(session.get_one(CloudProvider, cluster.cloud_provider_id), tools, services)
+        return cluster
+
+    cluster = await read_then_release(session, read)
     if cluster.status != "available":
         raise Problem(409, f"the cluster is {cluster.status}; {what} can be added only to an available cluster")
     return cluster

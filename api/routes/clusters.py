@@ -91,7 +91,7 @@ async def create_cluster(
         )
 
     def insert() -> Cluster:
-        provider_for_new_cluster(session, user, body.cloud_provider_id)
+        provider_for_new_cluster(session, user, body)
         rate = credits.cluster_rate(
             size.node_type,
             size.number_of_nodes,

@@ -27,9 +27,7 @@ def get_catalog(user: CurrentUser) -> schemas.Catalog:
             schemas.CatalogTool.model_validate(
                 {
                     **vars(t),
-                    "versions_by_provider": catalog.versions_by_provider(
-                        t.versions, t.local.version if t.local else None
-                    ),
+                    "versions_by_provider": catalog.tool_versions(t),
                 }
             )
             for t in catalog.TOOLS.values()
@@ -39,7 +37,7 @@ def get_catalog(user: CurrentUser) -> schemas.Catalog:
                 {
                     **vars(s),
                     "config_keys": [vars(k) for k in s.config_keys],
-                    "versions_by_provider": catalog.versions_by_provider(s.versions, s.local_version),
+                    "versions_by_provider": catalog.service_versions(s),
                 }
             )
             for s in catalog.SERVICES.values()

@@ -64,7 +64,7 @@ async def create_request(
     require_role(user, "cad_manager", action="file cluster requests")
 
     def insert() -> tuple[ClusterRequest, list[uuid.UUID]]:
-        provider_for_new_cluster(session, user, body.cloud_provider_id)
+        provider_for_new_cluster(session, user, body)
         request = ClusterRequest(
             tenant_id=user.tenant_id,
             name=body.name,
