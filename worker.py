@@ -42,7 +42,7 @@ def build_activities(
     starter = DeliveryStarter(client, settings, asyncio.get_running_loop()) if client is not None else None
     outbox = Outbox(starter, settings.budget_min_runway_hours)
     requests = RequestActivities(sessions, settings.budget_min_runway_hours, outbox)
-    clusters = ClusterActivities(sessions, box, provider_settings(settings), outbox)
+    clusters = ClusterActivities(sessions, box, provider_settings(settings), outbox, settings.budget_min_runway_hours)
     metering = MeteringActivities(sessions, clusters.describe, outbox)
     webhooks = WebhookActivities(sessions, box, settings.webhook_timeout_seconds)
     return [
@@ -50,6 +50,7 @@ def build_activities(
         requests.add_note,
         clusters.record_step,
         clusters.set_status,
+        clusters.admit_retry,
         clusters.mark_item_failed,
         clusters.provision,
         clusters.destroy,

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from hpcinfra import credits
 from hpcinfra.credentials import CredentialBox, generate_password
 from hpcinfra.db import transaction
 from hpcinfra.messages import (
@@ -60,12 +61,16 @@ class ClusterActivities:
         credentials: CredentialBox,
         providers: ProviderSettings,
         webhooks: Outbox | None = None,
+        min_runway_hours: float = 0,
     ) -> None:
         self.sessions = sessions
         self.credentials = credentials
         self.providers = providers
         # Tells the tenant's webhooks of statuses and finished installs, with the transaction that writes them.
         self.webhooks = webhooks
+        # The budget guard (hpcinfra/credits.py shortfall) for what raises a cluster's rate: a retry, a
+        # service or a priced tool added; 0 turns it off.
+        self.min_runway_hours = min_runway_hours
 
     # --- the step log and statuses -----------------------------------------------------------
 
@@ -86,20 +91,32 @@ class ClusterActivities:
     def set_status(self, change: StatusChange) -> None:
         """The status and its line in the step log change together, so readers never see one without the other."""
         with transaction(self.sessions) as session:
+            self._write_status(session, find_cluster(session, change.cluster_id), change)
+
+    @activity.defn(name="AdmitClusterRetry")
+    def admit_retry(self, change: StatusChange) -> None:
+        """A cluster in error provisioned again: `set_status` once the budget guard lets its rate start
+        counting again, in the same transaction (so two retries, or a retry and an approval, cannot both
+        count on the same balance). A refusal is a Conflict. An attempt after one that committed finds the
+        cluster no longer in error and writes the same change again (the step log keeps one line of it)."""
+        with transaction(self.sessions) as session:
             cluster = find_cluster(session, change.cluster_id)
-            # Metering follows availability (see hpcinfra/metering.py).
-            if change.status == "available":
-                cluster.metering_from, cluster.metering_to = change.time, None
-            elif cluster.status == "available":
-                cluster.metering_to = change.time
-            cluster.status = change.status
-            cluster.status_reason = change.reason
-            message = change.reason or f"cluster is {change.status}"
-            _log_step(session, uuid.UUID(change.key), change.cluster_id, "status", change.status, message, change.time)
-            if change.status in CLUSTER_EVENTS:
-                self._tell(
-                    session, cluster.tenant_id, CLUSTER_EVENTS[change.status], cluster_changed(cluster), change.key
-                )
+            if cluster.status == "error":
+                self._guard(session, cluster.tenant_id, credits.rate_of(cluster), "the cluster")
+            self._write_status(session, cluster, change)
+
+    def _write_status(self, session: Session, cluster: Cluster, change: StatusChange) -> None:
+        # Metering follows availability (see hpcinfra/metering.py).
+        if change.status == "available":
+            cluster.metering_from, cluster.metering_to = change.time, None
+        elif cluster.status == "available":
+            cluster.metering_to = change.time
+        cluster.status = change.status
+        cluster.status_reason = change.reason
+        message = change.reason or f"cluster is {change.status}"
+        _log_step(session, uuid.UUID(change.key), change.cluster_id, "status", change.status, message, change.time)
+        if change.status in CLUSTER_EVENTS:
+            self._tell(session, cluster.tenant_id, CLUSTER_EVENTS[change.status], cluster_changed(cluster), change.key)
 
     @activity.defn(name="MarkItemFailed")
     def mark_item_failed(self, failure: ItemFailed) -> None:
@@ -213,8 +230,10 @@ class ClusterActivities:
             label = f"{wanted.name} {wanted.version}"
             if tool is not None and tool.status != "failed":
                 return Registration(str(tool.id), label, tool.status)
+            cluster = find_cluster(session, request.cluster_id)
+            self._guard(session, cluster.tenant_id, credits.item_rate(tools=[wanted.name]), wanted.name)
             if tool is None:
-                tool = ClusterTool(cluster_id=uuid.UUID(request.cluster_id), name=wanted.name, version=wanted.version)
+                tool = ClusterTool(cluster_id=cluster.id, name=wanted.name, version=wanted.version)
                 session.add(tool)
             tool.status, tool.status_reason = "pending", None
             session.flush()
@@ -240,8 +259,10 @@ class ClusterActivities:
                         non_retryable=True,
                     )
                 return Registration(str(service.id), f"{service.name} {service.version}", service.status)
+            cluster = find_cluster(session, request.cluster_id)
+            self._guard(session, cluster.tenant_id, credits.item_rate(services=[wanted.name]), wanted.name)
             if service is None:
-                service = ClusterService(cluster_id=uuid.UUID(request.cluster_id), name=wanted.name)
+                service = ClusterService(cluster_id=cluster.id, name=wanted.name)
                 session.add(service)
             service.version, service.config = wanted.version, wanted.config
             service.status, service.status_reason, service.endpoint = "pending", None, {}
@@ -376,6 +397,12 @@ class ClusterActivities:
             _log_step(session, key, ref.cluster_id, step, "succeeded", summary, utcnow())
             tenant_id = find_cluster(session, ref.cluster_id).tenant_id
             self._tell(session, tenant_id, "install.finished", install_finished(ref.cluster_id, kind, item), str(key))
+
+    def _guard(self, session: Session, tenant_id: uuid.UUID, rate: int, what: str) -> None:
+        """Refuse (a Conflict) `what`, which adds `rate` to the tenant's clusters, when its credits would not last."""
+        refusal = credits.shortfall(session, tenant_id, rate, self.min_runway_hours, what) if rate > 0 else None
+        if refusal is not None:
+            raise ApplicationError(refusal, type="Conflict", non_retryable=True)
 
     def _tell(self, session: Session, tenant_id: uuid.UUID, event_type: str, data: dict[str, Any], key: str) -> None:
         """The event for the tenant's webhooks (hpcinfra/outbox.py), in the transaction of the act; `key`

@@ -58,8 +58,14 @@ def cluster_rate(
     return (
         number_of_nodes * per_minute(NODE_TYPES[node_type].credits_per_hour)
         + storage_gb * per_minute(STORAGE_CREDITS_PER_GB_HOUR)
-        + sum(per_minute(SERVICES[name].credits_per_hour) for name in services)
-        + sum(per_minute(TOOLS[name].credits_per_hour) for name in tools)
+        + item_rate(services, tools)
+    )
+
+
+def item_rate(services: Iterable[str] = (), tools: Iterable[str] = ()) -> int:
+    """What a minute of these services and tools costs, in units, on any cluster."""
+    return sum(per_minute(SERVICES[name].credits_per_hour) for name in services) + sum(
+        per_minute(TOOLS[name].credits_per_hour) for name in tools
     )
 
 
@@ -105,15 +111,26 @@ class Standing:
         return self.balance <= 0
 
 
-def shortfall(session: Session, tenant_id: uuid.UUID, rate: int, min_runway_hours: float) -> str | None:
-    """Why a new cluster costing `rate` (units per minute) may not start: the tenant's balance would not
+def shortfall(
+    session: Session, tenant_id: uuid.UUID, rate: int, min_runway_hours: float, what: str = "this cluster"
+) -> str | None:
+    """Why `what` (a new cluster, a retried one, a service added), costing `rate` (units per minute), may not
+    start: the tenant's balance would not
     last `min_runway_hours` at the rate of its clusters that run or are about to, with the new one; None
     when it would, or the check is off. Locks the tenant's row until the caller's transaction ends, so
     two approvals at once cannot both count on the same balance."""
     if min_runway_hours <= 0:
         return None
-    # FOR NO KEY UPDATE, as in refresh_standing_rates.
-    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update(key_share=True))
+    # The lock is a write that changes nothing: on PostgreSQL it takes the row's FOR NO KEY UPDATE lock (as
+    # refresh_standing_rates does); on SQLite, where FOR UPDATE is ignored, it takes the database's write
+    # lock, so the balance and rates read next are the latest and no other writer moves them before the
+    # commit (a read first would let two transactions read the same balance and both pass).
+    session.execute(
+        update(Tenant)
+        .where(Tenant.id == tenant_id)
+        .values(credit_balance=Tenant.credit_balance)
+        .execution_options(synchronize_session=False)
+    )
     others = standing(session, tenant_id, committed=True)
     total = others.rate + rate
     hours = max(others.balance, 0) / total / 60 if total > 0 else float("inf")
@@ -121,8 +138,8 @@ def shortfall(session: Session, tenant_id: uuid.UUID, rate: int, min_runway_hour
         return None
     return (
         f"the tenant's balance of {as_credits(others.balance):g} credits would last {hours:.1f} hours at "
-        f"{as_rate(total):g} credits/hour (this cluster's {as_rate(rate):g} and its other clusters' "
-        f"{as_rate(others.rate):g}); a cluster may start only with {min_runway_hours:g} hours of runway. "
+        f"{as_rate(total):g} credits/hour ({what}'s {as_rate(rate):g} and its other clusters' "
+        f"{as_rate(others.rate):g}); {what} may start only with {min_runway_hours:g} hours of runway. "
         "An admin can grant credits (POST /tenants/{tenantId}/credits)"
     )
 

@@ -149,10 +149,13 @@ class ClusterWorkflow:
 
     @workflow.update(name="retry")
     async def retry(self) -> None:
-        """Provision a cluster in `error` again, without a new approval."""
+        """Provision a cluster in `error` again, without a new approval, if the tenant's credits would last
+        (the budget guard, as for an approval; a refusal leaves the cluster in error)."""
         if self._state.status != "error":
             raise ApplicationError(f"the cluster is {self._state.status} already", type="Conflict")
-        await self._set_status("pending", "provisioning again on request")
+        # Runs from before the guard replay as they ran: their retry was a plain status change.
+        guarded = workflow.patched("retry-budget-guard")
+        await self._set_status("pending", "provisioning again on request", admit=guarded)
         self._state.queue.append(Operation("provision"))
 
     @retry.validator
@@ -291,17 +294,30 @@ class ClusterWorkflow:
         failed = ItemFailed(self._cluster_id, kind, item_id, reason, step, str(workflow.uuid4()), workflow.now())
         await workflow.execute_activity_method(ClusterActivities.mark_item_failed, failed, **DB_WRITE)
 
-    async def _set_status(self, status: str, reason: str | None = None) -> None:
+    async def _set_status(self, status: str, reason: str | None = None, *, admit: bool = False) -> None:
         """Change the status: at once in the workflow (what updates are validated against), then in
-        the database. Writes go one at a time, in the order the changes were made."""
+        the database. Writes go one at a time, in the order the changes were made. With `admit` (a
+        retry), the database may refuse the change (the budget guard): the status goes back to what it
+        was and the refusal is raised, for the update to answer with."""
         if self._state.delete_requested and status not in DELETION:
             return  # the cluster is going away: an operation finishing now does not bring it back
+        before = (self._state.status, self._state.status_reason)
+        self._show_status(status, reason)
+        change = StatusChange(self._cluster_id, str(workflow.uuid4()), status, reason, workflow.now())
+        async with self._status_writes:
+            if not admit:
+                await workflow.execute_activity_method(ClusterActivities.set_status, change, **DB_WRITE)
+                return
+            try:
+                await workflow.execute_activity_method(ClusterActivities.admit_retry, change, **AWAITED_WRITE)
+            except ActivityError as e:
+                self._show_status(*before)
+                raise as_update_failure(e, "the retry") from e
+
+    def _show_status(self, status: str, reason: str | None) -> None:
         self._state.status, self._state.status_reason = status, reason
         if _labelled():
             workflow.upsert_search_attributes([search_attributes.STATUS.value_set(status)])
-        change = StatusChange(self._cluster_id, str(workflow.uuid4()), status, reason, workflow.now())
-        async with self._status_writes:
-            await workflow.execute_activity_method(ClusterActivities.set_status, change, **DB_WRITE)
 
     async def _step(self, step: str, status: str, message: str) -> None:
         record = StepRecord(self._cluster_id, str(workflow.uuid4()), step, status, message, workflow.now())
