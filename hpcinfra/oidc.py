@@ -3,9 +3,16 @@
 A token is accepted when its signature verifies against a key the provider publishes (its JWKS, fetched
 and cached here), with an allowed public-key algorithm, and when it was issued by the configured issuer
 for the configured audience and is within its validity (`exp`, and `nbf`/`iat` when present, give or
-take `LEEWAY_SECONDS`). Its claims then name the caller: a role, a tenant (by name) and an e-mail. The
-caller is the user of that tenant with that e-mail, made on first sign-in; the identity provider is the
-source of truth for the role, so a changed role claim changes the stored role.
+take `LEEWAY_SECONDS`). Its claims then name the caller: an account at the provider (`iss` and `sub`), a
+role, a tenant (by name) and an e-mail the provider has verified (`email_verified: true`; a token that
+does not say is refused unless `Settings.oidc_accept_unstated_email_verification` is set).
+
+The caller is the user linked to that account, made in the tenant on first sign-in. An e-mail is never
+enough to be a user: a token whose e-mail belongs to a user of the tenant that is not linked to its
+account (one made with API tokens, or one linked to another account) is refused, and so is a token whose
+tenant is not its user's. The identity provider is the source of truth for the role and the e-mail: a
+changed role claim changes the stored role, and a changed e-mail the stored one unless another user of
+the tenant has it (then the stored e-mail stays).
 
 A refused token raises `OidcError`, whose message says why (never the token itself, which is never
 logged either).
@@ -39,6 +46,7 @@ LEEWAY_SECONDS = 30
 _JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 _MAX_NAME = 200  # users.name
 _MAX_EMAIL = 320  # users.email
+_MAX_SUBJECT = 255  # users.oidc_subject, and the most OpenID Connect allows
 
 
 class OidcError(Exception):
@@ -153,13 +161,15 @@ class JwksCache:
 
 @dataclass(frozen=True)
 class Identity:
-    """Who a verified token says the caller is."""
+    """Who a verified token says the caller is: an account at the identity provider (`issuer`, `subject`)
+    and what the provider says of it."""
 
+    issuer: str
+    subject: str
     tenant: str
     email: str
     role: str
     name: str
-    subject: str
 
 
 class OidcVerifier:
@@ -175,6 +185,7 @@ class OidcVerifier:
         role_claim: str = "hpcinfra_role",
         tenant_claim: str = "hpcinfra_tenant",
         email_claim: str = "email",
+        accept_unstated_email_verification: bool = False,
         jwks: JwksCache | None = None,
     ) -> None:
         self.issuer = issuer
@@ -183,6 +194,7 @@ class OidcVerifier:
         self.role_claim = role_claim
         self.tenant_claim = tenant_claim
         self.email_claim = email_claim
+        self.accept_unstated_email_verification = accept_unstated_email_verification
         self.jwks = jwks or JwksCache(jwks_url)
 
     @classmethod
@@ -195,6 +207,7 @@ class OidcVerifier:
             role_claim=settings.oidc_role_claim,
             tenant_claim=settings.oidc_tenant_claim,
             email_claim=settings.oidc_email_claim,
+            accept_unstated_email_verification=settings.oidc_accept_unstated_email_verification,
         )
 
     def claims(self, token: str) -> dict[str, Any]:
@@ -232,7 +245,8 @@ class OidcVerifier:
                 audience=self.audience,
                 issuer=self.issuer,
                 leeway=LEEWAY_SECONDS,
-                options={"require": ["exp", "iss", "aud"]},
+                # `sub` is checked in `identity`, with a reason to show (PyJWT 2.10+ checks only its type).
+                options={"require": ["exp", "iss", "aud"], "verify_sub": False},
             )
         except jwt.InvalidSignatureError:
             which = f"key {_quoted(kid)}" if kid is not None else "key"
@@ -253,6 +267,14 @@ class OidcVerifier:
             raise OidcError(f"the token is not valid ({type(e).__name__})") from None
 
     def identity(self, claims: dict[str, Any]) -> Identity:
+        """Who verified `claims` (see `claims`) say the caller is; raises OidcError when they do not say enough."""
+        subject = claims.get("sub")
+        if subject is not None and not isinstance(subject, str):
+            raise OidcError("the token's 'sub' claim is not a string")
+        if not subject or not subject.strip():
+            raise OidcError("the token has no 'sub' claim (the caller's account at the identity provider)")
+        if len(subject) > _MAX_SUBJECT:
+            raise OidcError(f"the token's 'sub' claim is longer than {_MAX_SUBJECT} characters")
         role = claims.get(self.role_claim)
         if isinstance(role, list):  # some providers send roles as a list: exactly one of ours must be in it
             ours = [r for r in role if r in accounts.ROLES]
@@ -270,11 +292,30 @@ class OidcVerifier:
         email = email.strip().lower()
         if len(email) > _MAX_EMAIL or not re.fullmatch(r"[^@\s]+@[^@\s]+", email):
             raise OidcError(f"the token's {self.email_claim!r} claim {_quoted(email)} is not an e-mail address")
-        if claims.get("email_verified") is False:
-            raise OidcError(f"the identity provider has not verified the e-mail {_quoted(email)}")
+        # The e-mail names the user a first sign-in makes, and no two users of a tenant share one: an address
+        # the provider has not verified could squat a colleague's.
+        verified = claims.get("email_verified")
+        if verified is None:
+            if not self.accept_unstated_email_verification:
+                raise OidcError(
+                    f"the token does not say whether the identity provider verified the e-mail {_quoted(email)} "
+                    "(it has no 'email_verified' claim)"
+                )
+        elif verified is not True:  # a string "false" is not a verification either
+            raise OidcError(
+                f"the identity provider has not verified the e-mail {_quoted(email)} "
+                f"(its 'email_verified' claim is {_quoted(verified)}, not true)"
+            )
         name = claims.get("name")
         name = name.strip()[:_MAX_NAME] if isinstance(name, str) and name.strip() else email
-        return Identity(tenant=tenant.strip(), email=email, role=role, name=name, subject=str(claims.get("sub", "")))
+        return Identity(
+            issuer=claims["iss"],  # verified by `claims`: the configured issuer
+            subject=subject,
+            tenant=tenant.strip(),
+            email=email,
+            role=role,
+            name=name,
+        )
 
     def user(self, sessions: sessionmaker[Session], token: str) -> User:
         """The user a token signs in (made on first sign-in); raises OidcError when the token is refused."""
@@ -289,14 +330,22 @@ def _unverified(token: str) -> dict[str, Any]:
         return {}
 
 
+class _Raced(OidcError):
+    """Another sign-in made or changed the user meanwhile: it is looked up again in a new transaction."""
+
+    def __init__(self) -> None:
+        super().__init__("another sign-in changed this user at the same moment; try again", 503)
+
+
 def user_for_identity(sessions: sessionmaker[Session], identity: Identity, *, attempts: int = 3) -> User:
-    """The tenant's user with the identity's e-mail, with the identity's role: made or updated if need be.
-    Two first sign-ins at once may race to make the user; the loser finds it on its next attempt."""
+    """The user linked to the identity's account, made in its tenant on first sign-in, with the identity's
+    role and (when no other user of the tenant has it) e-mail. Raises OidcError when the token may not sign
+    in. Two first sign-ins at once may race to make the user; the loser finds it on its next attempt."""
     for attempt in range(attempts):
         try:
             with transaction(sessions) as session:
                 return _find_or_make(session, identity)
-        except (IntegrityError, OperationalError):
+        except (IntegrityError, OperationalError, _Raced):
             if attempt == attempts - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))
@@ -304,30 +353,74 @@ def user_for_identity(sessions: sessionmaker[Session], identity: Identity, *, at
 
 
 def _find_or_make(session: Session, identity: Identity) -> User:
-    found = session.execute(
-        select(Tenant, User)
-        .outerjoin(User, (User.tenant_id == Tenant.id) & (User.email == identity.email))
-        .where(Tenant.name == identity.tenant)
-    ).first()
-    if found is None:
+    tenant = session.scalar(select(Tenant).where(Tenant.name == identity.tenant))
+    if tenant is None:
         raise OidcError(f"the token's tenant {_quoted(identity.tenant)} does not exist on this platform")
-    tenant, user = found
+    user = session.scalar(
+        select(User).where(User.oidc_issuer == identity.issuer, User.oidc_subject == identity.subject)
+    )
     if user is None:
-        try:
-            user = accounts.create_user(session, tenant, email=identity.email, name=identity.name, role=identity.role)
-        except accounts.AccountError as e:
-            # Made meanwhile by a simultaneous first sign-in (else a real refusal).
-            user = session.scalar(select(User).where(User.tenant_id == tenant.id, User.email == identity.email))
-            if user is None:
-                raise OidcError(f"the token's user cannot be made: {e}") from None
-            return _with_role(user, identity)
-        log.info("OIDC sign-in made user %s (%s, %s) in tenant %s", user.id, identity.email, identity.role, tenant.name)
-        return user
-    return _with_role(user, identity)
+        return _make(session, tenant, identity)
+    if user.tenant_id != tenant.id:
+        # A user's requests, clusters and ledger are its tenant's: a changed tenant claim does not carry the
+        # user (or make a second one for the same account) into another tenant.
+        raise OidcError(
+            f"the token's account (subject {identity.subject!r}) is a user of another tenant, "
+            f"not of tenant {_quoted(identity.tenant)}; a user stays in the tenant it was made in"
+        )
+    return _updated(session, user, identity)
 
 
-def _with_role(user: User, identity: Identity) -> User:
+def _make(session: Session, tenant: Tenant, identity: Identity) -> User:
+    holder = session.scalar(select(User).where(User.tenant_id == tenant.id, User.email == identity.email))
+    if holder is not None:
+        if (holder.oidc_issuer, holder.oidc_subject) == (identity.issuer, identity.subject):
+            # Made by this account's other sign-in since the lookup by account (each read sees the latest commit).
+            return _updated(session, holder, identity)
+        raise _taken(tenant, holder, identity)
+    try:
+        user = accounts.create_user(session, tenant, email=identity.email, name=identity.name, role=identity.role)
+    except accounts.AccountError as e:
+        taken = select(User.id).where(User.tenant_id == tenant.id, User.email == identity.email)
+        if session.scalar(taken) is not None:
+            raise _Raced() from None  # made meanwhile: by this account's other sign-in, or someone else's
+        raise OidcError(f"the token's user cannot be made: {e}") from None
+    user.oidc_issuer, user.oidc_subject = identity.issuer, identity.subject
+    session.flush()
+    log.info("OIDC sign-in made user %s (%s, %s) in tenant %s", user.id, identity.email, identity.role, tenant.name)
+    return user
+
+
+def _taken(tenant: Tenant, holder: User, identity: Identity) -> OidcError:
+    """The refusal of a first sign-in whose e-mail another user of the tenant has: an e-mail is not an account."""
+    link = f"to this identity provider account (subject {identity.subject!r})"
+    if holder.oidc_issuer is None:
+        return OidcError(
+            f"an account with the e-mail {identity.email!r} exists in tenant {tenant.name!r} that is not linked "
+            f"to the identity provider; sign in with its API token, or ask an admin to link it {link}"
+        )
+    return OidcError(
+        f"the user with the e-mail {identity.email!r} in tenant {tenant.name!r} is linked to another account "
+        f"of the identity provider; if it is the same person, an admin can link it {link}"
+    )
+
+
+def _updated(session: Session, user: User, identity: Identity) -> User:
     if user.role != identity.role:
         log.info("OIDC sign-in changed the role of user %s from %s to %s", user.id, user.role, identity.role)
         user.role = identity.role
+    if user.email != identity.email:
+        holder = session.scalar(select(User.id).where(User.tenant_id == user.tenant_id, User.email == identity.email))
+        if holder is None:
+            log.info("OIDC sign-in changed the e-mail of user %s from %s to %s", user.id, user.email, identity.email)
+            user.email = identity.email
+        else:
+            # Signing in is the account's right; the address is not taken from the user who has it.
+            log.warning(
+                "OIDC sign-in kept the e-mail %s of user %s: its new e-mail %s is user %s's",
+                user.email,
+                user.id,
+                identity.email,
+                holder,
+            )
     return user

@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     oidc_tenant_claim: str = "hpcinfra_tenant"
     oidc_email_claim: str = "email"
     oidc_algorithms: list[str] = ["RS256", "ES256"]
-    # A token whose `email_verified` claim is false is always refused; one without the claim is refused
+    # A token whose `email_verified` claim is anything but true is always refused; one without it is refused
     # unless this is set (for identity providers that verify every address and do not say so).
     oidc_accept_unstated_email_verification: bool = False
 

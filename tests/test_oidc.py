@@ -254,12 +254,70 @@ def test_the_role_claim_is_the_source_of_truth(client, db, world, keys):
     assert client.get("/requests", headers=bearer(keys.rsa.sign({**said, "hpcinfra_role": "it_manager"}))).is_success
 
 
-def test_a_user_made_with_the_cli_signs_in_as_itself(client, db, world, keys):
-    """The user is found by tenant and e-mail, whichever way it was made; its API token goes on working."""
-    token = keys.rsa.sign(claims(world, email=world.it.email, hpcinfra_role="it_manager"))
-    me = client.get("/me", headers=bearer(token))
-    assert me.status_code == 200 and me.json()["id"] == world.it.id
+def test_the_user_keeps_its_identity_provider_account(client, db, world, keys):
+    said = claims(world)
+    me = client.get("/me", headers=bearer(keys.rsa.sign(said)))
+    assert me.status_code == 200, me.text
+    [user] = users_with(db, world, said["email"])
+    assert (user.oidc_issuer, user.oidc_subject) == (ISSUER, said["sub"])
+
+
+def test_a_user_made_with_api_tokens_cannot_be_signed_in_as(client, db, world, keys):
+    """An e-mail is not an account: a token naming an API-token user's e-mail (here with a higher role) is
+    refused, and the user is left as it was; its API token goes on working."""
+    said = claims(world, email=world.it.email, hpcinfra_role="admin")
+    token = keys.rsa.sign(said)
+    detail = assert_refused(client.get("/me", headers=bearer(token)), token, "not linked to the identity provider")
+    assert f"an account with the e-mail {world.it.email!r} exists in tenant {world.name!r}" in detail
+    assert said["sub"] in detail  # what an admin needs to link the two
+    [user] = users_with(db, world, world.it.email)
+    assert (user.role, user.oidc_issuer, user.oidc_subject) == ("it_manager", None, None)
     assert client.get("/me", headers=world.it.headers).json()["id"] == world.it.id
+
+
+def test_another_account_with_the_same_email_does_not_get_the_user(client, db, world, keys):
+    said = claims(world)
+    first = client.get("/me", headers=bearer(keys.rsa.sign(said)))
+    assert first.status_code == 200, first.text
+    impostor = keys.rsa.sign({**said, "sub": "someone-else", "hpcinfra_role": "admin"})
+    assert_refused(client.get("/me", headers=bearer(impostor)), impostor, "is linked to another account")
+    [user] = users_with(db, world, said["email"])
+    assert (str(user.id), user.role, user.oidc_subject) == (first.json()["id"], "cad_manager", said["sub"])
+
+
+def test_a_changed_email_follows_the_account_unless_another_user_has_it(client, db, world, keys):
+    said = claims(world)
+    first = client.get("/me", headers=bearer(keys.rsa.sign(said)))
+    assert first.status_code == 200, first.text
+    renamed = f"renamed-{uuid.uuid4().hex[:8]}@{world.name}.example"
+    moved = client.get("/me", headers=bearer(keys.rsa.sign({**said, "email": renamed})))
+    assert moved.status_code == 200 and moved.json()["id"] == first.json()["id"]
+    assert moved.json()["email"] == renamed
+    # An address another user of the tenant has is not taken from it: the account signs in, its e-mail kept.
+    clash = client.get("/me", headers=bearer(keys.rsa.sign({**said, "email": world.cad.email})))
+    assert clash.status_code == 200 and clash.json()["id"] == first.json()["id"]
+    assert clash.json()["email"] == renamed
+    assert [u.id for u in users_with(db, world, world.cad.email)] == [uuid.UUID(world.cad.id)]
+
+
+def test_an_account_does_not_move_to_another_tenant(client, db, world, keys):
+    said = claims(world)
+    assert client.get("/me", headers=bearer(keys.rsa.sign(said))).status_code == 200
+    other = make_tenant(db.sessions)
+    token = keys.rsa.sign({**said, "hpcinfra_tenant": other.name})
+    assert_refused(client.get("/me", headers=bearer(token)), token, f"not of tenant {other.name!r}")
+    assert users_with(db, other, said["email"]) == []
+    assert len(users_with(db, world, said["email"])) == 1
+
+
+def test_unstated_email_verification_can_be_accepted(db, world, keys, jwks, tmp_path):
+    """For a provider that verifies every address and does not say so; a stated `false` is still refused."""
+    settings = oidc_settings(db, tmp_path, jwks.url, oidc_accept_unstated_email_verification=True)
+    with TestClient(create_app(settings), base_url="http://testserver/api/v1") as c:
+        unstated = c.get("/me", headers=bearer(keys.rsa.sign(claims(world, email_verified=None))))
+        assert unstated.status_code == 200, unstated.text
+        token = keys.rsa.sign(claims(world, email_verified=False))
+        assert_refused(c.get("/me", headers=bearer(token)), token, "has not verified the e-mail")
 
 
 def test_a_role_list_with_one_of_our_roles_is_accepted(client, world, keys):
@@ -360,6 +418,18 @@ REFUSALS: dict[str, tuple[Callable[[Keys, TenantWorld], str], str]] = {
         lambda k, w: k.rsa.sign(claims(w, email_verified=False)),
         "the identity provider has not verified the e-mail",
     ),
+    "e-mail verification a string": (
+        lambda k, w: k.rsa.sign(claims(w, email_verified="false")),
+        "the identity provider has not verified the e-mail",
+    ),
+    "e-mail verification unstated": (
+        lambda k, w: k.rsa.sign(claims(w, email_verified=None)),
+        "the token does not say whether the identity provider verified the e-mail",
+    ),
+    "no subject": (lambda k, w: k.rsa.sign(claims(w, sub=None)), "the token has no 'sub' claim"),
+    "empty subject": (lambda k, w: k.rsa.sign(claims(w, sub="")), "the token has no 'sub' claim"),
+    "subject not a string": (lambda k, w: k.rsa.sign(claims(w, sub=42)), "the token's 'sub' claim is not a string"),
+    "subject too long": (lambda k, w: k.rsa.sign(claims(w, sub="s" * 256)), "longer than 255 characters"),
     "garbage shaped like a JWT": (lambda k, w: "bm90.anNvbg.c2ln", "its header cannot be read"),
 }
 
@@ -439,7 +509,12 @@ def test_an_unreachable_provider_is_a_503_not_a_hang(db, world, keys, tmp_path):
 
 def test_simultaneous_first_sign_ins_make_one_user(db, world):
     identity = Identity(
-        tenant=world.name, email=f"racer@{world.name}.example", role="cad_manager", name="racer", subject="s"
+        issuer=ISSUER,
+        subject=uuid.uuid4().hex,
+        tenant=world.name,
+        email=f"racer-{uuid.uuid4().hex[:8]}@{world.name}.example",
+        role="cad_manager",
+        name="racer",
     )
     with ThreadPoolExecutor(8) as pool:
         users = list(pool.map(lambda _: user_for_identity(db.sessions, identity), range(8)))
@@ -453,7 +528,14 @@ PRODUCTION = {"env": "production", "database_url": "postgresql+psycopg://x@h/db"
 
 
 def test_oidc_is_off_by_default_with_the_documented_claims(monkeypatch):
-    for name in ("ISSUER", "ROLE_CLAIM", "TENANT_CLAIM", "EMAIL_CLAIM", "ALGORITHMS"):
+    for name in (
+        "ISSUER",
+        "ROLE_CLAIM",
+        "TENANT_CLAIM",
+        "EMAIL_CLAIM",
+        "ALGORITHMS",
+        "ACCEPT_UNSTATED_EMAIL_VERIFICATION",
+    ):
         monkeypatch.delenv(f"HPCINFRA_OIDC_{name}", raising=False)
     settings = Settings()
     assert settings.oidc_issuer == ""
@@ -463,6 +545,7 @@ def test_oidc_is_off_by_default_with_the_documented_claims(monkeypatch):
         "email",
     )
     assert settings.oidc_algorithms == ["RS256", "ES256"]
+    assert settings.oidc_accept_unstated_email_verification is False
 
 
 @pytest.mark.parametrize(
