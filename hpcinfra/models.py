@@ -65,7 +65,7 @@ class User(Base):
     __tablename__ = "users"
     __table_args__ = (
         UniqueConstraint("tenant_id", "email"),
-        UniqueConstraint("oidc_issuer", "oidc_subject", name="uq_users_oidc_account"),
+        Index("uq_users_oidc_account", "oidc_issuer", "oidc_subject", unique=True),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)

@@ -17,23 +17,21 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # Plain ALTER TABLE and a unique index on both databases (as 0005): a batch operation would copy the
+    # tables, which the foreign keys to them forbid once they have rows.
     # OIDC sign-in matches a user by the identity provider's (iss, sub), not by e-mail (hpcinfra/oidc.py).
-    with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("oidc_issuer", sa.String(length=2048), nullable=True))
-        batch_op.add_column(sa.Column("oidc_subject", sa.String(length=255), nullable=True))
-        batch_op.create_unique_constraint("uq_users_oidc_account", ["oidc_issuer", "oidc_subject"])
-    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("resource", sa.String(length=100), nullable=True))
-        batch_op.add_column(
-            sa.Column("interrupted_at", hpcinfra.models.UTCDateTime(timezone=True), nullable=True)
-        )
+    op.add_column("users", sa.Column("oidc_issuer", sa.String(length=2048), nullable=True))
+    op.add_column("users", sa.Column("oidc_subject", sa.String(length=255), nullable=True))
+    op.create_index("uq_users_oidc_account", "users", ["oidc_issuer", "oidc_subject"], unique=True)
+    op.add_column("idempotency_keys", sa.Column("resource", sa.String(length=100), nullable=True))
+    op.add_column(
+        "idempotency_keys", sa.Column("interrupted_at", hpcinfra.models.UTCDateTime(timezone=True), nullable=True)
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
-        batch_op.drop_column("interrupted_at")
-        batch_op.drop_column("resource")
-    with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.drop_constraint("uq_users_oidc_account", type_="unique")
-        batch_op.drop_column("oidc_subject")
-        batch_op.drop_column("oidc_issuer")
+    op.drop_column("idempotency_keys", "interrupted_at")
+    op.drop_column("idempotency_keys", "resource")
+    op.drop_index("uq_users_oidc_account", table_name="users")
+    op.drop_column("users", "oidc_subject")
+    op.drop_column("users", "oidc_issuer")
