@@ -323,6 +323,41 @@ def test_analytics_break_consumption_down_by_cluster_and_by_user(db):
     assert before.by_cluster == [] and before.active_clusters == 0 and before.consumed_daily == 0
 
 
+def test_analytics_list_every_cluster_available_in_the_range_from_its_first_moment(db):
+    """A cluster that became available seconds ago has no minute recorded yet: it counts, and is listed
+    with nothing consumed, as is its maker; a cluster whose availability ended before the range is not."""
+    tenant = make_tenant(db.sessions)
+    running = metered_cluster(db, tenant, since=T0 - timedelta(hours=2))
+    record(db, running, T0)
+    gone = metered_cluster(db, tenant, since=T0 - timedelta(days=3))
+    with transaction(db.sessions) as session:
+        cluster = session.get_one(Cluster, gone)
+        cluster.metering_to, cluster.status = T0 - timedelta(days=2), "deleted"
+    record(db, gone, T0)
+    fresh = metered_cluster(db, tenant, nodes=1, since=T0 + timedelta(seconds=10))
+    with transaction(db.sessions) as session:
+        session.get_one(Cluster, fresh).created_by_id = uuid.UUID(tenant.cad2.id)
+    now = T0 + timedelta(seconds=40)
+
+    with db.sessions() as session:
+        report = reports.analytics(session, uuid.UUID(tenant.id), now - timedelta(days=1), now, now)
+    assert [(s.cluster_id, s.credits_consumed, s.utilization_percent) for s in report.by_cluster] == [
+        (running, 8.004, 0.0),
+        (fresh, 0.0, 0.0),
+    ]
+    assert report.active_clusters == 2
+    assert [(s.user_id, s.credits_consumed) for s in report.by_user] == [
+        (uuid.UUID(tenant.cad.id), 8.004),
+        (uuid.UUID(tenant.cad2.id), 0.0),
+    ]
+    assert report.active_users == 2
+
+    # Over a range the gone cluster was available in, it is listed too.
+    with db.sessions() as session:
+        earlier = reports.analytics(session, uuid.UUID(tenant.id), now - timedelta(days=4), now, now)
+    assert {s.cluster_id for s in earlier.by_cluster} == {running, gone, fresh} and earlier.active_clusters == 3
+
+
 def kept_and_summed(db, tenant) -> tuple[tuple[int, int], tuple[int, int]]:
     """The tenant's standing rates as kept on its row, and as summed from its clusters now."""
     tenant_id = uuid.UUID(tenant.id)
