@@ -44,7 +44,7 @@ def build_activities(
     requests = RequestActivities(sessions, settings.budget_min_runway_hours, outbox)
     clusters = ClusterActivities(sessions, box, provider_settings(settings), outbox, settings.budget_min_runway_hours)
     metering = MeteringActivities(sessions, clusters.describe, outbox)
-    webhooks = WebhookActivities(sessions, box, settings.webhook_timeout_seconds)
+    webhooks = WebhookActivities(sessions, box, settings.webhook_timeout_seconds, settings.webhook_allowed_networks)
     return [
         requests.record_decision,
         requests.add_note,

@@ -2,11 +2,17 @@
 
 The secret is loaded and decrypted here, in the attempt that signs with it: it never passes through the
 workflow (its input, results and errors carry ids, status codes and error texts only).
+
+Each attempt connects only to an address the receiver rule allows (hpcinfra/addresses.py), checked as it
+connects. What it records of a failure is one of a few general sentences, never the connection's own
+error: the deliveries list must not tell a tenant what answers where (that goes to the worker's log).
 """
 
 import asyncio
+import ssl
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import httpx
@@ -15,6 +21,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from hpcinfra import webhooks
+from hpcinfra.addresses import AddressRefused, CheckedTransport, HostUnresolved, ReceiverAddresses
 from hpcinfra.credentials import CredentialBox
 from hpcinfra.db import transaction
 from hpcinfra.models import Webhook, WebhookDelivery, utcnow
@@ -36,10 +43,17 @@ class _Prepared:
 
 
 class WebhookActivities:
-    def __init__(self, sessions: sessionmaker[Session], credentials: CredentialBox, timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        credentials: CredentialBox,
+        timeout_seconds: float,
+        allowed_networks: Iterable[str] = (),
+    ) -> None:
         self.sessions = sessions
         self.credentials = credentials
         self.timeout_seconds = timeout_seconds
+        self.receivers = ReceiverAddresses(allowed_networks)
 
     @activity.defn(name="DeliverWebhook")
     async def deliver(self, ref: DeliveryRef) -> DeliveryOutcome:
@@ -60,16 +74,23 @@ class WebhookActivities:
         }
         try:
             # Redirects are not followed (a receiver answers where it was registered), and the answer's
-            # body is never read: only its status counts.
+            # body is never read: only its status counts. No proxy or .netrc from the environment: a proxy
+            # would connect to the receiver itself, to an address nobody checked.
             async with (
-                httpx.AsyncClient(timeout=self.timeout_seconds, follow_redirects=False) as client,
+                httpx.AsyncClient(
+                    transport=CheckedTransport(self.receivers),
+                    timeout=self.timeout_seconds,
+                    follow_redirects=False,
+                    trust_env=False,
+                ) as client,
                 client.stream("POST", prepared.url, content=prepared.body, headers=headers) as response,
             ):
                 code, phrase = response.status_code, response.reason_phrase
-        except httpx.HTTPError as e:
-            error = f"the receiver could not be reached: {type(e).__name__}: {e}".strip().rstrip(":")
+        except (AddressRefused, HostUnresolved, httpx.HTTPError) as e:
+            error = _failure(e)
+            activity.logger.warning("webhook delivery %s not sent: %s (%r)", ref.delivery_id, error, e)
             await asyncio.to_thread(self._attempted, ref.delivery_id, attempt, None, error)
-            raise ApplicationError(error[:ERROR_CHARS], type="WebhookNotAccepted") from None
+            raise ApplicationError(error, type="WebhookNotAccepted") from None
         if 200 <= code < 300:
             await asyncio.to_thread(self._attempted, ref.delivery_id, attempt, code, None)
             return DeliveryOutcome("delivered", attempt, code)
@@ -126,3 +147,30 @@ class WebhookActivities:
             delivery.last_status_code, delivery.last_error = code, error[:ERROR_CHARS] if error else None
             if error is None:
                 delivery.status, delivery.finished_at = "delivered", utcnow()
+
+
+def _failure(error: Exception) -> str:
+    """What a delivery records of an attempt that got no answer."""
+    if isinstance(error, AddressRefused):
+        return "the receiver's address is not allowed"
+    if isinstance(error, HostUnresolved):
+        return "the receiver's host name could not be resolved"
+    if isinstance(error, httpx.ConnectError) and _caused_by(error, ssl.SSLCertVerificationError):
+        return "the receiver's TLS certificate could not be verified"
+    if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
+        return "could not connect to the receiver"
+    if isinstance(error, httpx.TimeoutException):
+        return "the receiver did not answer in time"
+    if isinstance(error, httpx.ProtocolError):
+        return "the receiver did not answer in HTTP"
+    if isinstance(error, httpx.NetworkError):
+        return "the receiver closed the connection without answering"
+    return "the delivery could not be sent"
+
+
+def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
+    while error is not None:
+        if isinstance(error, kind):
+            return True
+        error = error.__cause__ or error.__context__
+    return False

@@ -50,7 +50,8 @@ WebhookUrl = Annotated[
     AfterValidator(_webhook_url),
     Field(
         description="where events are posted: an http:// or https:// URL without credentials, such as "
-        "https://hooks.example.com/hpcinfra",
+        "https://hooks.example.com/hpcinfra, whose host is a public address or a name of public addresses (an "
+        "internal one only in a network the operator allows)",
         json_schema_extra={"pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"},
     ),
 ]

@@ -69,6 +69,22 @@ class Settings(BaseSettings):
     # An operator with an internal receiver names its networks here (CIDR, as a JSON list: ["10.1.0.0/16"]).
     webhook_allowed_networks: list[str] = []
 
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _check_webhook_networks(cls, entries: list[str]) -> list[str]:
+        from ipaddress import ip_network
+
+        networks = []
+        for entry in entries:
+            try:
+                networks.append(str(ip_network(entry.strip())))
+            except ValueError as e:
+                raise ValueError(
+                    f"HPCINFRA_WEBHOOK_ALLOWED_NETWORKS: {entry!r} is not a network in CIDR notation, such as "
+                    f"10.1.0.0/16 or fd00:1::/64 ({e})"
+                ) from None
+        return networks
+
     # Which cloud accounts tenants' providers may name ("aws:<account id>", "gcp:<project>",
     # "azure:<subscription id>"); empty allows any. Providers that run on the platform's own machines
     # (`local`) are registered by admins only, whatever this says.

@@ -2,29 +2,40 @@
 HTTP receiver in this process: every event arrives signed with the secret of the create answer, a
 receiver that fails gets the same event again, one that never answers delays nothing, a delivery given up
 is recorded, and the secret is nowhere but in that answer (not in the database in clear, not in any
-workflow history, not in the logs). Validation and who may do what too.
+workflow history, not in the logs). Validation and who may do what too, and where webhooks may go: an
+internal address is refused at registration, and at delivery nothing connects to one; a failure is recorded
+in general words (the address rule itself is tested in tests/test_addresses.py).
 """
 
 import asyncio
 import json
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
+from activities.webhooks import WebhookActivities
+from api.main import create_app
 from hpcinfra import credits, outbox, webhooks
+from hpcinfra.credentials import CredentialBox
 from hpcinfra.db import transaction
 from hpcinfra.messages import RequestInput, request_workflow_id
-from hpcinfra.models import Base, Tenant, WebhookEvent
+from hpcinfra.models import Base, Tenant, Webhook, WebhookDelivery, WebhookEvent
 from hpcinfra.settings import Settings
+from hpcinfra.webhooks import DeliveryOutcome, DeliveryRef
 from tests.test_access import approve, assert_problem, cluster_of, create_cluster, wait_available
 from tests.utils.record_histories import leaks
 from tests.utils.servers import free_port, wait_until
@@ -55,6 +66,7 @@ class Receiver:
 
     answer: Callable[[Received, int], int] = lambda request, earlier: 200
     received: list[Received] = field(default_factory=list)
+    answer_headers: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
@@ -70,6 +82,8 @@ class Receiver:
                 request.status = receiver.answer(request, earlier)
                 try:
                     self.send_response(request.status)
+                    for name, value in receiver.answer_headers.items():
+                        self.send_header(name, value)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                 except OSError:
@@ -444,8 +458,8 @@ def test_balance_low_arrives_from_metering(api, stack, receiver):
         api.delete(f"/clusters/{cluster_id}", headers=tenant.cad.headers)
 
 
-def _box():
-    from hpcinfra.credentials import CredentialBox, new_key
+def _box() -> CredentialBox:
+    from hpcinfra.credentials import new_key
 
     return CredentialBox([new_key()])
 
@@ -463,6 +477,10 @@ BAD = [
     ({"url": "https://hooks.example.com/x", "events": ["cluster.exploded"]}, "cluster.available"),
     ({"url": "https://hooks.example.com/x"}, "events"),
     ({"events": ["request.filed"]}, "url"),
+    # Outside the stack's allowed networks (only 127.0.0.0/8, tests/conftest.py).
+    ({"url": "http://169.254.169.254/latest/meta-data/", "events": ["request.filed"]}, "link-local"),
+    ({"url": "http://[::1]:5432/", "events": ["request.filed"]}, "loopback"),
+    ({"url": "http://10.0.0.1/hooks", "events": ["request.filed"]}, "HPCINFRA_WEBHOOK_ALLOWED_NETWORKS"),
 ]
 
 
@@ -475,7 +493,7 @@ def test_bad_webhooks_are_refused_and_change_nothing(api, tenant, body, mentions
 
 
 def test_who_may_manage_webhooks(api, stack, tenant, other_tenant):
-    url = "https://hooks.example.com/hpcinfra"
+    url = "https://hooks.invalid/hpcinfra"
     path = f"/tenants/{tenant.id}/webhooks"
     body = {"url": url, "events": ["cluster.failed"]}
     for cad in (tenant.cad, tenant.cad2):
@@ -518,7 +536,7 @@ def test_who_may_manage_webhooks(api, stack, tenant, other_tenant):
 
 def test_a_create_sent_again_with_its_idempotency_key_keeps_the_secret_encrypted(api, stack, tenant):
     path = f"/tenants/{tenant.id}/webhooks"
-    body = {"url": "https://hooks.example.com/again", "events": ["request.filed"]}
+    body = {"url": "https://hooks.invalid/again", "events": ["request.filed"]}
     headers = {**tenant.it.headers, "Idempotency-Key": f"k-{uuid.uuid4()}"}
     first = api.post(path, json=body, headers=headers)
     again = api.post(path, json=body, headers=headers)
@@ -572,3 +590,152 @@ def test_rotating_the_credential_keys_reencrypts_webhook_secrets(fresh_db):
     with fresh_db.sessions() as session:
         stored = session.get_one(Webhook, webhook.id).secret_encrypted
     assert outbox.open_secret(CredentialBox([new]), stored) == secret
+
+
+# --- where webhooks may go -------------------------------------------------------------------------
+# The stack allows 127.0.0.0/8 (its receivers listen there); these tests run the API and the delivery
+# activity in this process with settings that allow no internal network at all.
+
+INTERNAL = [
+    ("http://127.0.0.1:7233/", "loopback"),
+    ("http://[::1]:5432/", "loopback"),
+    ("http://localhost/hooks", "loopback"),
+    ("http://0x7f000001/", "loopback"),
+    ("http://2130706433/", "loopback"),
+    ("http://127.1/", "loopback"),
+    ("http://[::ffff:127.0.0.1]/", "loopback"),
+    ("http://169.254.169.254/latest/meta-data/", "link-local"),
+    ("http://10.0.0.1/", "private"),
+    ("http://[fd00::1]/", "private"),
+    ("http://0.0.0.0:8000/", "unspecified"),
+    ("http://224.0.0.1/", "multicast"),
+    ("http://240.0.0.1/", "reserved"),
+    ("http://0177.0.0.1/", "url"),  # httpx refuses to parse it: not a valid URL
+]
+
+
+@pytest.fixture(scope="module")
+def strict_api(db, tmp_path_factory) -> Iterator[TestClient]:
+    """The API in this process, allowing webhooks to public addresses only."""
+    settings = Settings(
+        database_url=db.url,
+        data_dir=tmp_path_factory.mktemp("strict-api"),
+        temporal_address="127.0.0.1:1",
+        rate_limit_per_minute=0,
+        webhook_allowed_networks=[],
+    )
+    with TestClient(create_app(settings), base_url="http://testserver/api/v1") as client:
+        yield client
+
+
+@pytest.mark.parametrize(("url", "mentions"), INTERNAL, ids=[u for u, _ in INTERNAL])
+def test_registering_an_internal_receiver_is_refused_and_stores_nothing(strict_api, db, url, mentions):
+    tenant = make_tenant(db.sessions)
+    path = f"/tenants/{tenant.id}/webhooks"
+    response = strict_api.post(path, json={"url": url, "events": ["request.filed"]}, headers=tenant.it.headers)
+    problem = assert_problem(response, 422, f"POST webhooks {url}")
+    assert problem["detail"].startswith("url: ") and mentions in problem["detail"], problem
+    if mentions != "url":
+        assert "HPCINFRA_WEBHOOK_ALLOWED_NETWORKS" in problem["detail"], problem
+    assert strict_api.get(path, headers=tenant.it.headers).json() == []
+    with db.sessions() as session:
+        assert session.scalars(select(Webhook).where(Webhook.tenant_id == uuid.UUID(tenant.id))).all() == []
+
+
+@dataclass
+class Delivery:
+    id: str
+    box: CredentialBox
+    database: object
+
+    def run(self, allowed: list[str], timeout: float = 5) -> DeliveryOutcome | ApplicationError:
+        """One attempt by the delivery activity, with these allowed networks."""
+        activities = WebhookActivities(self.database.sessions, self.box, timeout, allowed)
+        try:
+            return asyncio.run(ActivityEnvironment().run(activities.deliver, DeliveryRef(self.id)))
+        except ApplicationError as e:
+            return e
+
+    def row(self) -> WebhookDelivery:
+        with self.database.sessions() as session:
+            return session.get_one(WebhookDelivery, uuid.UUID(self.id))
+
+
+def delivery_to(database, url: str) -> Delivery:
+    """A pending delivery to `url`, written as the outbox writes it (the webhook stored as it is, as one
+    registered before its address was refused, or whose name resolved elsewhere then)."""
+    box = _box()
+    tenant = make_tenant(database.sessions)
+    with transaction(database.sessions) as session:
+        outbox.create_webhook(session, box, uuid.UUID(tenant.id), url, ["cluster.failed"], None)
+        [delivery_id] = outbox.emit(session, uuid.UUID(tenant.id), "cluster.failed", {"clusterId": "c", "reason": "r"})
+    return Delivery(str(delivery_id), box, database)
+
+
+@contextmanager
+def listener() -> Iterator[socket.socket]:
+    """A TCP socket listening on 127.0.0.1 that never accepts: the kernel completes any connection made
+    to it, and `connections` counts them."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.setblocking(False)
+        yield server
+
+
+def connections(server: socket.socket) -> int:
+    count = 0
+    while True:
+        try:
+            connection, _ = server.accept()
+        except BlockingIOError:
+            return count
+        connection.close()
+        count += 1
+
+
+def test_a_delivery_to_a_refused_address_connects_nowhere(fresh_db):
+    with listener() as server:
+        port = server.getsockname()[1]
+        for url in (f"http://127.0.0.1:{port}/hook", f"http://localhost:{port}/hook", f"http://0x7f000001:{port}/"):
+            delivery = delivery_to(fresh_db, url)
+            failed = delivery.run(allowed=[])
+            assert isinstance(failed, ApplicationError) and failed.type == "WebhookNotAccepted", failed
+            row = delivery.row()
+            assert row.last_error == "the receiver's address is not allowed" == failed.message
+            assert row.attempts == 1 and row.last_status_code is None and row.status == "pending"
+        assert connections(server) == 0
+        # The same receiver, once its network is allowed, is connected to.
+        delivery_to(fresh_db, f"http://127.0.0.1:{port}/hook").run(allowed=["127.0.0.0/8"], timeout=0.5)
+        assert connections(server) == 1
+
+
+def test_a_failed_delivery_is_recorded_in_general_words(fresh_db):
+    """What a delivery records of a failure says what happened, not the connection's error text."""
+    closed = delivery_to(fresh_db, f"http://127.0.0.1:{free_port()}/hook")
+    failed = closed.run(allowed=["127.0.0.0/8"])
+    assert isinstance(failed, ApplicationError)
+    assert closed.row().last_error == "could not connect to the receiver" == failed.message
+    with listener() as server:
+        silent = delivery_to(fresh_db, f"http://127.0.0.1:{server.getsockname()[1]}/hook")
+        failed = silent.run(allowed=["127.0.0.0/8"], timeout=0.5)
+        assert isinstance(failed, ApplicationError)
+        assert silent.row().last_error == "the receiver did not answer in time" == failed.message
+    unresolved = delivery_to(fresh_db, "http://hooks.invalid/hook")
+    unresolved.run(allowed=["127.0.0.0/8"])
+    assert unresolved.row().last_error == "the receiver's host name could not be resolved"
+
+
+def test_a_redirect_is_not_followed(fresh_db):
+    with listener() as elsewhere:
+        redirecting = Receiver(
+            answer=lambda request, earlier: 307,
+            answer_headers={"Location": f"http://127.0.0.1:{elsewhere.getsockname()[1]}/internal"},
+        )
+        try:
+            delivery = delivery_to(fresh_db, redirecting.url)
+            failed = delivery.run(allowed=["127.0.0.0/8"])
+            assert isinstance(failed, ApplicationError) and len(redirecting.received) == 1
+            row = delivery.row()
+            assert row.last_status_code == 307 and row.last_error == "the receiver answered 307 Temporary Redirect"
+            assert connections(elsewhere) == 0
+        finally:
+            redirecting.stop()

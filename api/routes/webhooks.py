@@ -9,11 +9,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api import webhook_schemas as schemas
-from api.deps import CredentialsDep, CurrentUser, SessionDep, require_role, source_of
+from api.deps import CredentialsDep, CurrentUser, SessionDep, SettingsDep, require_role, source_of
 from api.errors import Problem, problems
 from api.pagination import Page
 from api.params import TenantId
 from hpcinfra import audit, outbox
+from hpcinfra.addresses import AddressRefused, HostUnresolved, ReceiverAddresses, receiver_host
 from hpcinfra.models import Tenant, User, Webhook, WebhookDelivery, utcnow
 
 router = APIRouter(prefix="/tenants", tags=["webhooks"])
@@ -31,6 +32,17 @@ def _tenant(session: Session, user: User, tenant_id: uuid.UUID, action: str) -> 
         raise Problem(404, f"there is no tenant {tenant_id} that you can see")
     require_role(user, "it_manager", "admin", action=action)
     return tenant
+
+
+def _check_receiver(url: str, allowed_networks: list[str]) -> None:
+    """Refuse a URL whose host is, or resolves to, an internal address outside the allowed networks. A name
+    that does not resolve (yet) is accepted: each delivery checks again (hpcinfra/addresses.py)."""
+    try:
+        ReceiverAddresses(allowed_networks).check(*receiver_host(url))
+    except AddressRefused as e:
+        raise Problem(422, f"url: {e}", errors=[{"field": "url", "message": str(e)}]) from None
+    except HostUnresolved:
+        pass
 
 
 def _webhook(session: Session, tenant: Tenant, webhook_id: uuid.UUID) -> Webhook:
@@ -54,14 +66,17 @@ def create_webhook(
     session: SessionDep,
     user: CurrentUser,
     credentials: CredentialsDep,
+    settings: SettingsDep,
     http_request: Request,
     response: Response,
 ) -> schemas.WebhookCreated:
-    """Register a webhook for the tenant's events. The answer holds its signing secret, shown only now."""
+    """Register a webhook for the tenant's events. The answer holds its signing secret, shown only now. Its
+    URL must lead to a public address, or into a network the operator allows."""
     tenant = _tenant(session, user, tenant_id, "register webhooks")
     active = session.scalar(select(func.count()).where(Webhook.tenant_id == tenant.id, Webhook.deleted_at.is_(None)))
     if active >= MAX_WEBHOOKS_PER_TENANT:
         raise Problem(409, f"a tenant may have at most {MAX_WEBHOOKS_PER_TENANT} webhooks; delete one first")
+    _check_receiver(body.url, settings.webhook_allowed_networks)
     webhook, secret = outbox.create_webhook(session, credentials, tenant.id, body.url, body.events, user.id)
     audit.record(
         session, tenant.id, user.id, "webhook.create", f"webhook {webhook.id}", source_of(http_request),
