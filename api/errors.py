@@ -14,6 +14,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hpcinfra.credentials import UndecryptableSecret
 from hpcinfra.observability import path_templates
 
 log = logging.getLogger(__name__)
@@ -198,6 +199,15 @@ class BusyDatabase:
             await busy_response(scope["path"])(scope, receive, send)
 
 
+def undecryptable_detail() -> str:
+    """The answer when a stored secret cannot be decrypted: the caller can do nothing but wait, and the
+    operators find what to mend in the log (UndecryptableSecret names the setting)."""
+    return (
+        "a stored secret cannot be decrypted with the credential keys this server has; operators are told in "
+        "its log (a key is missing from HPCINFRA_CREDENTIAL_KEYS). Try again once they have mended it"
+    )
+
+
 def install(app: FastAPI) -> None:
     generate = app.openapi
 
@@ -241,6 +251,11 @@ def install(app: FastAPI) -> None:
             if allowed:
                 detail += f"; allowed: {', '.join(allowed)}"
         return problem_response(exc.status_code, detail, instance=request.url.path, headers=headers)
+
+    @app.exception_handler(UndecryptableSecret)
+    async def _undecryptable(request: Request, exc: UndecryptableSecret) -> JSONResponse:
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+        return problem_response(503, undecryptable_detail(), instance=request.url.path)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -7,7 +7,11 @@ first answer, and nothing is done twice.
 - The same key with another request is refused with 422; while the first call is still being
   answered, a second one is refused with 409.
 - Keys belong to the caller (so to its tenant) and are kept for 24 hours. A first call that ends in
-  a server error keeps no key, so that it can be retried.
+  a server error before it committed anything keeps no key, so that it can be retried.
+- A call that creates a request or a cluster notes it in its key, in the transaction that creates it
+  (`record_created`). If the call then fails (its workflow's start, reading back the answer), the key
+  is kept: the retry finishes the call for what was created (`resumed`: the route starts its workflow if
+  it has none) and answers with it, instead of creating it again.
 - An answer marked `Cache-Control: no-store` (one that shows a secret once, such as a new webhook's
   signing secret) is kept encrypted with the credential keys, never in clear.
 """
@@ -15,17 +19,20 @@ first answer, and nothing is done twice.
 import asyncio
 import hashlib
 import logging
+import uuid
 from datetime import timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import DATABASE_ERRORS, database_busy, problem_response
-from hpcinfra.credentials import CredentialBox
+from api.errors import DATABASE_ERRORS, database_busy, problem_response, undecryptable_detail
+from hpcinfra.credentials import SEALED_ANSWER, CredentialBox, UndecryptableSecret
 from hpcinfra.db import transaction
 from hpcinfra.models import IdempotencyKey, utcnow
 
@@ -34,7 +41,9 @@ KEPT_FOR = timedelta(hours=24)
 # How many times a call's answer is offered to a busy database to be kept (each waits out the busy timeout).
 SETTLE_TRIES = 6
 # Marks a kept answer that is encrypted (a JSON body never starts so).
-SEALED = "sealed:"
+# In a call's scope["state"]: the key it holds, (user id, key), for the route to note what it creates in;
+# and, on the retry of a call that failed after creating something, what that was ("request <id>").
+CLAIM, RESUMED = "idempotency_claim", "idempotency_resumed"
 log = logging.getLogger(__name__)
 
 
@@ -65,8 +74,12 @@ class Idempotency:
         sessions, box = scope["app"].state.sessions, scope["app"].state.credentials
         claimed, earlier = await run_in_threadpool(_claim, sessions, user.id, key, fingerprint)
         if not claimed:
-            await _answer_again(earlier, fingerprint, path, box, scope, receive, send)
-            return
+            resumed = await run_in_threadpool(_resume, sessions, earlier, fingerprint)
+            if resumed is None:
+                await _answer_again(earlier, fingerprint, path, box, scope, receive, send)
+                return
+            scope["state"][RESUMED] = resumed
+        scope["state"][CLAIM] = (user.id, key)
 
         answer: dict = {"status": 500, "headers": [], "body": b"", "kept": False}
 
@@ -121,21 +134,68 @@ def _claim(sessions, user_id, key: str, fingerprint: str) -> tuple[bool, Idempot
             )
 
 
+def _resume(sessions, earlier: IdempotencyKey | None, fingerprint: str) -> str | None:
+    """What the earlier call with this key created, if it failed after that (its key says so) and this
+    call, the same one again, is the first to take it up; else None."""
+    if earlier is None or earlier.fingerprint != fingerprint or earlier.interrupted_at is None:
+        return None
+    with transaction(sessions) as session:
+        taken = session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.id == earlier.id, IdempotencyKey.interrupted_at.is_not(None))
+            .values(interrupted_at=None)
+        ).rowcount
+    return earlier.resource if taken else None
+
+
+def record_created(session: Session, request: Request, resource: str) -> None:
+    """Note `resource` ("request <id>", "cluster <id>") in the caller's Idempotency-Key, if it sent one, in
+    the transaction that creates it."""
+    _note(session, request, resource)
+
+
+def forget_created(session: Session, request: Request) -> None:
+    """In the transaction that takes a created resource back: the key no longer holds it."""
+    _note(session, request, None)
+
+
+def _note(session: Session, request: Request, resource: str | None) -> None:
+    claim = getattr(request.state, CLAIM, None)
+    if claim is not None:
+        user_id, key = claim
+        session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
+            .values(resource=resource)
+        )
+
+
+def resumed(request: Request, kind: str) -> uuid.UUID | None:
+    """The id of the `kind` ("request", "cluster") that an earlier call with this call's key created
+    before it failed: the route finishes that call instead of creating another."""
+    kept, _, resource_id = (getattr(request.state, RESUMED, None) or "").partition(" ")
+    return uuid.UUID(resource_id) if kept == kind else None
+
+
 def _settle(sessions, box: CredentialBox, user_id, key: str, answer: dict) -> None:
-    """Keep the first call's answer; after a server error, let the key go so the call can be made again."""
+    """Keep the first call's answer. After a server error, let the key go so the call can be made again;
+    unless the call had created something (`record_created`), which the retry answers with."""
     with transaction(sessions) as session:
         row = session.scalar(select(IdempotencyKey).where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key))
         if row is None:
             return
         if answer["status"] >= 500:
-            session.delete(row)
+            if row.resource is None:
+                session.delete(row)
+            else:
+                row.interrupted_at = utcnow()
             return
         headers = dict(answer["headers"])
         row.status_code = answer["status"]
         row.content_type = headers.get(b"content-type", b"application/json").decode()
         row.body = answer["body"].decode()
         if b"no-store" in headers.get(b"cache-control", b""):
-            row.body = SEALED + box.seal({"body": row.body})
+            row.body = SEALED_ANSWER + box.seal({"body": row.body})
 
 
 async def _settle_patiently(sessions, box: CredentialBox, user_id, key: str, answer: dict) -> None:
@@ -172,8 +232,13 @@ async def _answer_again(
         )(scope, receive, send)
     else:
         body, headers = earlier.body or "", []
-        if body.startswith(SEALED):
-            body, headers = box.open(body.removeprefix(SEALED))["body"], [(b"cache-control", b"no-store")]
+        if body.startswith(SEALED_ANSWER):
+            try:
+                body, headers = box.open(body.removeprefix(SEALED_ANSWER))["body"], [(b"cache-control", b"no-store")]
+            except UndecryptableSecret as e:
+                log.error("the kept answer of an Idempotency-Key cannot be read: %s", e)
+                await problem_response(503, undecryptable_detail(), instance=path)(scope, receive, send)
+                return
         await send(
             {
                 "type": "http.response.start",

@@ -4,12 +4,14 @@ from collections.abc import Awaitable
 from datetime import timedelta
 from typing import TypeVar
 
+from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api import idempotency
 from api.errors import Problem
 
 T = TypeVar("T")
@@ -21,15 +23,25 @@ UPDATE_TIMEOUT = timedelta(seconds=20)
 REFUSALS = {"ValueError": 409, "Conflict": 409, "AlreadyDecided": 409, "NotAnApprover": 403, "NotFound": 404}
 
 
-async def start_or_take_back(start: Awaitable[object], session: Session, row: object, what: str) -> None:
-    """Await `start`; if the workflow engine refuses it, delete `row` again: a request or cluster
-    without its workflow would never move, so the caller is told nothing was made and to retry."""
+async def start_or_take_back(
+    start: Awaitable[object], session: Session, row: object, what: str, http_request: Request, *, resumed: bool
+) -> None:
+    """Await `start`. A workflow already started (by the resume, or by an earlier try of this call) counts
+    as started. If the workflow engine refuses the start, delete `row` again, and with it what the call's
+    Idempotency-Key says it created: a request or cluster without its workflow would not move until the
+    resume found it, so the caller is told nothing was made and to retry. A `resumed` call (the retry of
+    one that failed after creating `row`) keeps `row`: its retry, or the resume, starts it later."""
     try:
         await start
+    except WorkflowAlreadyStartedError:
+        return
     except RPCError as e:
+        if resumed:
+            raise Problem(503, f"the workflow engine did not accept the {what}; try again shortly") from e
 
         def take_back() -> None:
             session.delete(row)
+            idempotency.forget_created(session, http_request)
             session.commit()
 
         await run_in_threadpool(take_back)

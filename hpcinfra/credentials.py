@@ -16,6 +16,20 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from hpcinfra.settings import Settings
 
 DEV_KEY_FILE = "credential.key"
+# Marks an Idempotency-Key's kept answer that is encrypted with these keys (a JSON body never starts so):
+# an answer that showed a secret once (api/idempotency.py).
+SEALED_ANSWER = "sealed:"
+
+
+class UndecryptableSecret(ValueError):
+    """A stored secret that none of the configured keys decrypts: a key it was encrypted with is missing
+    from HPCINFRA_CREDENTIAL_KEYS. An operator's problem, never the caller's."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "a stored secret cannot be decrypted with the configured credential keys: HPCINFRA_CREDENTIAL_KEYS "
+            "lacks the key it was encrypted with (add it after the current one)"
+        )
 
 
 class CredentialBox:
@@ -31,14 +45,14 @@ class CredentialBox:
         try:
             return json.loads(self._fernet.decrypt(sealed.encode()))
         except InvalidToken:
-            raise ValueError("stored credentials cannot be decrypted with the configured keys") from None
+            raise UndecryptableSecret() from None
 
     def reseal(self, sealed: str) -> str:
         """The same secret, encrypted with the first (current) key."""
         try:
             return self._fernet.rotate(sealed.encode()).decode()
         except InvalidToken:
-            raise ValueError("stored credentials cannot be decrypted with the configured keys") from None
+            raise UndecryptableSecret() from None
 
 
 def credential_box(settings: Settings) -> CredentialBox:

@@ -1,14 +1,26 @@
 """`Idempotency-Key` on POST, against the real API: the same call twice is done once."""
 
+import asyncio
 import hashlib
 import json
+import sqlite3
 import uuid
+from contextlib import contextmanager
 
+import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 
-from hpcinfra.db import transaction
-from hpcinfra.models import ClusterRequest, IdempotencyKey
-from tests.utils.world import request_body
+from api.deps import get_temporal
+from api.main import create_app
+from hpcinfra.credentials import SEALED_ANSWER, CredentialBox, new_key
+from hpcinfra.db import make_engine, make_session_factory, transaction, upgrade
+from hpcinfra.models import Cluster, ClusterRequest, ClusterService, IdempotencyKey
+from hpcinfra.settings import Settings
+from tests.utils.world import insert_cluster, make_tenant, request_body
 
 
 def post(api, path: str, who, body: dict, key: str | None):
@@ -73,3 +85,176 @@ def test_a_refusal_is_kept_like_any_answer_and_bad_keys_are_422(api, stack, tena
     for key in ("x" * 256, "tab\there"):
         assert post(api, "/requests", tenant.cad, request_body(tenant.provider_id), key).status_code == 422
     assert requests_of(stack, tenant) == 0
+
+
+# --- a call that fails after its commit ----------------------------------------------------------------
+# In-process, on SQLite and the session's Temporal dev server (with no worker: these calls only start
+# workflows), with the failure put where it happens in production: after the request or cluster is committed.
+
+
+class StartedFirst:
+    """The API's Temporal client, except that each start meets a workflow already started a moment before
+    (by the resume, or by an earlier try), as `WorkflowAlreadyStartedError`."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def __getattr__(self, name: str):
+        return getattr(self.client, name)
+
+    async def start_workflow(self, *args, **kwargs):
+        await self.client.start_workflow(*args, **kwargs)
+        return await self.client.start_workflow(*args, **kwargs)
+
+
+def client_of(kind, temporal_address: str):
+    """The API's Temporal client dependency, as `kind` (made in the app's loop, as the app makes its own)."""
+
+    async def dependency():
+        return kind(await Client.connect(temporal_address))
+
+    return dependency
+
+
+@contextmanager
+def api_in_process(tmp_path, temporal_address: str, **settings):
+    url = f"sqlite:///{tmp_path / 'hpcinfra.db'}"
+    upgrade(url)
+    sessions = make_session_factory(make_engine(url))
+    tenant = make_tenant(sessions)
+    app = create_app(
+        Settings(
+            database_url=url, data_dir=tmp_path, temporal_address=temporal_address, task_queue=f"tq-{uuid.uuid4()}"
+        )
+    )
+    with TestClient(app, base_url="http://testserver/api/v1") as client:
+        yield client, app, sessions, tenant
+
+
+def count(sessions, model, tenant) -> int:
+    with sessions() as session:
+        return session.scalar(select(func.count()).select_from(model).where(model.tenant_id == uuid.UUID(tenant.id)))
+
+
+async def workflow_running(temporal_address: str, workflow_id: str) -> bool:
+    client = await Client.connect(temporal_address)
+    description = await client.get_workflow_handle(workflow_id).describe()
+    return description.status == WorkflowExecutionStatus.RUNNING
+
+
+@pytest.mark.parametrize(
+    ("path", "model", "prefix"), [("/requests", ClusterRequest, "request"), ("/clusters", Cluster, "cluster")]
+)
+def test_a_workflow_already_started_counts_as_started(tmp_path, temporal_address, path, model, prefix):
+    """The resume (or an earlier try) may start a new row's workflow before the call that made the row
+    does: that start failing with WorkflowAlreadyStartedError was a 500, which let the key go, and its
+    retry made a second request or cluster."""
+    with api_in_process(tmp_path, temporal_address) as (client, app, sessions, tenant):
+        app.dependency_overrides[get_temporal] = client_of(StartedFirst, temporal_address)
+        first = post(client, path, tenant.cad, request_body(tenant.provider_id), f"{prefix}-1")
+        assert first.status_code == 201, first.text
+        assert count(sessions, model, tenant) == 1
+        assert asyncio.run(workflow_running(temporal_address, f"{prefix}-{first.json()['id']}"))
+
+
+@pytest.mark.parametrize(
+    ("path", "model", "prefix"), [("/requests", ClusterRequest, "request"), ("/clusters", Cluster, "cluster")]
+)
+def test_a_call_that_fails_after_its_commit_is_finished_by_its_retry_not_made_twice(
+    tmp_path, temporal_address, monkeypatch, path, model, prefix
+):
+    """The request (or cluster) is committed, then the call fails: here reading the answer back meets a busy
+    database (a 503). The key keeps what the call created; its retry starts the workflow if it has none and
+    answers with the same object (the key was let go, and the retry made a second one)."""
+    from api.routes import clusters, requests
+
+    module, view = (requests, "_view") if prefix == "request" else (clusters, "Estimates")
+    real, failures = getattr(module, view), []
+
+    def busy_once(*args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise OperationalError("SELECT ...", {}, sqlite3.OperationalError("database is locked"))
+        return real(*args, **kwargs)
+
+    with api_in_process(tmp_path, temporal_address) as (client, app, sessions, tenant):
+        monkeypatch.setattr(module, view, busy_once)
+        body = request_body(tenant.provider_id)
+        first = post(client, path, tenant.cad, body, f"{prefix}-key")
+        assert first.status_code == 503, first.text
+        assert count(sessions, model, tenant) == 1  # it was made
+
+        again = post(client, path, tenant.cad, body, f"{prefix}-key")
+        assert again.status_code == 201, again.text
+        assert count(sessions, model, tenant) == 1  # and not made again
+        made = again.json()["id"]
+        with sessions() as session:
+            assert session.get(model, uuid.UUID(made)) is not None
+        assert asyncio.run(workflow_running(temporal_address, f"{prefix}-{made}"))
+        # From now on the key answers as for any call: the same answer, replayed.
+        third = post(client, path, tenant.cad, body, f"{prefix}-key")
+        assert third.status_code == 201 and third.headers["idempotent-replayed"] == "true"
+        assert third.json()["id"] == made
+
+
+def test_a_call_whose_workflow_start_is_refused_takes_its_row_back_and_lets_the_key_go(tmp_path, temporal_address):
+    """The one failure after the commit that keeps nothing: the workflow engine refused the start, the
+    request is deleted again and the caller told that nothing was made; the same key then makes it."""
+
+    class RefusedOnce(StartedFirst):
+        refused = False
+
+        async def start_workflow(self, *args, **kwargs):
+            if not RefusedOnce.refused:
+                RefusedOnce.refused = True
+                raise RPCError("unavailable", RPCStatusCode.UNAVAILABLE, b"")
+            return await self.client.start_workflow(*args, **kwargs)
+
+    with api_in_process(tmp_path, temporal_address) as (client, app, sessions, tenant):
+        app.dependency_overrides[get_temporal] = client_of(RefusedOnce, temporal_address)
+        body = request_body(tenant.provider_id)
+        refused = post(client, "/requests", tenant.cad, body, "refused-once")
+        assert refused.status_code == 503 and "nothing was created" in refused.json()["detail"]
+        assert count(sessions, ClusterRequest, tenant) == 0
+        made = post(client, "/requests", tenant.cad, body, "refused-once")
+        assert made.status_code == 201, made.text
+        assert count(sessions, ClusterRequest, tenant) == 1
+
+
+def test_a_kept_answer_no_key_can_open_is_a_503_for_operators_not_a_500(tmp_path, temporal_address):
+    """An answer kept encrypted (it showed a secret once) and encrypted with a key the API no longer has
+    (HPCINFRA_CREDENTIAL_KEYS lost it) cannot be replayed: the caller is told it is the server's problem,
+    for operators to mend, and nothing is made."""
+    with api_in_process(tmp_path, temporal_address) as (client, app, sessions, tenant):
+        body = request_body(tenant.provider_id)
+        raw = json.dumps(body).encode()
+        fingerprint = hashlib.sha256(b"\n".join([b"POST", b"/api/v1/requests", b"", raw])).hexdigest()
+        lost_key = CredentialBox([new_key()])
+        with transaction(sessions) as session:
+            session.add(
+                IdempotencyKey(
+                    user_id=uuid.UUID(tenant.cad.id), key="sealed-by-a-lost-key", fingerprint=fingerprint,
+                    status_code=201, content_type="application/json",
+                    body=SEALED_ANSWER + lost_key.seal({"body": "{}"}),
+                )
+            )  # fmt: skip
+        answer = post(client, "/requests", tenant.cad, body, "sealed-by-a-lost-key")
+        assert answer.status_code == 503, answer.text
+        assert "HPCINFRA_CREDENTIAL_KEYS" in answer.json()["detail"]
+        assert count(sessions, ClusterRequest, tenant) == 0
+
+
+def test_service_credentials_no_key_can_open_are_a_503_too(tmp_path, temporal_address):
+    """The same for a service's stored credentials, on the cluster's and the service's detail."""
+    with api_in_process(tmp_path, temporal_address) as (client, app, sessions, tenant):
+        cluster = insert_cluster(sessions, tenant, "kept-secrets", status="available")
+        with transaction(sessions) as session:
+            service = ClusterService(
+                cluster_id=cluster.id, name="postgresql", version="16", status="running",
+                credentials_encrypted=CredentialBox([new_key()]).seal({"username": "u", "password": "p"}),
+            )  # fmt: skip
+            session.add(service)
+        for path in (f"/clusters/{cluster.id}", f"/clusters/{cluster.id}/services/{service.id}"):
+            answer = client.get(path, headers=tenant.cad.headers)
+            assert answer.status_code == 503, answer.text
+            assert "HPCINFRA_CREDENTIAL_KEYS" in answer.json()["detail"]

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from temporalio.common import WorkflowIDReusePolicy
 
-from api import schemas
+from api import idempotency, schemas
 from api.access import (
     audit_credentials_read,
     cluster_for,
@@ -119,20 +120,26 @@ async def create_cluster(
             session, user.tenant_id, user.id, "cluster.create", f"cluster {cluster.id}", source_of(http_request),
             name=cluster.name, nodes=cluster.number_of_nodes, node_type=cluster.node_type,
         )  # fmt: skip
+        idempotency.record_created(session, http_request, f"cluster {cluster.id}")
         session.commit()
         return cluster
 
-    cluster = await run_in_threadpool(insert)
+    made = idempotency.resumed(http_request, "cluster")
+    if made is None:
+        cluster = await run_in_threadpool(insert)
+    else:  # the call was made before and failed after its commit: finish it
+        cluster = await read_then_release(session, cluster_for, user, made)
     start = temporal.start_workflow(
         ClusterWorkflow.run,
         ClusterInput(cluster_id=str(cluster.id), tenant_id=str(cluster.tenant_id)),
         id=cluster_workflow_id(str(cluster.id)),
         task_queue=settings.task_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         search_attributes=search_attributes.labels(
             search_attributes.CLUSTER, str(cluster.tenant_id), str(cluster.id), "pending"
         ),
     )
-    await start_or_take_back(start, session, cluster, "cluster")
+    await start_or_take_back(start, session, cluster, "cluster", http_request, resumed=made is not None)
     return await run_in_threadpool(lambda: schemas.Cluster.from_row(cluster, Estimates(session).of_cluster(cluster)))
 
 

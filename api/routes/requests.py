@@ -6,8 +6,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
+from temporalio.common import WorkflowIDReusePolicy
 
-from api import schemas
+from api import idempotency, schemas
 from api.access import provider_for_new_cluster, request_for, requests_visible_to
 from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, read_then_release, require_role, source_of
 from api.errors import Problem, problems
@@ -55,7 +56,12 @@ def list_requests(
     summary="Request a new cluster",
 )
 async def create_request(
-    body: schemas.RequestIn, session: SessionDep, user: CurrentUser, temporal: TemporalDep, settings: SettingsDep
+    body: schemas.RequestIn,
+    session: SessionDep,
+    user: CurrentUser,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    http_request: Request,
 ) -> schemas.ClusterRequest:
     """File a request for a cluster (CAD managers); it waits for an IT manager's decision. The server
     sets `id`, `status` (`pending`), `requestedBy` and `requestedAt`, whatever the body says. Node
@@ -81,19 +87,25 @@ async def create_request(
         session.flush()
         # request.filed, with the request (hpcinfra/outbox.py); delivered once its workflow has started.
         deliveries = outbox.emit(session, user.tenant_id, "request.filed", outbox.request_filed(request))
+        idempotency.record_created(session, http_request, f"request {request.id}")
         session.commit()
         return request, deliveries
 
-    request, deliveries = await run_in_threadpool(insert)
+    made = idempotency.resumed(http_request, "request")
+    if made is None:
+        request, deliveries = await run_in_threadpool(insert)
+    else:  # the call was made before and failed after its commit: finish it (its deliveries go with the resume)
+        request, deliveries = await read_then_release(session, request_for, user, made), []
     start = temporal.start_workflow(
         RequestWorkflow.run,
         RequestInput(str(request.id), settings.request_expiry.total_seconds(), str(request.tenant_id)),
         id=request_workflow_id(str(request.id)),
         task_queue=settings.task_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         search_attributes=search_attributes.labels(search_attributes.REQUEST, str(request.tenant_id), status="pending"),
     )
     try:
-        await start_or_take_back(start, session, request, "request")
+        await start_or_take_back(start, session, request, "request", http_request, resumed=made is not None)
     except Problem:
         await run_in_threadpool(outbox.withdraw, session, deliveries)
         raise
