@@ -1,4 +1,5 @@
-"""Tenants, users, API tokens and cloud providers: what an administrator sets up."""
+"""Tenants, users, API tokens, the identity provider accounts users are linked to, and cloud providers: what
+an administrator sets up."""
 
 import hashlib
 import re
@@ -18,6 +19,8 @@ from infra.providers import KINDS, check_config
 ROLES = ("cad_manager", "it_manager", "admin")
 TOKEN_PREFIX = "hpci_"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+# What users.oidc_issuer and users.oidc_subject hold (255 is also the most OpenID Connect allows a `sub`).
+MAX_OIDC_ISSUER, MAX_OIDC_SUBJECT = 2048, 255
 
 
 class AccountError(ValueError):
@@ -86,6 +89,54 @@ def issue_token(session: Session, user: User, source: str = audit.CLI) -> str:
 def user_for_token(session: Session, token: str) -> User | None:
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
     return row.user if row else None
+
+
+def link_oidc_account(session: Session, user: User, issuer: str, subject: str, source: str = audit.CLI) -> bool:
+    """Link `user` to the account `subject` at the identity provider `issuer` (the `iss` and `sub` of its
+    tokens), in place of any account it was linked to: from now on that account's tokens sign in as `user`
+    (hpcinfra/oidc.py). For users made with API tokens, and those made by OIDC sign-in before accounts were
+    stored. False when it was linked to this account already."""
+    # Kept exactly as given: a token's `iss` and `sub` are compared as they are.
+    if not subject.strip():
+        raise AccountError("a link to an identity provider account needs a subject (the `sub` of its tokens)")
+    if len(subject) > MAX_OIDC_SUBJECT:
+        raise AccountError(f"a subject is at most {MAX_OIDC_SUBJECT} characters; this one has {len(subject)}")
+    if not issuer.strip():
+        raise AccountError("a link to an identity provider account needs its issuer (the `iss` of its tokens)")
+    if len(issuer) > MAX_OIDC_ISSUER:
+        raise AccountError(f"an issuer is at most {MAX_OIDC_ISSUER} characters; this one has {len(issuer)}")
+    holder = session.scalar(select(User).where(User.oidc_issuer == issuer, User.oidc_subject == subject))
+    if holder is not None and holder.id == user.id:
+        return False
+    if holder is not None:
+        # One account signs in as one user: taking it from its user silently would lock that user out.
+        holder_tenant = session.get_one(Tenant, holder.tenant_id)
+        raise AccountError(
+            f"the account {subject!r} of {issuer} is linked to user {holder.email} of tenant {holder_tenant.name!r} "
+            f"already; unlink it first (`hpcinfra users unlink-oidc --tenant {holder_tenant.name} --email "
+            f"{holder.email}`)"
+        )
+    detail = {"issuer": issuer, "subject": subject}
+    if user.oidc_issuer is not None:  # an account once linked by OIDC sign-in has no entry of its own
+        detail |= {"replaced_issuer": user.oidc_issuer, "replaced_subject": user.oidc_subject}
+    user.oidc_issuer, user.oidc_subject = issuer, subject
+    session.flush()
+    audit.record(session, user.tenant_id, None, "user.link-oidc", f"user {user.id}", source, **detail)
+    return True
+
+
+def unlink_oidc_account(session: Session, user: User, source: str = audit.CLI) -> tuple[str, str] | None:
+    """Unlink `user` from its identity provider account, whose tokens then no longer sign in as it (its API
+    tokens still do). The account it was linked to, as (issuer, subject); None when it was linked to none."""
+    if user.oidc_issuer is None and user.oidc_subject is None:
+        return None
+    issuer, subject = user.oidc_issuer or "", user.oidc_subject or ""
+    user.oidc_issuer = user.oidc_subject = None
+    session.flush()
+    audit.record(
+        session, user.tenant_id, None, "user.unlink-oidc", f"user {user.id}", source, issuer=issuer, subject=subject
+    )
+    return issuer, subject
 
 
 def create_provider(

@@ -7,16 +7,17 @@ from typing import Annotated
 
 import typer
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from hpcinfra import accounts, client, credentials, credits
 from hpcinfra.db import make_engine, make_session_factory, transaction, upgrade
-from hpcinfra.models import ClusterService, Webhook
+from hpcinfra.models import ClusterService, IdempotencyKey, Webhook
 from hpcinfra.settings import get_settings
 
 app = typer.Typer(help="hpcinfra: Slurm clusters for chip-design teams.", no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="The application database.", no_args_is_help=True)
 tenants_app = typer.Typer(help="Tenants (one per customer organisation).", no_args_is_help=True)
-users_app = typer.Typer(help="Users and their API tokens.", no_args_is_help=True)
+users_app = typer.Typer(help="Users, their API tokens and their identity provider accounts.", no_args_is_help=True)
 providers_app = typer.Typer(help="Cloud providers a tenant provisions on.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(tenants_app, name="tenants")
@@ -123,6 +124,57 @@ def users_token(
     typer.echo(token)
 
 
+@users_app.command("link-oidc")
+def users_link_oidc(
+    tenant: Annotated[str, typer.Option(help="the tenant's name")],
+    email: Annotated[str, typer.Option()],
+    subject: Annotated[str, typer.Option(help="the account at the identity provider: the `sub` of its tokens")],
+    issuer: Annotated[
+        str | None, typer.Option(help="the identity provider: the `iss` of its tokens (default: HPCINFRA_OIDC_ISSUER)")
+    ] = None,
+) -> None:
+    """Link an existing user to an identity provider account, whose OIDC sign-in is then this user.
+
+    For users made with API tokens, and users made by OIDC sign-in before accounts were stored. The link
+    replaces any account the user was linked to; the provider's tokens then set the user's role and e-mail."""
+    issuer = get_settings().oidc_issuer if issuer is None else issuer
+    if not issuer:
+        _fail("HPCINFRA_OIDC_ISSUER is not set: name the identity provider with --issuer")
+    try:
+        with transaction(_sessions()) as session:
+            user = accounts.user_by_email(session, accounts.tenant_by_name(session, tenant), email)
+            linked = accounts.link_oidc_account(session, user, issuer, subject)
+    except accounts.AccountError as e:
+        _fail(str(e))
+    except IntegrityError:  # the unique (issuer, subject) of users: another link took the account meanwhile
+        _fail(f"the account {subject!r} of {issuer} was linked to another user at the same moment; nothing changed")
+    if not linked:
+        typer.echo(f"{email} in {tenant} is linked to the account {subject!r} of {issuer} already; nothing changed")
+        return
+    typer.echo(f"linked {email} in {tenant} to the account {subject!r} of {issuer}: its OIDC sign-in is this user")
+
+
+@users_app.command("unlink-oidc")
+def users_unlink_oidc(
+    tenant: Annotated[str, typer.Option(help="the tenant's name")],
+    email: Annotated[str, typer.Option()],
+) -> None:
+    """Unlink a user from its identity provider account, whose OIDC sign-in is then no longer this user.
+
+    The user's API tokens still work."""
+    try:
+        with transaction(_sessions()) as session:
+            user = accounts.user_by_email(session, accounts.tenant_by_name(session, tenant), email)
+            account = accounts.unlink_oidc_account(session, user)
+    except accounts.AccountError as e:
+        _fail(str(e))
+    if account is None:
+        typer.echo(f"{email} in {tenant} is not linked to an identity provider account; nothing changed")
+        return
+    issuer, subject = account
+    typer.echo(f"unlinked {email} in {tenant} from the account {subject!r} of {issuer}")
+
+
 @providers_app.command("create")
 def providers_create(
     tenant: Annotated[str, typer.Option(help="the tenant's name")],
@@ -203,30 +255,50 @@ def credentials_new_key() -> None:
 
 @credentials_app.command("rotate")
 def credentials_rotate() -> None:
-    """Re-encrypt every stored service credential and webhook secret with the first key of
-    HPCINFRA_CREDENTIAL_KEYS; afterwards the older keys can be dropped. Changes nothing unless every one
-    can be read."""
+    """Re-encrypt every stored secret (service credentials, webhook secrets, and the kept answers of
+    Idempotency-Keys that showed a secret once) with the first key of HPCINFRA_CREDENTIAL_KEYS; afterwards the
+    older keys can be dropped. Changes nothing unless every one can be read."""
     box = credentials.credential_box(get_settings())
     with transaction(_sessions()) as session:
-        services = session.scalars(
-            select(ClusterService).where(ClusterService.credentials_encrypted.is_not(None))
+        answers = session.scalars(
+            select(IdempotencyKey).where(IdempotencyKey.body.startswith(credentials.SEALED_ANSWER))
         ).all()
-        webhooks = session.scalars(select(Webhook).where(Webhook.secret_encrypted.is_not(None))).all()
-        sealed = [(s, "credentials_encrypted") for s in services] + [(w, "secret_encrypted") for w in webhooks]
-        unreadable = 0
-        for row, column in sealed:
-            try:
-                setattr(row, column, box.reseal(getattr(row, column)))
-            except ValueError:
-                unreadable += 1
-        if unreadable:  # _fail raises, so the transaction is rolled back
+        # Each kind of stored secret: its rows, the column that holds it, and what comes before the sealed text.
+        stored = {
+            "service credential(s)": (
+                session.scalars(select(ClusterService).where(ClusterService.credentials_encrypted.is_not(None))).all(),
+                "credentials_encrypted",
+                "",
+            ),
+            "webhook secret(s)": (
+                session.scalars(select(Webhook).where(Webhook.secret_encrypted.is_not(None))).all(),
+                "secret_encrypted",
+                "",
+            ),
+            # SQLite's LIKE ignores case: only the exact marker says an answer is sealed.
+            "kept Idempotency-Key answer(s)": (
+                [a for a in answers if a.body.startswith(credentials.SEALED_ANSWER)],
+                "body",
+                credentials.SEALED_ANSWER,
+            ),
+        }
+        unreadable = dict.fromkeys(stored, 0)
+        for kind, (rows, column, marker) in stored.items():
+            for row in rows:
+                try:
+                    setattr(row, column, marker + box.reseal(getattr(row, column).removeprefix(marker)))
+                except credentials.UndecryptableSecret:
+                    unreadable[kind] += 1
+        if any(unreadable.values()):  # _fail raises, so the transaction is rolled back
+            which = ", ".join(f"{count} {kind}" for kind, count in unreadable.items() if count)
+            total = sum(len(rows) for rows, _, _ in stored.values())
             _fail(
-                f"{unreadable} of {len(sealed)} credential(s) cannot be decrypted with HPCINFRA_CREDENTIAL_KEYS; "
-                "add the key they were encrypted with (after the new one) and run this again. Nothing was changed."
+                f"{sum(unreadable.values())} of {total} stored secret(s) cannot be decrypted with "
+                f"HPCINFRA_CREDENTIAL_KEYS ({which}); add the key they were encrypted with (after the new one) "
+                "and run this again. Nothing was changed."
             )
-    typer.echo(
-        f"re-encrypted {len(services)} service credential(s) and {len(webhooks)} webhook secret(s) with the current key"
-    )
+    counts = [f"{len(rows)} {kind}" for kind, (rows, _, _) in stored.items()]
+    typer.echo(f"re-encrypted {', '.join(counts[:-1])} and {counts[-1]} with the current key")
 
 
 local_app = typer.Typer(help="The local provider: real Slurm clusters on this machine.", no_args_is_help=True)

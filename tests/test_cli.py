@@ -6,12 +6,16 @@ import sys
 import uuid
 
 import pytest
+import sqlalchemy as sa
 
+from hpcinfra.models import AuditEvent, User
+from hpcinfra.oidc import Identity, OidcError, user_for_identity
 from tests.utils.servers import executable
+from tests.utils.world import make_tenant
 
 
-def hpcinfra(db, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HPCINFRA_DATABASE_URL": db.url}
+def hpcinfra(db, *args: str, **settings: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HPCINFRA_DATABASE_URL": db.url, **settings}
     return subprocess.run([executable("hpcinfra"), *args], env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -216,3 +220,105 @@ def test_credits_granted_and_a_budget_policy_set_from_the_command_line(stack, ap
         refused = hpcinfra(db, "credits", *args)
         assert refused.returncode == 1 and complaint in refused.stderr, (args, refused.stderr)
     assert api.get(f"/tenants/{tenant_id}/credits", headers=it).json()["balance"] == 12500.5
+
+
+# --- linking users to identity provider accounts ---------------------------------------------------
+
+ISSUER = "https://idp.example.com/realms/acme"
+# The identity provider the platform trusts, whose issuer `users link-oidc` takes when given none.
+OIDC = {
+    "HPCINFRA_OIDC_ISSUER": ISSUER,
+    "HPCINFRA_OIDC_AUDIENCE": "hpcinfra",
+    "HPCINFRA_OIDC_JWKS_URL": "https://idp.example.com/realms/acme/certs",
+}
+
+
+def sign_in(db, tenant: str, email: str, subject: str, issuer: str = ISSUER) -> User:
+    """The user an OIDC token for this account signs in as (what hpcinfra.oidc does once the token verifies)."""
+    return user_for_identity(
+        db.sessions,
+        Identity(issuer=issuer, subject=subject, tenant=tenant, email=email, role="it_manager", name="Ada"),
+    )
+
+
+def audit_actions(db, tenant_id: str) -> list[tuple[str, str, str, dict]]:
+    with db.sessions() as session:
+        events = session.scalars(
+            sa.select(AuditEvent).where(AuditEvent.tenant_id == uuid.UUID(tenant_id)).order_by(AuditEvent.id)
+        )
+        return [(e.action, e.target, e.source, e.detail) for e in events if e.action.endswith("-oidc")]
+
+
+def test_a_user_made_with_api_tokens_is_linked_to_an_identity_provider_account_and_unlinked(db):
+    world = make_tenant(db.sessions)  # its users were made with API tokens, linked to no account
+    subject = f"sub-{uuid.uuid4()}"
+    with pytest.raises(OidcError, match="not linked to the identity provider"):
+        sign_in(db, world.name, world.it.email, subject)
+
+    linked = hpcinfra(db, "users", "link-oidc", "--tenant", world.name, "--email", world.it.email,
+                      "--subject", subject, **OIDC)  # fmt: skip
+    assert linked.returncode == 0, linked.stderr
+    assert subject in linked.stdout and ISSUER in linked.stdout
+    assert str(sign_in(db, world.name, world.it.email, subject).id) == world.it.id
+
+    # Linking it again changes nothing; an account at another identity provider takes the place of the first.
+    again = hpcinfra(db, "users", "link-oidc", "--tenant", world.name, "--email", world.it.email,
+                     "--subject", subject, **OIDC)  # fmt: skip
+    assert again.returncode == 0 and "already" in again.stdout, again.stderr
+    other_issuer = "https://login.example.org"
+    relinked = hpcinfra(db, "users", "link-oidc", "--tenant", world.name, "--email", world.it.email,
+                        "--subject", subject, "--issuer", other_issuer)  # fmt: skip
+    assert relinked.returncode == 0, relinked.stderr
+    assert str(sign_in(db, world.name, world.it.email, subject, other_issuer).id) == world.it.id
+    with pytest.raises(OidcError, match="is linked to another account"):
+        sign_in(db, world.name, world.it.email, subject)
+
+    unlinked = hpcinfra(db, "users", "unlink-oidc", "--tenant", world.name, "--email", world.it.email)
+    assert unlinked.returncode == 0, unlinked.stderr
+    with pytest.raises(OidcError, match="not linked to the identity provider"):
+        sign_in(db, world.name, world.it.email, subject, other_issuer)
+    twice = hpcinfra(db, "users", "unlink-oidc", "--tenant", world.name, "--email", world.it.email)
+    assert twice.returncode == 0 and "not linked" in twice.stdout, twice.stderr
+
+    target = f"user {world.it.id}"
+    assert audit_actions(db, world.id) == [
+        ("user.link-oidc", target, "cli", {"issuer": ISSUER, "subject": subject}),
+        (
+            "user.link-oidc",
+            target,
+            "cli",
+            {"issuer": other_issuer, "subject": subject, "replaced_issuer": ISSUER, "replaced_subject": subject},
+        ),
+        ("user.unlink-oidc", target, "cli", {"issuer": other_issuer, "subject": subject}),
+    ]
+
+
+def test_linking_an_account_that_is_taken_or_malformed_is_refused_and_changes_nothing(db):
+    world = make_tenant(db.sessions)
+    taken = f"sub-{uuid.uuid4()}"
+    first = hpcinfra(db, "users", "link-oidc", "--tenant", world.name, "--email", world.cad.email,
+                     "--subject", taken, **OIDC)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+
+    def links() -> list[tuple]:
+        with db.sessions() as session:
+            users = session.scalars(sa.select(User).where(User.tenant_id == uuid.UUID(world.id)).order_by(User.email))
+            return [(u.email, u.oidc_issuer, u.oidc_subject) for u in users]
+
+    before, audited = links(), audit_actions(db, world.id)
+    for options, settings, complaint in [
+        (["--subject", taken], OIDC, f"is linked to user {world.cad.email}"),
+        (["--subject", taken, "--issuer", ISSUER], {}, f"is linked to user {world.cad.email}"),
+        (["--subject", ""], OIDC, "needs a subject"),
+        (["--subject", "   "], OIDC, "needs a subject"),
+        (["--subject", "s" * 256], OIDC, "at most 255 characters"),
+        (["--subject", "sub", "--issuer", "https://idp.example/" + "i" * 2030], {}, "at most 2048 characters"),
+        (["--subject", "sub"], {"HPCINFRA_OIDC_ISSUER": ""}, "--issuer"),
+        (["--subject", "sub", "--email", "nobody@x.example"], OIDC, "has no user"),
+    ]:
+        email = [] if "--email" in options else ["--email", world.it.email]
+        refused = hpcinfra(db, "users", "link-oidc", "--tenant", world.name, *email, *options, **settings)
+        assert refused.returncode == 1, (options, refused.stdout)
+        assert refused.stderr.startswith("error: ") and complaint in refused.stderr, (options, refused.stderr)
+    assert links() == before
+    assert audit_actions(db, world.id) == audited

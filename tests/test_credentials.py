@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from hpcinfra.credentials import CredentialBox, new_key
-from hpcinfra.models import Base, ClusterService
+from hpcinfra.credentials import SEALED_ANSWER, CredentialBox, new_key
+from hpcinfra.db import transaction
+from hpcinfra.models import Base, ClusterService, IdempotencyKey
 from tests.test_tools_services import wait_for_item
 from tests.utils.servers import executable
 from tests.utils.world import insert_cluster, make_tenant, request_body, wait_for_cluster
@@ -107,6 +108,60 @@ def test_rotate_changes_nothing_when_a_credential_cannot_be_read(fresh_db):
 
     result = rotate(fresh_db, [new, old])
     assert result.returncode == 1
-    assert "1 of 2 credential(s) cannot be decrypted" in result.stderr
+    assert "1 of 2 stored secret(s) cannot be decrypted" in result.stderr
     with fresh_db.sessions() as session:
         assert session.get_one(ClusterService, readable).credentials_encrypted == before
+
+
+def store_sealed_answer(db, answer: str, key: str) -> int:
+    """An Idempotency-Key whose kept answer showed a secret once, so is kept encrypted with `key`."""
+    tenant = make_tenant(db.sessions)
+    with transaction(db.sessions) as session:
+        row = IdempotencyKey(
+            user_id=uuid.UUID(tenant.it.id),
+            key=f"key-{uuid.uuid4()}",
+            fingerprint="0" * 64,
+            status_code=201,
+            content_type="application/json",
+            body=SEALED_ANSWER + CredentialBox([key]).seal({"body": answer}),
+        )
+        session.add(row)
+    return row.id
+
+
+def test_rotate_command_reencrypts_kept_idempotency_answers_with_the_new_key(fresh_db):
+    old, new = new_key(), new_key()
+    answer = '{"id": "w-1", "secret": "whsec_shown_once"}'
+    key_id = store_sealed_answer(fresh_db, answer, old)
+
+    result = rotate(fresh_db, [new, old])
+    assert result.returncode == 0, result.stderr
+    assert "1 kept Idempotency-Key answer(s)" in result.stdout
+    with fresh_db.sessions() as session:
+        stored = session.get_one(IdempotencyKey, key_id).body
+    # Still marked as sealed, so a retry of the call still gets its answer, now readable without the old key.
+    assert stored.startswith(SEALED_ANSWER) and "whsec_shown_once" not in stored
+    assert CredentialBox([new]).open(stored.removeprefix(SEALED_ANSWER)) == {"body": answer}
+
+
+def test_rotate_changes_nothing_when_a_kept_idempotency_answer_cannot_be_read(fresh_db):
+    lost, old, new = new_key(), new_key(), new_key()
+    service = store_service_credential(fresh_db, {"username": "a", "password": "b"}, old)
+    readable = store_sealed_answer(fresh_db, '{"secret": "one"}', old)
+    store_sealed_answer(fresh_db, '{"secret": "two"}', lost)
+    with fresh_db.sessions() as session:
+        before = (
+            session.get_one(ClusterService, service).credentials_encrypted,
+            session.get_one(IdempotencyKey, readable).body,
+        )
+
+    result = rotate(fresh_db, [new, old])
+    assert result.returncode == 1
+    assert "1 of 3 stored secret(s) cannot be decrypted" in result.stderr
+    assert "1 kept Idempotency-Key answer(s)" in result.stderr and "Nothing was changed" in result.stderr
+    with fresh_db.sessions() as session:
+        after = (
+            session.get_one(ClusterService, service).credentials_encrypted,
+            session.get_one(IdempotencyKey, readable).body,
+        )
+    assert after == before
