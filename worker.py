@@ -26,7 +26,7 @@ from infra.providers import ProviderSettings
 from workflows.cluster import ClusterWorkflow
 from workflows.metering import MeteringWorkflow
 from workflows.request import RequestWorkflow
-from workflows.resume import resume_workflows
+from workflows.resume import resume_workflows, sweep_unstarted
 from workflows.webhooks import WebhookDeliveryWorkflow
 
 WORKFLOWS = [RequestWorkflow, ClusterWorkflow, MeteringWorkflow, WebhookDeliveryWorkflow]
@@ -120,7 +120,9 @@ async def run(settings: Settings) -> None:
             "worker polling task queue %r at %s", settings.task_queue, settings.temporal_address
         )
         async with worker:
+            sweep = asyncio.create_task(sweep_unstarted(client, sessions, settings))
             await stop.wait()
+            sweep.cancel()
 
 
 def main() -> None:

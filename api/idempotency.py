@@ -40,7 +40,6 @@ HEADER = "idempotency-key"
 KEPT_FOR = timedelta(hours=24)
 # How many times a call's answer is offered to a busy database to be kept (each waits out the busy timeout).
 SETTLE_TRIES = 6
-# Marks a kept answer that is encrypted (a JSON body never starts so).
 # In a call's scope["state"]: the key it holds, (user id, key), for the route to note what it creates in;
 # and, on the retry of a call that failed after creating something, what that was ("request <id>").
 CLAIM, RESUMED = "idempotency_claim", "idempotency_resumed"

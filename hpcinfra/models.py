@@ -394,3 +394,15 @@ class BalanceAlert(Base):
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
     low_since: Mapped[datetime | None]
+
+
+class Sweep(Base):
+    """A periodic job that one process at a time runs, across every worker (the resume sweep,
+    workflows/resume.py): who holds it and until when, and up to when it has looked."""
+
+    __tablename__ = "sweeps"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(200))
+    held_until: Mapped[datetime | None]
+    swept_until: Mapped[datetime | None]

@@ -13,6 +13,7 @@ import logging
 import secrets
 import uuid
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, event, select
@@ -104,14 +105,13 @@ def withdraw(session: Session, delivery_ids: list[uuid.UUID]) -> None:
     session.commit()
 
 
-def undelivered(sessions: sessionmaker[Session]) -> list[uuid.UUID]:
-    """Deliveries written but never attempted: their workflow may never have been started."""
+def undelivered(sessions: sessionmaker[Session], since: datetime | None = None) -> list[uuid.UUID]:
+    """Deliveries written (from `since` on) but never attempted: their workflow may never have been started."""
+    query = select(WebhookDelivery.id).where(WebhookDelivery.status == "pending", WebhookDelivery.attempts == 0)
+    if since is not None:
+        query = query.where(WebhookDelivery.created_at >= since)
     with sessions() as session:
-        return list(
-            session.scalars(
-                select(WebhookDelivery.id).where(WebhookDelivery.status == "pending", WebhookDelivery.attempts == 0)
-            )
-        )
+        return list(session.scalars(query))
 
 
 # --- what the events say -------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from activities.requests import RequestActivities
@@ -49,18 +49,21 @@ class RequestWorkflow:
 
         if self._state.status == "approved" and self._state.cluster_id:
             cluster_id = self._state.cluster_id
-            await workflow.start_child_workflow(
-                ClusterWorkflow.run,
-                ClusterInput(cluster_id=cluster_id, tenant_id=self._tenant_id),
-                id=cluster_workflow_id(cluster_id),
-                # The cluster outlives the request that asked for it.
-                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                search_attributes=(
-                    search_attributes.labels(search_attributes.CLUSTER, self._tenant_id, cluster_id, "pending")
-                    if _labelled()
-                    else None
-                ),
-            )
+            try:
+                await workflow.start_child_workflow(
+                    ClusterWorkflow.run,
+                    ClusterInput(cluster_id=cluster_id, tenant_id=self._tenant_id),
+                    id=cluster_workflow_id(cluster_id),
+                    # The cluster outlives the request that asked for it.
+                    parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                    search_attributes=(
+                        search_attributes.labels(search_attributes.CLUSTER, self._tenant_id, cluster_id, "pending")
+                        if _labelled()
+                        else None
+                    ),
+                )
+            except WorkflowAlreadyStartedError:
+                pass  # started by the resume sweep (workflows/resume.py), as when this run was long held up
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._state
 

@@ -1,4 +1,4 @@
-"""OIDC users by their identity provider's account; what an Idempotency-Key's call created
+"""OIDC users by their identity provider's account; what an Idempotency-Key's call created; the resume sweep
 
 Revision ID: 0008
 Revises: 0007
@@ -27,9 +27,19 @@ def upgrade() -> None:
     op.add_column(
         "idempotency_keys", sa.Column("interrupted_at", hpcinfra.models.UTCDateTime(timezone=True), nullable=True)
     )
+    sweeps = op.create_table(
+        "sweeps",
+        sa.Column("name", sa.String(length=50), nullable=False),
+        sa.Column("holder", sa.String(length=200), nullable=True),
+        sa.Column("held_until", hpcinfra.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("swept_until", hpcinfra.models.UTCDateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("name"),
+    )
+    op.bulk_insert(sweeps, [{"name": "resume"}])
 
 
 def downgrade() -> None:
+    op.drop_table("sweeps")
     op.drop_column("idempotency_keys", "interrupted_at")
     op.drop_column("idempotency_keys", "resource")
     op.drop_index("uq_users_oidc_account", table_name="users")
