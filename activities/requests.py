@@ -16,13 +16,19 @@ from hpcinfra.store import add_note, find_user, may_decide, may_see_request
 
 class RequestActivities:
     def __init__(
-        self, sessions: sessionmaker[Session], min_runway_hours: float, webhooks: Outbox | None = None
+        self,
+        sessions: sessionmaker[Session],
+        min_runway_hours: float,
+        webhooks: Outbox | None = None,
+        signal_decisions: bool = True,
     ) -> None:
         self.sessions = sessions
         # The budget guard: an approval must leave the tenant this many hours of credits.
         self.min_runway_hours = min_runway_hours
         # Tells the tenant's webhooks of each decision (request.decided), with the decision's transaction.
         self.webhooks = webhooks
+        # Whether decisions sent by Temporal signal are taken (HPCINFRA_SIGNAL_DECISIONS).
+        self.signal_decisions = signal_decisions
 
     @activity.defn(name="RecordDecision")
     def record_decision(self, record: DecisionRecord) -> RequestState:
@@ -33,6 +39,13 @@ class RequestActivities:
             if request is None:
                 raise ApplicationError(
                     f"request {record.request_id} does not exist", type="NotFound", non_retryable=True
+                )
+            if record.by_signal and not self.signal_decisions:
+                raise ApplicationError(
+                    "decisions by Temporal signal are turned off (HPCINFRA_SIGNAL_DECISIONS=false); "
+                    "decide through the API",
+                    type="NotAllowed",
+                    non_retryable=True,
                 )
             decider = None
             if record.decided_by is not None:
@@ -66,6 +79,9 @@ class RequestActivities:
             if decider is None:
                 action = "request.expire"
             detail = {"cluster": record.cluster_id} if record.cluster_id else {"reason": record.rejection_reason}
+            if record.by_signal:
+                # Who signalled is not known, only whom the signal names.
+                detail["claimed"] = True
             audit.record(
                 session, request.tenant_id, decider.id if decider else None, action, f"request {request.id}",
                 record.source, **detail,

@@ -6,11 +6,16 @@ import json
 import os
 import subprocess
 
+import pytest
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
-from hpcinfra.messages import Decision, request_workflow_id
+from activities.requests import RequestActivities
+from hpcinfra.messages import Decision, DecisionRecord, request_workflow_id
+from hpcinfra.models import ClusterRequest, utcnow
 from tests.utils.servers import executable
-from tests.utils.world import file_request, make_admin, request_body, wait_for_cluster
+from tests.utils.world import file_request, insert_request, make_admin, make_tenant, request_body, wait_for_cluster
 from workflows.request import RequestWorkflow
 
 
@@ -29,7 +34,9 @@ def test_what_is_done_is_in_the_audit_log_with_who_and_where_from(api, stack, te
     async def reject_by_signal():
         client = await Client.connect(stack.temporal_address)
         handle = client.get_workflow_handle(request_workflow_id(rejected["id"]))
-        await handle.signal(RequestWorkflow.decide_by_signal, Decision("rejected", tenant.it.email, "too big"))
+        # A signal's sender can write anything in it, its source too: that is not what the log keeps.
+        signalled = Decision("rejected", tenant.it.email, "too big", source="api 203.0.113.9")
+        await handle.signal(RequestWorkflow.decide_by_signal, signalled)
 
     asyncio.run(reject_by_signal())
     cluster_id = api.get(f"/requests/{approved['id']}", headers=tenant.it.headers).json()["clusterId"]
@@ -66,7 +73,7 @@ def test_what_is_done_is_in_the_audit_log_with_who_and_where_from(api, stack, te
     assert approve["source"].startswith("api ") and approve["detail"] == {"cluster": cluster_id}
     reject = wait_for("request.reject")
     assert reject["actorId"] == tenant.it.id and reject["source"] == "temporal"
-    assert reject["detail"] == {"reason": "too big"}
+    assert reject["detail"] == {"reason": "too big", "claimed": True}  # the signal names its decider, proves nothing
     read = wait_for("credentials.read")
     assert read["actorId"] == tenant.cad.id and read["detail"] == {"services": ["redis"]}
     assert wait_for("cluster.create")["target"] == f"cluster {direct['id']}"
@@ -85,3 +92,23 @@ def test_what_is_done_is_in_the_audit_log_with_who_and_where_from(api, stack, te
     refused = api.get("/audit", headers=tenant.cad.headers)
     assert refused.status_code == 403 and "it_manager or admin" in refused.json()["detail"]
     assert {e["tenantId"] for e in audit(api, admin, tenantId=tenant.id)} == {tenant.id}
+
+
+def test_signal_decisions_can_be_turned_off(db):
+    """For operators who cannot restrict who may signal in their Temporal namespace: with
+    HPCINFRA_SIGNAL_DECISIONS=false a decision sent by signal is refused (the workflow logs and drops it,
+    the request stays pending), and the same decision through the API is taken."""
+    tenant = make_tenant(db.sessions)
+    request_id = insert_request(db.sessions, tenant)
+    activities = RequestActivities(db.sessions, 0, signal_decisions=False)
+
+    def decide(by_signal: bool):
+        record = DecisionRecord(str(request_id), "rejected", utcnow(), tenant.it.email, "no", None, by_signal=by_signal)
+        return ActivityEnvironment().run(activities.record_decision, record)
+
+    with pytest.raises(ApplicationError, match="HPCINFRA_SIGNAL_DECISIONS") as refused:
+        decide(by_signal=True)
+    assert refused.value.type == "NotAllowed" and refused.value.non_retryable
+    with db.sessions() as session:
+        assert session.get_one(ClusterRequest, request_id).status == "pending"
+    assert decide(by_signal=False).status == "rejected"

@@ -84,10 +84,12 @@ class RequestWorkflow:
     @workflow.signal(name="decide")
     async def decide_by_signal(self, decision: Decision) -> None:
         """The same decision for people using the Temporal CLI or web UI. A signal cannot be
-        refused, so a decision that does not hold (already decided, not an approver) is logged and dropped."""
+        refused, so a decision that does not hold (already decided, not an approver, signal decisions
+        turned off) is logged and dropped. Anyone who may signal in the namespace can name any decider:
+        the decision is recorded as the named decider's claim, from "temporal" whatever it says."""
         try:
             self._validate_decision(decision)
-            await self._decide(decision)
+            await self._decide(decision, by_signal=True)
         except (ValueError, ApplicationError) as e:
             workflow.logger.warning("decision signal ignored: %s", e)
 
@@ -103,7 +105,7 @@ class RequestWorkflow:
     def state(self) -> RequestState:
         return self._state
 
-    async def _decide(self, decision: Decision) -> RequestState:
+    async def _decide(self, decision: Decision, *, by_signal: bool = False) -> RequestState:
         async with self._deciding:
             if self._state.status != "pending":
                 raise ApplicationError(f"the request is already {self._state.status}", type="AlreadyDecided")
@@ -115,7 +117,8 @@ class RequestWorkflow:
                 decided_by=decision.decided_by,
                 rejection_reason=decision.rejection_reason if decision.status == "rejected" else None,
                 cluster_id=cluster_id,
-                source=decision.source,
+                source="temporal" if by_signal else decision.source,
+                by_signal=by_signal,
             )
             return await self._record(record, AWAITED_WRITE)
 
