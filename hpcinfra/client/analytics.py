@@ -122,5 +122,6 @@ def render(report: dict[str, Any], history: dict[str, Any], start: datetime, end
         for x in sorted(rows, key=lambda x: -x["creditsConsumed"]):
             t.add_row(x[key], credits(x["creditsConsumed"]), bar(x["creditsConsumed"], largest))
         out.print(t)
-    if not breakdown["byCluster"]:
+    # Clusters available in the range are listed from their first moment, before anything is spent.
+    if not any(x["creditsConsumed"] for x in breakdown["byCluster"]):
         out.print("nothing was spent in this range")
