@@ -5,6 +5,7 @@ password secret."""
 
 import asyncio
 import base64
+import json
 from dataclasses import replace
 
 import pulumi
@@ -33,6 +34,12 @@ DATABASE = {
     "azure": "azure-native:dbforpostgresql:Server",
 }
 TOOL = "command:remote:Command"
+# Resources the programs refer to by name.
+NAMED_BY_PULUMI = {
+    "aws:rds/parameterGroup:ParameterGroup",
+    "gcp:compute/router:Router",
+    "azure-native:dbforpostgresql:Server",
+}
 
 
 class CloudMocks(pulumi.runtime.Mocks):
@@ -40,6 +47,7 @@ class CloudMocks(pulumi.runtime.Mocks):
 
     def __init__(self) -> None:
         self.resources: list[pulumi.runtime.MockResourceArgs] = []
+        self.calls: list[pulumi.runtime.MockCallArgs] = []
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         self.resources.append(args)
@@ -48,9 +56,12 @@ class CloudMocks(pulumi.runtime.Mocks):
             outputs.update(publicKeyOpenssh="ssh-ed25519 AAAAmock", privateKeyOpenssh="mock private key")
         if args.typ == INSTANCE["aws"]:
             outputs["publicIp"] = "203.0.113.10"
+        if args.typ in NAMED_BY_PULUMI:
+            outputs.setdefault("name", args.name)  # as Pulumi names them when the program does not
         return [f"{args.name}-id", outputs]
 
     def call(self, args: pulumi.runtime.MockCallArgs):
+        self.calls.append(args)
         if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             return {"names": ["zone-a", "zone-b"], "zoneIds": ["a", "b"], "id": "zones"}
         if args.token == "aws:ec2/getAmi:getAmi":
@@ -235,10 +246,27 @@ def test_redis_runs_on_the_head_node_with_its_password_secret(cloud):
 def test_a_spec_without_an_admin_range_is_refused():
     with pytest.raises(ValueError, match="sshCidr: Field required"):
         ClusterPlan.of(spec(provider_config={}))
-    with pytest.raises(ValueError, match="whole internet"):
-        ClusterPlan.of(spec(provider_config={"sshCidr": "0.0.0.0/0"}))
     with pytest.raises(ValueError, match="not an address range"):
         ClusterPlan.of(spec(provider_config={"sshCidr": "office"}))
+
+
+@pytest.mark.parametrize("cidr", ["0.0.0.0/0", "0.0.0.0/1", "128.0.0.0/2", "10.0.0.0/7"])
+def test_an_admin_range_wider_than_a_slash_8_is_refused(cidr):
+    with pytest.raises(ValueError, match="wider than a /8"):
+        ClusterPlan.of(spec(provider_config={"sshCidr": cidr}))
+    assert ClusterPlan.of(spec(provider_config={"sshCidr": "10.0.0.0/8"})).ssh_cidr == "10.0.0.0/8"
+
+
+@pytest.mark.parametrize("cidr", ["::/0", "2001:db8::/32", "2001:db8::1/128"])
+def test_an_ipv6_admin_range_is_refused_as_the_networks_are_ipv4_only(cidr):
+    with pytest.raises(ValueError, match="IPv4"):
+        ClusterPlan.of(spec(provider_config={"sshCidr": cidr}))
+
+
+def test_an_admin_range_inside_the_clusters_own_network_is_refused():
+    """Nobody outside reaches the head node from there, and AWS routes the range to the internet gateway."""
+    with pytest.raises(ValueError, match="inside the cluster's own network"):
+        ClusterPlan.of(spec(provider_config={"sshCidr": "10.20.5.0/24"}))
 
 
 def test_the_slurm_configuration_lists_every_compute_node():
@@ -271,3 +299,117 @@ def test_the_stack_is_up_only_when_slurm_lists_every_compute_node(cloud):
     mocks = run(cloud, spec(number_of_nodes=5))
     [ready] = [c for c in mocks.of_type(TOOL) if c.name.endswith("-slurm-ready")]
     assert "sinfo -h -N -t idle" in ready.inputs["create"] and "-ge 5 ]" in ready.inputs["create"]
+
+
+def public_instances(cloud: str, mocks: CloudMocks) -> list[str]:
+    """The names of the machines that get a public address of their own."""
+    if cloud == "aws":
+        [subnet] = [s for s in mocks.of_type("aws:ec2/subnet:Subnet") if s.name == "hpc-rtl-regression-subnet"]
+        by_default = subnet.inputs.get("mapPublicIpOnLaunch", False)
+        return [r.name for r in mocks.of_type(INSTANCE["aws"]) if r.inputs.get("associatePublicIpAddress", by_default)]
+    if cloud == "gcp":
+        return [
+            r.name
+            for r in mocks.of_type(INSTANCE["gcp"])
+            if any(nic.get("accessConfigs") for nic in r.inputs["networkInterfaces"])
+        ]
+    nics = mocks.of_type("azure-native:network:NetworkInterface")
+    public = [n.name.removesuffix("-nic") for n in nics if n.inputs["ipConfigurations"][0].get("publicIPAddress")]
+    return [r.name for r in mocks.of_type(INSTANCE["azure"]) if r.name in public]
+
+
+def test_only_the_head_node_has_a_public_address_and_the_rest_go_out_through_a_nat(cloud):
+    mocks = run(cloud, spec(number_of_nodes=3))
+    assert public_instances(cloud, mocks) == ["hpc-rtl-regression-head"]
+    nat = {
+        "aws": "aws:ec2/natGateway:NatGateway",
+        "gcp": "gcp:compute/routerNat:RouterNat",
+        "azure": "azure-native:network:NatGateway",
+    }[cloud]
+    assert len(mocks.of_type(nat)) == 1
+
+
+def routes_of(mocks: CloudMocks, subnet: str) -> list[dict]:
+    [association] = [
+        a
+        for a in mocks.of_type("aws:ec2/routeTableAssociation:RouteTableAssociation")
+        if a.inputs["subnetId"] == subnet
+    ]
+    [table] = [
+        t
+        for t in mocks.of_type("aws:ec2/routeTable:RouteTable")
+        if f"{t.name}-id" == association.inputs["routeTableId"]
+    ]
+    return table.inputs["routes"]
+
+
+def test_on_aws_the_cluster_subnet_goes_out_through_the_nat_and_answers_ssh_directly():
+    """The NAT gateway sits in a public subnet of its own; the cluster's subnet sends the internet
+    through it, and only the admin range straight to the internet gateway, which is how the head node
+    (with its public address) answers SSH."""
+    mocks = run("aws", spec())
+    [nat] = mocks.of_type("aws:ec2/natGateway:NatGateway")
+    [gateway] = mocks.of_type("aws:ec2/internetGateway:InternetGateway")
+    assert routes_of(mocks, nat.inputs["subnetId"]) == [{"cidrBlock": "0.0.0.0/0", "gatewayId": f"{gateway.name}-id"}]
+    cluster_routes = routes_of(mocks, "hpc-rtl-regression-subnet-id")
+    assert sorted(cluster_routes, key=lambda route: route["cidrBlock"]) == [
+        {"cidrBlock": "0.0.0.0/0", "natGatewayId": f"{nat.name}-id"},
+        {"cidrBlock": ADMIN_RANGE, "gatewayId": f"{gateway.name}-id"},
+    ]
+
+
+def test_on_gcp_the_nat_serves_the_clusters_subnetwork():
+    mocks = run("gcp", spec())
+    [router] = mocks.of_type("gcp:compute/router:Router")
+    [nat] = mocks.of_type("gcp:compute/routerNat:RouterNat")
+    assert router.inputs["network"] == "hpc-rtl-regression-network-id" and router.inputs["region"] == REGION["gcp"]
+    assert nat.inputs["router"] == router.name and nat.inputs["region"] == REGION["gcp"]
+    assert nat.inputs["sourceSubnetworkIpRangesToNat"] == "ALL_SUBNETWORKS_ALL_IP_RANGES"
+
+
+def test_aws_instances_have_encrypted_root_volumes_and_require_imdsv2():
+    instances = run("aws", spec(number_of_nodes=2)).of_type(INSTANCE["aws"])
+    assert len(instances) == 3
+    for instance in instances:
+        assert instance.inputs["rootBlockDevice"]["encrypted"] is True, instance.name
+        assert instance.inputs["metadataOptions"]["httpTokens"] == "required", instance.name
+
+
+def test_the_managed_database_refuses_connections_without_tls(cloud):
+    mocks = run(cloud, spec())
+    [database] = mocks.of_type(DATABASE[cloud])
+    if cloud == "aws":
+        [group] = mocks.of_type("aws:rds/parameterGroup:ParameterGroup")
+        assert group.inputs["family"] == "postgres16"
+        assert {"name": "rds.force_ssl", "value": "1"}.items() <= group.inputs["parameters"][0].items()
+        assert database.inputs["parameterGroupName"] == group.name
+    elif cloud == "gcp":
+        assert database.inputs["settings"]["ipConfiguration"]["sslMode"] == "ENCRYPTED_ONLY"
+    else:
+        # On by default; said explicitly so that it stays on.
+        [setting] = mocks.of_type("azure-native:dbforpostgresql:Configuration")
+        assert setting.inputs["configurationName"] == "require_secure_transport" and setting.inputs["value"] == "on"
+        assert setting.inputs["serverName"] == database.name
+
+
+def test_an_aws_provider_that_names_its_account_runs_in_that_account_only():
+    mocks = run("aws", spec(provider_config={"sshCidr": ADMIN_RANGE, "accountId": "123456789012"}))
+    [provider] = mocks.of_type("pulumi:providers:aws")
+    # Provider inputs reach the provider as JSON.
+    assert json.loads(provider.inputs["allowedAccountIds"]) == ["123456789012"]
+    assert provider.inputs["region"] == REGION["aws"]
+    aws_resources = [r for r in mocks.resources if r.typ.startswith("aws:")]
+    assert aws_resources and all(r.provider and provider.name in r.provider for r in aws_resources)
+    assert mocks.calls and all(c.provider and provider.name in c.provider for c in mocks.calls)
+    # Without an account, the stack's default provider as before (existing stacks keep their resources).
+    assert run("aws", spec()).of_type("pulumi:providers:aws") == []
+
+
+def test_an_azure_provider_that_names_its_subscription_builds_in_that_subscription():
+    subscription = "0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d"
+    mocks = run("azure", spec(provider_config={"sshCidr": ADMIN_RANGE, "subscriptionId": subscription}))
+    [provider] = mocks.of_type("pulumi:providers:azure-native")
+    assert provider.inputs["subscriptionId"] == subscription
+    azure_resources = [r for r in mocks.resources if r.typ.startswith("azure-native:")]
+    assert azure_resources and all(r.provider and provider.name in r.provider for r in azure_resources)
+    assert run("azure", spec()).of_type("pulumi:providers:azure-native") == []

@@ -1,11 +1,12 @@
 """The cluster on Azure: a resource group, a virtual network and subnet with a network security group
 and a NAT gateway for outbound traffic, VMs for the head and compute nodes, a managed disk for shared
 storage (exported over NFS by the head node), and Azure Database for PostgreSQL flexible server
-inside the cluster's network."""
+inside the cluster's network, TLS only."""
 
 import base64
 
 import pulumi
+import pulumi_azure_native as azure_native
 from pulumi_azure_native import compute, dbforpostgresql, network, privatedns, resources
 
 from infra.clouds.common import admin_key, export_outputs, install_software, service_password
@@ -15,7 +16,15 @@ from infra.providers.base import SERVICE_USER
 
 def build(plan: ClusterPlan) -> None:
     p, tags, location = plan.prefix, plan.tags, plan.spec.region
-    group = resources.ResourceGroup(f"{p}-group", location=location, tags=tags)
+    # A provider that names its subscription gets an Azure provider of its own, in that subscription
+    # (without one, the stack's default provider, as stacks made before had).
+    subscription = plan.config.account("azure")
+    explicit = azure_native.Provider(f"{p}-azure", subscription_id=subscription) if subscription else None
+
+    def opts(**options) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(provider=explicit, **options)
+
+    group = resources.ResourceGroup(f"{p}-group", location=location, tags=tags, opts=opts())
     rg = group.name
 
     vnet = network.VirtualNetwork(
@@ -24,6 +33,7 @@ def build(plan: ClusterPlan) -> None:
         location=location,
         address_space=network.AddressSpaceArgs(address_prefixes=[NETWORK_CIDR]),
         tags=tags,
+        opts=opts(),
     )
     firewall = network.NetworkSecurityGroup(
         f"{p}-firewall",
@@ -45,8 +55,9 @@ def build(plan: ClusterPlan) -> None:
             ),
         ],
         tags=tags,
+        opts=opts(),
     )
-    outbound_address = _public_address(f"{p}-outbound", rg, location, tags)
+    outbound_address = _public_address(f"{p}-outbound", rg, location, tags, opts())
     outbound = network.NatGateway(
         f"{p}-outbound",
         resource_group_name=rg,
@@ -54,6 +65,7 @@ def build(plan: ClusterPlan) -> None:
         sku=network.NatGatewaySkuArgs(name="Standard"),
         public_ip_addresses=[network.SubResourceArgs(id=outbound_address.id)],
         tags=tags,
+        opts=opts(),
     )
     subnet = network.Subnet(
         f"{p}-subnet",
@@ -62,6 +74,7 @@ def build(plan: ClusterPlan) -> None:
         address_prefix=SUBNET_CIDR,
         network_security_group=network.NetworkSecurityGroupArgs(id=firewall.id),
         nat_gateway=network.SubResourceArgs(id=outbound.id),
+        opts=opts(),
     )
 
     key = admin_key(plan)
@@ -73,6 +86,7 @@ def build(plan: ClusterPlan) -> None:
         sku=compute.DiskSkuArgs(name="Premium_LRS"),
         creation_data=compute.CreationDataArgs(create_option="Empty"),
         tags=tags,
+        opts=opts(),
     )
 
     def vm(name: str, size: str, address: str, script: str, public=None, disks=None) -> compute.VirtualMachine:
@@ -90,6 +104,7 @@ def build(plan: ClusterPlan) -> None:
                 )
             ],
             tags=tags,
+            opts=opts(),
         )
         return compute.VirtualMachine(
             f"{p}-{name}",
@@ -122,9 +137,10 @@ def build(plan: ClusterPlan) -> None:
                 data_disks=disks or [],
             ),
             tags=tags,
+            opts=opts(),
         )
 
-    head_public = _public_address(f"{p}-head", rg, location, tags)
+    head_public = _public_address(f"{p}-head", rg, location, tags, opts())
     head = vm(
         "head",
         plan.head_instance_type("azure"),
@@ -153,6 +169,7 @@ def build(plan: ClusterPlan) -> None:
             delegations=[
                 network.DelegationArgs(name="postgresql", service_name="Microsoft.DBforPostgreSQL/flexibleServers")
             ],
+            opts=opts(),
         )
         zone = privatedns.PrivateZone(
             f"{p}-database-zone",
@@ -160,6 +177,7 @@ def build(plan: ClusterPlan) -> None:
             location="Global",
             private_zone_name=f"{p}.private.postgres.database.azure.com",
             tags=tags,
+            opts=opts(),
         )
         zone_link = privatedns.VirtualNetworkLink(
             f"{p}-database-zone-link",
@@ -169,6 +187,7 @@ def build(plan: ClusterPlan) -> None:
             virtual_network=privatedns.SubResourceArgs(id=vnet.id),
             registration_enabled=False,
             tags=tags,
+            opts=opts(),
         )
         server = dbforpostgresql.Server(
             f"{p}-postgresql",
@@ -185,12 +204,27 @@ def build(plan: ClusterPlan) -> None:
                 public_network_access="Disabled",
             ),
             tags=tags,
-            opts=pulumi.ResourceOptions(depends_on=[zone_link]),  # the server resolves through the linked zone
+            opts=opts(depends_on=[zone_link]),  # the server resolves through the linked zone
+        )
+        # On by default: said here so that it stays on.
+        tls_only = dbforpostgresql.Configuration(
+            f"{p}-postgresql-tls",
+            resource_group_name=rg,
+            server_name=server.name,
+            configuration_name="require_secure_transport",
+            value="on",
+            source="user-override",
+            opts=opts(),
         )
         database_name = postgresql.config.get("databaseName", "postgres")
         if database_name != "postgres":  # the server makes that one itself
             dbforpostgresql.Database(
-                f"{p}-postgresql-database", resource_group_name=rg, server_name=server.name, database_name=database_name
+                f"{p}-postgresql-database",
+                resource_group_name=rg,
+                server_name=server.name,
+                database_name=database_name,
+                # The server takes one change at a time.
+                opts=opts(depends_on=[tls_only]),
             )
         services["postgresql"] = {"host": server.fully_qualified_domain_name, "port": postgresql.port}
 
@@ -211,7 +245,9 @@ def _allow(name: str, priority: int, source: str, protocol: str, port: str) -> n
     )
 
 
-def _public_address(name: str, rg: pulumi.Input[str], location: str, tags: dict[str, str]) -> network.PublicIPAddress:
+def _public_address(
+    name: str, rg: pulumi.Input[str], location: str, tags: dict[str, str], opts: pulumi.ResourceOptions
+) -> network.PublicIPAddress:
     return network.PublicIPAddress(
         f"{name}-address",
         resource_group_name=rg,
@@ -220,4 +256,5 @@ def _public_address(name: str, rg: pulumi.Input[str], location: str, tags: dict[
         sku=network.PublicIPAddressSkuArgs(name="Standard"),
         public_ip_allocation_method="Static",
         tags=tags,
+        opts=opts,
     )

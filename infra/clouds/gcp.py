@@ -1,6 +1,7 @@
-"""The cluster on GCP: a VPC network and subnetwork, firewall rules, Compute Engine instances for the
-head and compute nodes, a persistent disk for shared storage (exported over NFS by the head node),
-and Cloud SQL for PostgreSQL on a private IP in the cluster's network."""
+"""The cluster on GCP: a VPC network and subnetwork, firewall rules, a Cloud Router with Cloud NAT for
+outbound traffic, Compute Engine instances for the head and compute nodes (only the head node has an
+external address, for SSH), a persistent disk for shared storage (exported over NFS by the head node),
+and Cloud SQL for PostgreSQL on a private IP in the cluster's network, TLS only."""
 
 import pulumi
 import pulumi_gcp as gcp
@@ -32,11 +33,22 @@ def build(plan: ClusterPlan) -> None:
         allows=[gcp.compute.FirewallAllowArgs(protocol=protocol) for protocol in ("tcp", "udp", "icmp")],
         source_ranges=[SUBNET_CIDR],
     )
+    # Outbound traffic of the nodes without an external address (the compute nodes): package mirrors.
+    router = gcp.compute.Router(f"{p}-router", network=network.id, region=region)
+    gcp.compute.RouterNat(
+        f"{p}-nat",
+        router=router.name,
+        region=region,
+        nat_ip_allocate_option="AUTO_ONLY",
+        source_subnetwork_ip_ranges_to_nat="ALL_SUBNETWORKS_ALL_IP_RANGES",
+    )
 
     key = admin_key(plan)
     storage = gcp.compute.Disk(f"{p}-shared", zone=zone, size=plan.spec.storage_gb, type="pd-balanced", labels=labels)
 
-    def instance(name: str, machine_type: str, address: str, script: str, disks=None) -> gcp.compute.Instance:
+    def instance(
+        name: str, machine_type: str, address: str, script: str, disks=None, public: bool = False
+    ) -> gcp.compute.Instance:
         return gcp.compute.Instance(
             f"{p}-{name}",
             zone=zone,
@@ -49,8 +61,9 @@ def build(plan: ClusterPlan) -> None:
                 gcp.compute.InstanceNetworkInterfaceArgs(
                     subnetwork=subnet.id,
                     network_ip=address,
-                    # An external address for outbound traffic; inbound is what the firewall rules allow.
-                    access_configs=[gcp.compute.InstanceNetworkInterfaceAccessConfigArgs()],
+                    # The head node's external address is for SSH (what the firewall rules allow); the
+                    # compute nodes have none, and go out through the NAT.
+                    access_configs=[gcp.compute.InstanceNetworkInterfaceAccessConfigArgs()] if public else [],
                 )
             ],
             metadata={
@@ -66,6 +79,7 @@ def build(plan: ClusterPlan) -> None:
         HEAD_ADDRESS,
         plan.head_script("/dev/disk/by-id/google-shared"),
         disks=[gcp.compute.InstanceAttachedDiskArgs(source=storage.id, device_name="shared")],
+        public=True,
     )
     nodes = [
         instance(name, plan.instance_type("gcp"), address, plan.compute_script(i))
@@ -97,7 +111,7 @@ def build(plan: ClusterPlan) -> None:
                 tier="db-custom-1-3840",
                 user_labels=labels,
                 ip_configuration=gcp.sql.DatabaseInstanceSettingsIpConfigurationArgs(
-                    ipv4_enabled=False, private_network=network.id
+                    ipv4_enabled=False, private_network=network.id, ssl_mode="ENCRYPTED_ONLY"
                 ),
             ),
             opts=pulumi.ResourceOptions(depends_on=[peering]),

@@ -10,13 +10,15 @@ import shlex
 from dataclasses import dataclass
 from ipaddress import ip_network
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from infra.catalog import NODE_TYPES, TOOLS
 from infra.providers.base import ClusterSpec, ServiceSpec, ToolSpec, describe_validation_error
 
 NETWORK_CIDR = "10.20.0.0/16"
 SUBNET_CIDR = "10.20.1.0/24"
+# AWS: the public subnet of the NAT gateway the cluster's subnet goes out through.
+NAT_SUBNET_CIDR = "10.20.0.0/28"
 # A second range, for the managed database (some clouds want it in a subnet of its own).
 DATABASE_CIDR = "10.20.2.0/24"
 HEAD_ADDRESS = "10.20.1.10"
@@ -31,6 +33,17 @@ SPACK_RELEASE = "v0.22.2"
 ADMIN_USER = "hpcadmin"
 HEAD_NODE_TYPE = "small"
 
+# The widest range `sshCidr` may be: a /8 is already 16 million addresses.
+MAX_SSH_PREFIX = 8
+AWS_ACCOUNT = r"^[0-9]{12}$"
+AZURE_SUBSCRIPTION = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+# A project id, perhaps of a domain (example.com:my-project).
+GCP_PROJECT = r"^([a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$"
+# Which config key names the account a provider's clusters are made in, per cloud; and which cloud each
+# cloud-specific key is for.
+ACCOUNT_KEYS = {"aws": "accountId", "gcp": "project", "azure": "subscriptionId"}
+CLOUD_OF_KEY = {"accountId": "aws", "project": "gcp", "zone": "gcp", "subscriptionId": "azure"}
+
 
 class CloudConfig(BaseModel):
     """The config of an `aws`, `gcp` or `azure` provider, as registered; anything else in it is refused.
@@ -43,17 +56,32 @@ class CloudConfig(BaseModel):
     sshCidr: str
     project: str | None = None  # GCP: the project (else the SDK's default)
     zone: str | None = None  # GCP: the zone in the region (else <region>-a)
+    # AWS: the account; a run whose credentials are another account's fails (else whichever they are).
+    accountId: str | None = Field(default=None, pattern=AWS_ACCOUNT)
+    subscriptionId: str | None = Field(default=None, pattern=AZURE_SUBSCRIPTION)  # Azure (else the SDK's default)
 
     @field_validator("sshCidr")
     @classmethod
-    def _not_the_world(cls, value: str) -> str:
+    def _a_narrow_range(cls, value: str) -> str:
         try:
             network = ip_network(value, strict=False)
         except ValueError:
             raise ValueError(f"{value!r} is not an address range such as 198.51.100.0/24") from None
-        if network.prefixlen == 0:
-            raise ValueError("must not be the whole internet")
+        if network.version != 4:
+            raise ValueError("must be an IPv4 range: the clusters' networks and head nodes have IPv4 addresses only")
+        if network.prefixlen < MAX_SSH_PREFIX:
+            raise ValueError(
+                f"{network} is wider than a /{MAX_SSH_PREFIX}: name the range SSH comes from, not a part of the internet"
+            )
+        if network.subnet_of(ip_network(NETWORK_CIDR)):
+            raise ValueError(
+                f"{network} is inside the cluster's own network ({NETWORK_CIDR}); name where SSH comes from"
+            )
         return str(network)
+
+    def account(self, cloud: str) -> str | None:
+        """The account, project or subscription this config names on `cloud`, if it names one."""
+        return getattr(self, ACCOUNT_KEYS[cloud])
 
 
 @dataclass(frozen=True)
