@@ -86,9 +86,19 @@ class Settings(BaseSettings):
         return networks
 
     # Which cloud accounts tenants' providers may name ("aws:<account id>", "gcp:<project>",
-    # "azure:<subscription id>"); empty allows any. Providers that run on the platform's own machines
-    # (`local`) are registered by admins only, whatever this says.
+    # "azure:<subscription id>"); empty allows any. When set, a cloud provider must name its account in
+    # its config (`accountId`, `project`, `subscriptionId`). Providers that run on the platform's own
+    # machines (`local`) are registered by admins only, whatever this says.
     allowed_cloud_accounts: list[str] = []
+
+    @field_validator("allowed_cloud_accounts")
+    @classmethod
+    def _check_cloud_accounts(cls, entries: list[str]) -> list[str]:
+        from infra.providers import check_account_entry
+
+        for entry in entries:
+            check_account_entry(entry)
+        return entries
 
     # Fernet keys for service credentials, comma-separated; the first encrypts, all decrypt.
     # Empty in development means a key kept in the data folder; production requires keys.

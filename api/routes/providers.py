@@ -5,11 +5,12 @@ from sqlalchemy.exc import IntegrityError
 
 from api import schemas
 from api.access import providers_visible_to
-from api.deps import CurrentUser, SessionDep, require_role
+from api.deps import CurrentUser, SessionDep, SettingsDep, require_role
 from api.errors import Problem, problems
 from api.pagination import Page
 from hpcinfra.accounts import AccountError, create_provider
 from hpcinfra.models import CloudProvider, Tenant
+from infra.providers import ON_PLATFORM_MACHINES, check_account
 
 router = APIRouter(prefix="/cloud-providers", tags=["providers"])
 
@@ -31,10 +32,22 @@ def list_providers(session: SessionDep, user: CurrentUser, page: Page) -> list[s
     operation_id="createCloudProvider",
     summary="Register a cloud provider",
 )
-def register_provider(body: schemas.CloudProviderIn, session: SessionDep, user: CurrentUser) -> schemas.CloudProvider:
-    """Register a cloud provider for the tenant (IT managers, admins). A name the tenant already uses
-    is a 409."""
+def register_provider(
+    body: schemas.CloudProviderIn, session: SessionDep, user: CurrentUser, settings: SettingsDep
+) -> schemas.CloudProvider:
+    """Register a cloud provider for the tenant (IT managers, admins). A `local` provider, whose clusters
+    run as root on the platform's own machine, is for admins only (403). With the operator's list of
+    allowed cloud accounts set, a cloud provider must name one of them (422). A name the tenant already
+    uses is a 409."""
     require_role(user, "it_manager", "admin", action="register cloud providers")
+    if body.kind in ON_PLATFORM_MACHINES and user.role != "admin":
+        raise Problem(
+            403, f"only admins may register {body.kind} providers: their clusters run on the platform's own machines"
+        )
+    try:
+        check_account(body.kind, body.config, settings.allowed_cloud_accounts)
+    except ValueError as e:
+        raise Problem(422, str(e)) from None
     tenant_id = body.tenant_id or user.tenant_id
     if tenant_id != user.tenant_id and (user.role != "admin" or session.get(Tenant, tenant_id) is None):
         raise Problem(

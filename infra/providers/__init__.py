@@ -1,5 +1,6 @@
 """Providers by kind. Every kind a cloud provider can be registered with appears here."""
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -8,6 +9,11 @@ from infra.providers.base import Provider, ProviderUnavailable, describe_validat
 
 KINDS = ("sim", "local", "aws", "gcp", "azure")
 CLOUDS = ("aws", "gcp", "azure")
+# Kinds whose clusters run on the platform's own machines: `local` starts root processes on the worker's
+# host, so only admins register it. (`sim` runs nothing: it writes a file per cluster in the data folder.)
+ON_PLATFORM_MACHINES = ("local",)
+# The setting that lists the cloud accounts providers may name (hpcinfra.settings).
+ALLOWED_ACCOUNTS_SETTING = "HPCINFRA_ALLOWED_CLOUD_ACCOUNTS"
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,13 @@ def check_config(kind: str, config: dict[str, Any]) -> None:
     if kind == "sim":
         from infra.providers.sim import SimConfig as model
     elif kind in CLOUDS:
+        from infra.clouds.plan import CLOUD_OF_KEY
         from infra.clouds.plan import CloudConfig as model
+
+        # One model serves the three clouds: a key of another cloud's would be ignored, which nobody means.
+        for key in config:
+            if CLOUD_OF_KEY.get(key, kind) != kind:
+                raise ValueError(f"invalid {kind} provider config: {key}: a {CLOUD_OF_KEY[key]} setting")
     elif kind == "local":
         from infra.providers.local import LocalConfig as model
     else:
@@ -62,3 +74,36 @@ def check_config(kind: str, config: dict[str, Any]) -> None:
         model.model_validate(config)
     except ValidationError as e:
         raise ValueError(f"invalid {kind} provider config: {describe_validation_error(e)}") from None
+
+
+def check_account(kind: str, config: dict[str, Any], allowed: list[str]) -> None:
+    """Refuse a cloud provider whose account (AWS), project (GCP) or subscription (Azure) is not one the
+    operator allows (`allowed`, entries `<cloud>:<account>`; empty allows any). With a list, a provider
+    must name its account: one left to the worker's credentials could be any. The message does not
+    repeat the list, which may name other tenants' accounts."""
+    if kind not in CLOUDS or not allowed:
+        return
+    from infra.clouds.plan import ACCOUNT_KEYS
+
+    key = ACCOUNT_KEYS[kind]
+    account = config.get(key)
+    if not account:
+        raise ValueError(
+            f"{ALLOWED_ACCOUNTS_SETTING} limits the {kind} accounts of this platform: a {kind} provider must name its {key}"
+        )
+    # Azure writes subscription ids in either case; the others' ids have one.
+    if f"{kind}:{account}".lower() not in {entry.lower() for entry in allowed}:
+        raise ValueError(f"{kind} {key} {account!r} is not one of the accounts {ALLOWED_ACCOUNTS_SETTING} allows")
+
+
+def check_account_entry(entry: str) -> None:
+    """Refuse an entry of the allowed-accounts setting that names no account of a cloud."""
+    from infra.clouds.plan import AWS_ACCOUNT, AZURE_SUBSCRIPTION, GCP_PROJECT
+
+    patterns = {"aws": AWS_ACCOUNT, "gcp": GCP_PROJECT, "azure": AZURE_SUBSCRIPTION}
+    cloud, _, account = entry.partition(":")
+    if cloud not in patterns or not re.fullmatch(patterns[cloud], account):
+        raise ValueError(
+            f"{ALLOWED_ACCOUNTS_SETTING}: {entry!r} is none of aws:<12-digit account id>, gcp:<project id>, "
+            "azure:<subscription id>"
+        )
