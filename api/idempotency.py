@@ -12,6 +12,8 @@ first answer, and nothing is done twice.
   (`record_created`). If the call then fails (its workflow's start, reading back the answer), the key
   is kept: the retry finishes the call for what was created (`resumed`: the route starts its workflow if
   it has none) and answers with it, instead of creating it again.
+- A key claimed by a call that never answered (its process died) is taken as failed after
+  ABANDONED_AFTER: let go, or taken up by the retry as above.
 - An answer marked `Cache-Control: no-store` (one that shows a secret once, such as a new webhook's
   signing secret) is kept encrypted with the credential keys, never in clear.
 """
@@ -22,7 +24,7 @@ import logging
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -38,6 +40,10 @@ from hpcinfra.models import IdempotencyKey, utcnow
 
 HEADER = "idempotency-key"
 KEPT_FOR = timedelta(hours=24)
+# Longer than any call takes: a key claimed this long ago and never answered belongs to a call whose
+# process died (killed, the machine lost). Its key is let go, or, if the call had created something,
+# its retry finishes the call.
+ABANDONED_AFTER = timedelta(minutes=5)
 # How many times a call's answer is offered to a busy database to be kept (each waits out the busy timeout).
 SETTLE_TRIES = 6
 # In a call's scope["state"]: the key it holds, (user id, key), for the route to note what it creates in;
@@ -114,12 +120,21 @@ async def _read_body(receive: Receive) -> bytes:
 
 def _claim(sessions, user_id, key: str, fingerprint: str) -> tuple[bool, IdempotencyKey | None]:
     """Take the key for this call, or return the call that has it."""
+    now = utcnow()
     with transaction(sessions) as session:
         session.execute(
             delete(IdempotencyKey).where(
                 IdempotencyKey.user_id == user_id,
                 IdempotencyKey.key == key,
-                IdempotencyKey.created_at < utcnow() - KEPT_FOR,
+                or_(
+                    IdempotencyKey.created_at < now - KEPT_FOR,
+                    # A call that died before it committed anything.
+                    and_(
+                        IdempotencyKey.status_code.is_(None),
+                        IdempotencyKey.resource.is_(None),
+                        IdempotencyKey.created_at < now - ABANDONED_AFTER,
+                    ),
+                ),
             )
         )
     try:
@@ -134,15 +149,21 @@ def _claim(sessions, user_id, key: str, fingerprint: str) -> tuple[bool, Idempot
 
 
 def _resume(sessions, earlier: IdempotencyKey | None, fingerprint: str) -> str | None:
-    """What the earlier call with this key created, if it failed after that (its key says so) and this
-    call, the same one again, is the first to take it up; else None."""
-    if earlier is None or earlier.fingerprint != fingerprint or earlier.interrupted_at is None:
+    """What the earlier call with this key created, if it failed after that (it ended in a server error,
+    or its process died: its claim was abandoned) and this call, the same one again, is the first to
+    take it up; else None."""
+    if earlier is None or earlier.fingerprint != fingerprint or earlier.resource is None:
         return None
+    now = utcnow()
+    failed = and_(
+        IdempotencyKey.status_code.is_(None),
+        or_(IdempotencyKey.interrupted_at.is_not(None), IdempotencyKey.created_at < now - ABANDONED_AFTER),
+    )
     with transaction(sessions) as session:
         taken = session.execute(
             update(IdempotencyKey)
-            .where(IdempotencyKey.id == earlier.id, IdempotencyKey.interrupted_at.is_not(None))
-            .values(interrupted_at=None)
+            .where(IdempotencyKey.id == earlier.id, failed)
+            .values(interrupted_at=None, created_at=now)
         ).rowcount
     return earlier.resource if taken else None
 

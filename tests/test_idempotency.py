@@ -6,6 +6,7 @@ import json
 import sqlite3
 import uuid
 from contextlib import contextmanager
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,13 +15,14 @@ from sqlalchemy.exc import OperationalError
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from api import idempotency
 from api.deps import get_temporal
 from api.main import create_app
 from hpcinfra.credentials import SEALED_ANSWER, CredentialBox, new_key
 from hpcinfra.db import make_engine, make_session_factory, transaction, upgrade
-from hpcinfra.models import Cluster, ClusterRequest, ClusterService, IdempotencyKey
+from hpcinfra.models import Cluster, ClusterRequest, ClusterService, IdempotencyKey, utcnow
 from hpcinfra.settings import Settings
-from tests.utils.world import insert_cluster, make_tenant, request_body
+from tests.utils.world import insert_cluster, insert_request, make_tenant, request_body
 
 
 def post(api, path: str, who, body: dict, key: str | None):
@@ -258,3 +260,31 @@ def test_service_credentials_no_key_can_open_are_a_503_too(tmp_path, temporal_ad
             answer = client.get(path, headers=tenant.cad.headers)
             assert answer.status_code == 503, answer.text
             assert "HPCINFRA_CREDENTIAL_KEYS" in answer.json()["detail"]
+
+
+def test_a_key_whose_call_died_is_taken_up_after_a_while(tmp_path, temporal_address):
+    """A call whose process died (killed between its commit and its answer) leaves its key claimed and
+    unanswered: retries were refused with 409 for a day. Past ABANDONED_AFTER the key is let go, or, if
+    the call had created its request, the retry finishes the call and answers with that request."""
+    with api_in_process(tmp_path, temporal_address) as (client, app, sessions, tenant):
+        body = request_body(tenant.provider_id)
+        raw = json.dumps(body).encode()
+        fingerprint = hashlib.sha256(b"\n".join([b"POST", b"/api/v1/requests", b"", raw])).hexdigest()
+        made = insert_request(sessions, tenant, "made-then-died")
+        died = utcnow() - idempotency.ABANDONED_AFTER - timedelta(seconds=1)
+        user = uuid.UUID(tenant.cad.id)
+        with transaction(sessions) as session:
+            session.add_all(
+                [
+                    IdempotencyKey(user_id=user, key="died-after", fingerprint=fingerprint, resource=f"request {made}", created_at=died),
+                    IdempotencyKey(user_id=user, key="died-before", fingerprint=fingerprint, created_at=died),
+                    IdempotencyKey(user_id=user, key="still-answering", fingerprint=fingerprint, resource=f"request {made}"),
+                ]
+            )  # fmt: skip
+        assert post(client, "/requests", tenant.cad, body, "still-answering").status_code == 409
+        finished = post(client, "/requests", tenant.cad, body, "died-after")
+        assert finished.status_code == 201 and finished.json()["id"] == str(made), finished.text
+        assert asyncio.run(workflow_running(temporal_address, f"request-{made}"))
+        released = post(client, "/requests", tenant.cad, body, "died-before")
+        assert released.status_code == 201 and released.json()["id"] != str(made), released.text
+        assert count(sessions, ClusterRequest, tenant) == 2
