@@ -8,10 +8,11 @@ first answer, and nothing is done twice.
   answered, a second one is refused with 409.
 - Keys belong to the caller (so to its tenant) and are kept for 24 hours. A first call that ends in
   a server error before it committed anything keeps no key, so that it can be retried.
-- A call that creates a request or a cluster notes it in its key, in the transaction that creates it
+- A call that creates something notes it in its key, in the transaction that creates it
   (`record_created`). If the call then fails (its workflow's start, reading back the answer), the key
-  is kept: the retry finishes the call for what was created (`resumed`: the route starts its workflow if
-  it has none) and answers with it, instead of creating it again.
+  is kept: the retry of a request's or cluster's creation finishes the call (`resumed`: the route starts
+  its workflow if it has none) and answers with it, instead of creating it again; the retry of any
+  other is told that it was made (409), never made again.
 - A key claimed by a call that never answered (its process died) is taken as failed after
   ABANDONED_AFTER: let go, or taken up by the retry as above.
 - An answer marked `Cache-Control: no-store` (one that shows a secret once, such as a new webhook's
@@ -46,6 +47,9 @@ KEPT_FOR = timedelta(hours=24)
 ABANDONED_AFTER = timedelta(minutes=5)
 # How many times a call's answer is offered to a busy database to be kept (each waits out the busy timeout).
 SETTLE_TRIES = 6
+# What a retry can finish, for a call that failed after creating it: the routes of these start the
+# workflow a new one needs (the calls that create anything else are done with their commit).
+RESUMABLE = ("request", "cluster")
 # In a call's scope["state"]: the key it holds, (user id, key), for the route to note what it creates in;
 # and, on the retry of a call that failed after creating something, what that was ("request <id>").
 CLAIM, RESUMED = "idempotency_claim", "idempotency_resumed"
@@ -78,12 +82,21 @@ class Idempotency:
         ).hexdigest()
         sessions, box = scope["app"].state.sessions, scope["app"].state.credentials
         claimed, earlier = await run_in_threadpool(_claim, sessions, user.id, key, fingerprint)
+        app = self.app
         if not claimed:
             resumed = await run_in_threadpool(_resume, sessions, earlier, fingerprint)
             if resumed is None:
                 await _answer_again(earlier, fingerprint, path, box, scope, receive, send)
                 return
             scope["state"][RESUMED] = resumed
+            if resumed.partition(" ")[0] not in RESUMABLE:
+                # Made, and not to be made again; nor can its answer be made again (a webhook's secret, shown once).
+                app = problem_response(
+                    409,
+                    f"this call was made ({resumed}) but its answer was lost; look the {resumed.partition(' ')[0]} "
+                    "up instead of sending the call again",
+                    instance=path,
+                )
         scope["state"][CLAIM] = (user.id, key)
 
         answer: dict = {"status": 500, "headers": [], "body": b"", "kept": False}
@@ -103,7 +116,7 @@ class Idempotency:
             await send(message)
 
         try:
-            await self.app(scope, replay_body, keep_answer)
+            await app(scope, replay_body, keep_answer)
         finally:
             if not answer["kept"]:
                 await _settle_patiently(sessions, box, user.id, key, {**answer, "status": 500})

@@ -18,11 +18,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from api import idempotency
 from api.deps import get_temporal
 from api.main import create_app
+from hpcinfra import credits
 from hpcinfra.credentials import SEALED_ANSWER, CredentialBox, new_key
 from hpcinfra.db import make_engine, make_session_factory, transaction, upgrade
-from hpcinfra.models import Cluster, ClusterRequest, ClusterService, IdempotencyKey, utcnow
+from hpcinfra.models import Cluster, ClusterRequest, ClusterService, CreditEntry, IdempotencyKey, utcnow
 from hpcinfra.settings import Settings
-from tests.utils.world import insert_cluster, insert_request, make_tenant, request_body
+from tests.utils.world import insert_cluster, insert_request, make_admin, make_tenant, request_body
 
 
 def post(api, path: str, who, body: dict, key: str | None):
@@ -288,3 +289,32 @@ def test_a_key_whose_call_died_is_taken_up_after_a_while(tmp_path, temporal_addr
         released = post(client, "/requests", tenant.cad, body, "died-before")
         assert released.status_code == 201 and released.json()["id"] != str(made), released.text
         assert count(sessions, ClusterRequest, tenant) == 2
+
+
+def test_a_grant_that_fails_after_its_commit_is_never_made_twice(tmp_path, temporal_address, monkeypatch):
+    """Not only requests and clusters: a grant committed, then answered with a server error (here the
+    answer met a busy database), keeps its key; the retry is told it was made (409), and the credits are
+    granted once."""
+    from api.routes import tenants
+
+    real, failures = tenants._columns, []
+
+    def busy_once(entry):
+        if not failures:
+            failures.append(1)
+            raise OperationalError("SELECT ...", {}, sqlite3.OperationalError("database is locked"))
+        return real(entry)
+
+    with api_in_process(tmp_path, temporal_address) as (client, app, sessions, tenant):
+        monkeypatch.setattr(tenants, "_columns", busy_once)
+        admin = make_admin(sessions)
+        grant = {"amount": 5, "note": "once"}
+        first = post(client, f"/tenants/{tenant.id}/credits", admin, grant, "grant-1")
+        assert first.status_code == 503, first.text
+        again = post(client, f"/tenants/{tenant.id}/credits", admin, grant, "grant-1")
+        assert again.status_code == 409 and "was made" in again.json()["detail"], again.text
+        with sessions() as session:
+            grants = session.scalars(
+                select(CreditEntry).where(CreditEntry.tenant_id == uuid.UUID(tenant.id), CreditEntry.kind == "grant")
+            ).all()
+        assert [credits.as_credits(g.amount) for g in grants] == [10_000, 5]  # the opening grant, and this one

@@ -194,9 +194,12 @@ def list_notes(request_id: RequestId, session: SessionDep, user: CurrentUser) ->
     operation_id="addRequestNote",
     summary="Add a note to a request",
 )
-def create_note(request_id: RequestId, body: schemas.NoteIn, session: SessionDep, user: CurrentUser) -> schemas.Note:
+def create_note(
+    request_id: RequestId, body: schemas.NoteIn, session: SessionDep, user: CurrentUser, http_request: Request
+) -> schemas.Note:
     """Add a note to a request, at any stage; the requester and IT managers may. The server sets
     `time` and `by`."""
     note = add_note(session, request_for(session, user, request_id), user, body.note)
+    idempotency.record_created(session, http_request, f"note {note.id}")
     session.commit()
     return schemas.Note.model_validate(note)

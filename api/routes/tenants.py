@@ -6,7 +6,7 @@ from decimal import Decimal
 from fastapi import APIRouter, Request
 from sqlalchemy import select
 
-from api import schemas
+from api import idempotency, schemas
 from api.deps import CurrentUser, SessionDep, require_role, source_of
 from api.errors import Problem, problems
 from api.pagination import Page
@@ -92,6 +92,7 @@ def grant_credits(
         )
     except ValueError as e:
         raise Problem(422, str(e), errors=[{"field": "amount", "message": str(e)}]) from None
+    idempotency.record_created(session, http_request, f"credit-entry {entry.id}")
     session.commit()
     return schemas.LedgerEntry.model_validate({**_columns(entry), "amount": credits.as_credits(entry.amount)})
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Request, Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from api import idempotency
 from api import webhook_schemas as schemas
 from api.deps import CredentialsDep, CurrentUser, SessionDep, SettingsDep, require_role, source_of
 from api.errors import Problem, problems
@@ -82,6 +83,7 @@ def create_webhook(
         session, tenant.id, user.id, "webhook.create", f"webhook {webhook.id}", source_of(http_request),
         url=webhook.url, events=webhook.events,
     )  # fmt: skip
+    idempotency.record_created(session, http_request, f"webhook {webhook.id}")
     session.commit()
     # The secret is in this answer only: no cache may keep it (and Idempotency-Key keeps it encrypted).
     response.headers["Cache-Control"] = "no-store"
