@@ -41,7 +41,7 @@ def build_activities(
     box = credential_box(settings)
     starter = DeliveryStarter(client, settings, asyncio.get_running_loop()) if client is not None else None
     outbox = Outbox(starter, settings.budget_min_runway_hours)
-    requests = RequestActivities(sessions, settings.budget_min_runway_hours, outbox, settings.signal_decisions)
+    requests = RequestActivities(sessions, settings.budget_min_runway_hours, outbox, settings.signal_decisions, box)
     clusters = ClusterActivities(sessions, box, provider_settings(settings), outbox, settings.budget_min_runway_hours)
     metering = MeteringActivities(sessions, clusters.describe, outbox)
     webhooks = WebhookActivities(sessions, box, settings.webhook_timeout_seconds, settings.webhook_allowed_networks)

@@ -7,8 +7,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from hpcinfra import audit, credits
+from hpcinfra.credentials import CredentialBox
 from hpcinfra.db import transaction
-from hpcinfra.messages import DecisionRecord, NoteRecord, RequestState
+from hpcinfra.messages import DecisionRecord, NoteRecord, RequestState, decision_text
 from hpcinfra.models import Cluster, ClusterRequest, ClusterService, ClusterTool
 from hpcinfra.outbox import Outbox, request_decided
 from hpcinfra.store import add_note, find_user, may_decide, may_see_request
@@ -21,14 +22,17 @@ class RequestActivities:
         min_runway_hours: float,
         webhooks: Outbox | None = None,
         signal_decisions: bool = True,
+        proofs: CredentialBox | None = None,
     ) -> None:
         self.sessions = sessions
         # The budget guard: an approval must leave the tenant this many hours of credits.
         self.min_runway_hours = min_runway_hours
         # Tells the tenant's webhooks of each decision (request.decided), with the decision's transaction.
         self.webhooks = webhooks
-        # Whether decisions sent by Temporal signal are taken (HPCINFRA_SIGNAL_DECISIONS).
+        # Whether decisions and notes sent through Temporal, unproven, are taken (HPCINFRA_SIGNAL_DECISIONS).
         self.signal_decisions = signal_decisions
+        # Checks the API's proofs of its decisions (Decision.proof); without it none is proven.
+        self.proofs = proofs
 
     @activity.defn(name="RecordDecision")
     def record_decision(self, record: DecisionRecord) -> RequestState:
@@ -40,9 +44,12 @@ class RequestActivities:
                 raise ApplicationError(
                     f"request {record.request_id} does not exist", type="NotFound", non_retryable=True
                 )
-            if record.by_signal and not self.signal_decisions:
+            # A decision the API did not prove came through Temporal (a signal, or the update sent by hand):
+            # its decider is only named. An expiry (no decider) is the workflow's own.
+            claimed = record.decided_by is not None and not self._proven(record)
+            if claimed and not self.signal_decisions:
                 raise ApplicationError(
-                    "decisions by Temporal signal are turned off (HPCINFRA_SIGNAL_DECISIONS=false); "
+                    "decisions through Temporal are turned off (HPCINFRA_SIGNAL_DECISIONS=false); "
                     "decide through the API",
                     type="NotAllowed",
                     non_retryable=True,
@@ -79,12 +86,12 @@ class RequestActivities:
             if decider is None:
                 action = "request.expire"
             detail = {"cluster": record.cluster_id} if record.cluster_id else {"reason": record.rejection_reason}
-            if record.by_signal:
-                # Who signalled is not known, only whom the signal names.
+            if claimed:
+                # Who sent it is not known, only whom it names.
                 detail["claimed"] = True
             audit.record(
                 session, request.tenant_id, decider.id if decider else None, action, f"request {request.id}",
-                record.source, **detail,
+                "temporal" if claimed else record.source, **detail,
             )  # fmt: skip
             if self.webhooks is not None:
                 data = request_decided(request, expired=decider is None)
@@ -93,8 +100,21 @@ class RequestActivities:
                 )
             return _outcome(request)
 
+    def _proven(self, record: DecisionRecord) -> bool:
+        text = decision_text(
+            record.request_id, record.status, record.decided_by, record.rejection_reason, record.source
+        )
+        return not record.by_signal and self.proofs is not None and self.proofs.proves(text, record.proof)
+
     @activity.defn(name="AddNote")
     def add_note(self, record: NoteRecord) -> None:
+        """A note sent by Temporal signal (the API writes its notes itself): its writer is only named."""
+        if not self.signal_decisions:
+            raise ApplicationError(
+                "notes through Temporal are turned off (HPCINFRA_SIGNAL_DECISIONS=false); write them through the API",
+                type="NotAllowed",
+                non_retryable=True,
+            )
         note = record.note
         with transaction(self.sessions) as session:
             request = session.get(ClusterRequest, uuid.UUID(note.request_id))

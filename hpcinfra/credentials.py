@@ -5,6 +5,8 @@ them decrypt), so a key is rotated by putting a new one first and running `hpcin
 rotate`. In development, when no key is set, one is made once and kept in the data folder.
 """
 
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -37,6 +39,20 @@ class CredentialBox:
         if not keys:
             raise ValueError("at least one credential key is needed")
         self._fernet = MultiFernet([Fernet(key.encode()) for key in keys])
+        # Keys for proofs (`prove`), one made from each credential key, so that they rotate with them.
+        self._proof_keys = [hashlib.sha256(b"hpcinfra proof\0" + key.encode()).digest() for key in keys]
+
+    def prove(self, text: str) -> str:
+        """A proof that `text` was written by a holder of the credential keys (the API, a worker): its
+        HMAC, with the current key."""
+        return hmac.new(self._proof_keys[0], text.encode(), hashlib.sha256).hexdigest()
+
+    def proves(self, text: str, proof: str | None) -> bool:
+        """Whether `proof` is a proof of `text` by any of the configured keys."""
+        return proof is not None and any(
+            hmac.compare_digest(hmac.new(key, text.encode(), hashlib.sha256).hexdigest(), proof)
+            for key in self._proof_keys
+        )
 
     def seal(self, secret: dict[str, str]) -> str:
         return self._fernet.encrypt(json.dumps(secret).encode()).decode()

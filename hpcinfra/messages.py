@@ -36,6 +36,16 @@ class Decision:
     rejection_reason: str | None = None
     # Where the decision came from, for the audit log: "api <client address>", or a signal's "temporal".
     source: str = "temporal"
+    # The API's proof that it made this decision (see `decision_text`): without it, whoever sent the
+    # decision (a signal, or the update sent from the Temporal CLI) only claims to be `decided_by`.
+    proof: str | None = None
+
+
+def decision_text(
+    request_id: str, status: str, decided_by: str | None, rejection_reason: str | None, source: str
+) -> str:
+    """What the API's proof of a decision covers."""
+    return "\n".join(["decision", request_id, status, decided_by or "", rejection_reason or "", source])
 
 
 @dataclass
@@ -64,6 +74,7 @@ class DecisionRecord:
     source: str = "platform"  # see Decision.source; an expiry is the platform's own
     # Sent by a Temporal signal: `decided_by` is who the sender says it is, which nothing proves.
     by_signal: bool = False
+    proof: str | None = None  # see Decision.proof
 
 
 @dataclass

@@ -5,6 +5,7 @@ import asyncio
 import json
 import os
 import subprocess
+import uuid
 
 import pytest
 from temporalio.client import Client
@@ -12,7 +13,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.requests import RequestActivities
-from hpcinfra.messages import Decision, DecisionRecord, request_workflow_id
+from hpcinfra.credentials import CredentialBox, new_key
+from hpcinfra.messages import Decision, DecisionRecord, decision_text, request_workflow_id
 from hpcinfra.models import ClusterRequest, utcnow
 from tests.utils.servers import executable
 from tests.utils.world import file_request, insert_request, make_admin, make_tenant, request_body, wait_for_cluster
@@ -94,21 +96,30 @@ def test_what_is_done_is_in_the_audit_log_with_who_and_where_from(api, stack, te
     assert {e["tenantId"] for e in audit(api, admin, tenantId=tenant.id)} == {tenant.id}
 
 
-def test_signal_decisions_can_be_turned_off(db):
+def test_decisions_through_temporal_can_be_turned_off(db):
     """For operators who cannot restrict who may signal in their Temporal namespace: with
-    HPCINFRA_SIGNAL_DECISIONS=false a decision sent by signal is refused (the workflow logs and drops it,
-    the request stays pending), and the same decision through the API is taken."""
+    HPCINFRA_SIGNAL_DECISIONS=false a decision the API did not prove (a signal, or the `decide` update sent
+    from the Temporal CLI with any decider and source in it) is refused (the workflow logs and drops it,
+    the request stays pending); the API's own decision, which carries its proof, is taken."""
     tenant = make_tenant(db.sessions)
-    request_id = insert_request(db.sessions, tenant)
-    activities = RequestActivities(db.sessions, 0, signal_decisions=False)
+    request_id = str(insert_request(db.sessions, tenant))
+    box = CredentialBox([new_key()])
+    activities = RequestActivities(db.sessions, 0, signal_decisions=False, proofs=box)
 
-    def decide(by_signal: bool):
-        record = DecisionRecord(str(request_id), "rejected", utcnow(), tenant.it.email, "no", None, by_signal=by_signal)
+    def decide(by_signal: bool = False, proof: str | None = None, source: str = "api 203.0.113.9"):
+        record = DecisionRecord(
+            request_id, "rejected", utcnow(), tenant.it.id, "no", None, source, by_signal=by_signal, proof=proof
+        )
         return ActivityEnvironment().run(activities.record_decision, record)
 
-    with pytest.raises(ApplicationError, match="HPCINFRA_SIGNAL_DECISIONS") as refused:
-        decide(by_signal=True)
-    assert refused.value.type == "NotAllowed" and refused.value.non_retryable
+    forged = CredentialBox([new_key()]).prove(
+        decision_text(request_id, "rejected", tenant.it.id, "no", "api 203.0.113.9")
+    )
+    for unproven in ({"by_signal": True}, {}, {"proof": forged}):
+        with pytest.raises(ApplicationError, match="HPCINFRA_SIGNAL_DECISIONS") as refused:
+            decide(**unproven)
+        assert refused.value.type == "NotAllowed" and refused.value.non_retryable
     with db.sessions() as session:
-        assert session.get_one(ClusterRequest, request_id).status == "pending"
-    assert decide(by_signal=False).status == "rejected"
+        assert session.get_one(ClusterRequest, uuid.UUID(request_id)).status == "pending"
+    proof = box.prove(decision_text(request_id, "rejected", tenant.it.id, "no", "api 203.0.113.9"))
+    assert decide(proof=proof).status == "rejected"

@@ -103,4 +103,3 @@ def test_two_clusters_at_once_cannot_both_count_on_the_same_balance(db):
     assert outcomes["first"] is None
     assert outcomes["second"] is not None and "runway" in outcomes["second"], outcomes
     assert outcomes["second checked"] >= outcomes["first committed"]
-

@@ -86,7 +86,8 @@ class RequestWorkflow:
         """The same decision for people using the Temporal CLI or web UI. A signal cannot be
         refused, so a decision that does not hold (already decided, not an approver, signal decisions
         turned off) is logged and dropped. Anyone who may signal in the namespace can name any decider:
-        the decision is recorded as the named decider's claim, from "temporal" whatever it says."""
+        the decision is recorded as the named decider's claim, from "temporal" whatever it says (as is an
+        update the API did not prove, RecordDecision)."""
         try:
             self._validate_decision(decision)
             await self._decide(decision, by_signal=True)
@@ -119,6 +120,7 @@ class RequestWorkflow:
                 cluster_id=cluster_id,
                 source="temporal" if by_signal else decision.source,
                 by_signal=by_signal,
+                proof=None if by_signal else decision.proof,
             )
             return await self._record(record, AWAITED_WRITE)
 

@@ -10,14 +10,23 @@ from temporalio.common import WorkflowIDReusePolicy
 
 from api import idempotency, schemas
 from api.access import provider_for_new_cluster, request_for, requests_visible_to
-from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, read_then_release, require_role, source_of
+from api.deps import (
+    CredentialsDep,
+    CurrentUser,
+    SessionDep,
+    SettingsDep,
+    TemporalDep,
+    read_then_release,
+    require_role,
+    source_of,
+)
 from api.errors import Problem, problems
 from api.estimates import Estimates
 from api.pagination import Page
 from api.params import RequestId
 from api.workflow_calls import UPDATE_TIMEOUT, start_or_take_back, update
 from hpcinfra import outbox, search_attributes
-from hpcinfra.messages import Decision, RequestInput, request_workflow_id
+from hpcinfra.messages import Decision, RequestInput, decision_text, request_workflow_id
 from hpcinfra.models import ClusterRequest
 from hpcinfra.store import add_note, may_decide
 from workflows.request import RequestWorkflow
@@ -133,6 +142,7 @@ async def decide_request(
     session: SessionDep,
     user: CurrentUser,
     temporal: TemporalDep,
+    credentials: CredentialsDep,
     http_request: Request,
 ) -> schemas.ClusterRequest:
     """Approve or reject a pending request (IT managers, admins). Rejecting needs a `rejectionReason`.
@@ -152,11 +162,15 @@ async def decide_request(
     if request.status != "pending":
         raise Problem(409, f"the request is already {request.status}; only a pending request can be decided")
 
+    # The proof covers the decision as the workflow records it (an approval carries no reason).
+    source, reason = source_of(http_request), body.rejection_reason if body.status == "rejected" else None
+    text = decision_text(str(request_id), body.status, str(user.id), reason, source)
     decision = Decision(
         status=body.status,
         decided_by=str(user.id),
         rejection_reason=body.rejection_reason,
-        source=source_of(http_request),
+        source=source,
+        proof=credentials.prove(text),
     )
     handle = temporal.get_workflow_handle(request_workflow_id(str(request_id)))
     await update(
