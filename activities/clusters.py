@@ -28,12 +28,15 @@ from hpcinfra.messages import (
     PendingInstalls,
     ProvisionOutcome,
     Registration,
+    ServiceRequest,
     StatusChange,
     StepOutcome,
     StepRecord,
+    ToolRequest,
 )
 from hpcinfra.models import CloudProvider, Cluster, ClusterEvent, ClusterService, ClusterTool, Tenant, utcnow
 from hpcinfra.outbox import CLUSTER_EVENTS, Outbox, cluster_changed, install_finished
+from infra import catalog
 from infra.catalog import NODE_TYPES, SERVICES
 from infra.providers import ProviderSettings, get_provider
 from infra.providers.base import (
@@ -52,6 +55,7 @@ from infra.providers.base import (
 T = TypeVar("T")
 
 HEARTBEAT_EVERY = timedelta(seconds=5)
+STEP_CHARS = ClusterEvent.step.type.length
 
 
 class ClusterActivities:
@@ -220,6 +224,7 @@ class ClusterActivities:
         """Record a tool on the cluster. The same tool twice is the same tool; a failed one is tried again."""
         with transaction(self.sessions) as session:
             wanted = request.tool
+            _require_in_catalog(session, request.cluster_id, tools=[wanted])
             tool = session.scalar(
                 select(ClusterTool).where(
                     ClusterTool.cluster_id == uuid.UUID(request.cluster_id),
@@ -245,6 +250,7 @@ class ClusterActivities:
         same service; a failed one may be tried again, with another version or config too."""
         with transaction(self.sessions) as session:
             wanted = request.service
+            _require_in_catalog(session, request.cluster_id, services=[wanted])
             service = session.scalar(
                 select(ClusterService).where(
                     ClusterService.cluster_id == uuid.UUID(request.cluster_id), ClusterService.name == wanted.name
@@ -314,7 +320,10 @@ class ClusterActivities:
             ) from None
         finally:
             lines.put_nowait(None)
-            await writer
+            try:
+                await writer
+            except Exception:  # noqa: BLE001 - a lost progress line must not turn the run's outcome into a failure
+                activity.logger.exception("a progress line of cluster %s was not written to the step log", cluster_id)
 
     def _progress_line(self, cluster_id: str, line: str, status: str) -> None:
         info = activity.info()
@@ -428,6 +437,23 @@ def find_cluster(session: Session, cluster_id: str) -> Cluster:
     return cluster
 
 
+def _require_in_catalog(
+    session: Session, cluster_id: str, tools: list[ToolRequest] = (), services: list[ServiceRequest] = ()
+) -> None:
+    """Refuse (Invalid) a tool or service the catalog, or the cluster's provider, does not have, or a
+    service config it does not take. The API checks as much before it asks; an update sent to the
+    workflow by hand (the Temporal CLI) is not checked by anyone else."""
+    kind = session.get_one(CloudProvider, find_cluster(session, cluster_id).cloud_provider_id).kind
+    try:
+        for tool in tools:
+            catalog.check_tool(tool.name, tool.version)
+        for service in services:
+            catalog.check_service(service.name, service.version, service.config)
+        catalog.check_offered(kind, [(t.name, t.version) for t in tools], [(s.name, s.version) for s in services])
+    except ValueError as e:
+        raise ApplicationError(str(e), type="Invalid", non_retryable=True) from None
+
+
 def _item(session: Session, kind: str, item_id: str) -> ClusterTool | ClusterService:
     item = session.get(ClusterTool if kind == "tool" else ClusterService, uuid.UUID(item_id))
     if item is None:
@@ -442,11 +468,17 @@ def _service_spec(service: ClusterService) -> ServiceSpec:
 def _log_step(
     session: Session, key: uuid.UUID, cluster_id: str, step: str, status: str, message: str, time: datetime
 ) -> None:
-    """Add a line to the step log unless a line with this key is there: a retried write adds nothing."""
+    """Add a line to the step log unless a line with this key is there: a retried write adds nothing. A
+    provider's step may be a resource's name, longer than the column: it is cut to fit."""
     if session.scalar(select(ClusterEvent.id).where(ClusterEvent.key == key)) is None:
         session.add(
             ClusterEvent(
-                key=key, cluster_id=uuid.UUID(cluster_id), step=step, status=status, message=message, time=time
+                key=key,
+                cluster_id=uuid.UUID(cluster_id),
+                step=step[:STEP_CHARS],
+                status=status,
+                message=message,
+                time=time,
             )
         )
 

@@ -20,7 +20,14 @@ T = TypeVar("T")
 UPDATE_TIMEOUT = timedelta(seconds=20)
 # Failures of an update that mean "no, and here is why" rather than "could not do it now", and their
 # status: a validator's ValueError, and the workflows' own refusals.
-REFUSALS = {"ValueError": 409, "Conflict": 409, "AlreadyDecided": 409, "NotAnApprover": 403, "NotFound": 404}
+REFUSALS = {
+    "ValueError": 409,
+    "Conflict": 409,
+    "AlreadyDecided": 409,
+    "NotAnApprover": 403,
+    "NotFound": 404,
+    "Invalid": 422,
+}
 
 
 async def start_or_take_back(

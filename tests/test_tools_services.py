@@ -355,3 +355,55 @@ def test_the_sim_provider_reports_plausible_utilisation_for_every_minute_asked()
     midnight = datetime(2026, 11, 2, tzinfo=UTC)
     quiet = asyncio.run(provider.utilisation(spec, {}, midnight, midnight + timedelta(minutes=1)))[midnight]
     assert readings[start].cpu_percent > quiet.cpu_percent
+
+
+def test_a_tool_or_service_sent_to_the_workflow_by_hand_is_checked_too(api, stack):
+    """Whoever may send updates in the Temporal namespace can ask a cluster's workflow for a tool or service
+    without the API: the workflow's activity checks the catalog, the provider's versions and the config
+    itself (a config line was written as it came into a service's configuration file)."""
+    import asyncio
+
+    from temporalio.client import Client, WorkflowUpdateFailedError
+
+    from hpcinfra.messages import ServiceRequest, ToolRequest, cluster_workflow_id
+    from workflows.cluster import ClusterWorkflow
+
+    tenant = make_tenant(stack.db.sessions)
+    body = request_body(tenant.provider_id, size={"numberOfNodes": 1, "nodeType": "small"}, tools=[])
+    cluster = api.post("/clusters", json=body, headers=tenant.cad.headers).json()
+    wait_for_cluster(api, cluster["id"], tenant.cad.headers, "available")
+
+    async def ask(method, wanted) -> str:
+        client = await Client.connect(stack.temporal_address)
+        handle = client.get_workflow_handle(cluster_workflow_id(cluster["id"]))
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(method, wanted)
+        return f"{refused.value.cause.type}: {refused.value.cause.message}"
+
+    injected = ServiceRequest("redis", "7.2", {"maxMemoryMB": "1\nloadmodule /tmp/x.so"})
+    assert asyncio.run(ask(ClusterWorkflow.add_service, injected)).startswith("Invalid: config.maxMemoryMB")
+    assert asyncio.run(ask(ClusterWorkflow.add_tool, ToolRequest("vivado", "2024.1"))).startswith("Invalid: tool")
+    assert api.get(f"/clusters/{cluster['id']}/services", headers=tenant.cad.headers).json() == []
+    assert api.get(f"/clusters/{cluster['id']}/tools", headers=tenant.cad.headers).json() == []
+
+
+def test_a_step_longer_than_the_step_log_takes_is_cut_to_fit(db):
+    """A cloud provider's progress names its step after a resource (`hpc-<cluster name>-postgresql-...`),
+    which can be longer than the step log's column: PostgreSQL refused the line, and the error turned a
+    run that had succeeded into a failed attempt."""
+    from activities.clusters import ClusterActivities
+    from hpcinfra.credentials import CredentialBox, new_key
+    from hpcinfra.messages import StepRecord
+    from hpcinfra.models import ClusterEvent, utcnow
+    from infra.providers import ProviderSettings
+    from tests.utils.world import insert_cluster
+
+    tenant = make_tenant(db.sessions)
+    cluster = insert_cluster(db.sessions, tenant, "long-steps")
+    providers = ProviderSettings(Path("unused"), 0, "", "", "")
+    activities = ClusterActivities(db.sessions, CredentialBox([new_key()]), providers)
+    step = "hpc-" + "a" * 40 + "-postgresql-parameters"
+    activities.record_step(StepRecord(str(cluster.id), str(uuid.uuid4()), step, "succeeded", "created", utcnow()))
+    with db.sessions() as session:
+        [event] = session.query(ClusterEvent).filter_by(cluster_id=cluster.id).all()
+    assert event.step == step[:50]

@@ -4,7 +4,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 # Refusals an activity raises that a person can act on (the API maps each to its HTTP status);
 # any other failure means "not recorded, try again".
-REFUSALS = ("AlreadyDecided", "NotAnApprover", "NotFound", "Conflict")
+REFUSALS = ("AlreadyDecided", "NotAnApprover", "NotFound", "Conflict", "Invalid")
 
 
 def as_update_failure(error: ActivityError, what: str) -> ApplicationError:

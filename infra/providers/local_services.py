@@ -95,7 +95,7 @@ def start_redis(folder: Path, port: int, service: ServiceSpec, secret: ServiceSe
             f"port {port}\nbind 127.0.0.1\nrequirepass {secret.password}\ndaemonize yes\n"
             f"pidfile {server / 'redis.pid'}\ndir {server}\nlogfile {server / 'redis.log'}\n"
             "enable-protected-configs no\nenable-debug-command no\nenable-module-command no\n"
-            + (f"maxmemory {service.config['maxMemoryMB']}mb\n" if "maxMemoryMB" in service.config else "")
+            + (f"maxmemory {int(service.config['maxMemoryMB'])}mb\n" if "maxMemoryMB" in service.config else "")
         )
     os.chown(config, account.pw_uid, account.pw_gid)
     start_daemon(
