@@ -88,6 +88,10 @@ def audit_credentials_read(session: Session, user: User, cluster: Cluster, servi
     session.commit()
 
 
+# An answer that shows credentials: no cache (a browser's, a proxy's) may keep it.
+NO_STORE = "no-store"
+
+
 def may_see_credentials(user: User, cluster: Cluster) -> bool:
     """Service credentials are for the cluster's creator and its tenant's IT managers, nobody else."""
     return cluster.created_by_id == user.id or (user.role == "it_manager" and user.tenant_id == cluster.tenant_id)

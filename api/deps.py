@@ -1,6 +1,7 @@
 """Typed dependencies for the routes: the database session, the caller, the Temporal client."""
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypeVar
 
@@ -17,6 +18,7 @@ from hpcinfra.settings import Settings
 from hpcinfra.temporal import connect
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class TemporalConnection:
@@ -33,10 +35,9 @@ class TemporalConnection:
                 try:
                     self._client = await connect(self.settings)
                 except RuntimeError as e:
-                    raise Problem(
-                        503,
-                        f"the workflow engine (Temporal at {self.settings.temporal_address}) is unreachable; try again shortly",
-                    ) from e
+                    # Where it is, and why it failed, is for operators (the log), not for callers.
+                    log.warning("Temporal at %s is unreachable: %s", self.settings.temporal_address, e)
+                    raise Problem(503, "the workflow engine is unreachable; try again shortly") from e
             return self._client
 
 

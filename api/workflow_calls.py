@@ -30,6 +30,10 @@ REFUSALS = {
 }
 
 
+# Answers to a workflow start that do not say whether it happened (the call may have reached the server).
+UNCERTAIN = (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED, RPCStatusCode.UNKNOWN)
+
+
 async def start_or_take_back(
     start: Awaitable[object], session: Session, row: object, what: str, http_request: Request, *, resumed: bool
 ) -> None:
@@ -37,14 +41,20 @@ async def start_or_take_back(
     as started. If the workflow engine refuses the start, delete `row` again, and with it what the call's
     Idempotency-Key says it created: a request or cluster without its workflow would not move until the
     resume found it, so the caller is told nothing was made and to retry. A `resumed` call (the retry of
-    one that failed after creating `row`) keeps `row`: its retry, or the resume, starts it later."""
+    one that failed after creating `row`), or a start that may have happened, keeps `row`: its retry, or
+    the resume, starts it later."""
     try:
         await start
     except WorkflowAlreadyStartedError:
         return
     except RPCError as e:
-        if resumed:
-            raise Problem(503, f"the workflow engine did not accept the {what}; try again shortly") from e
+        if resumed or e.status in UNCERTAIN:
+            # It may have started: `row` stays, for the retry (with the same key) or the resume sweep.
+            raise Problem(
+                503,
+                f"the workflow engine did not confirm the start of the {what}; it was made, and starts within a "
+                "minute: look it up, or send the call again with the same Idempotency-Key",
+            ) from e
 
         def take_back() -> None:
             session.delete(row)

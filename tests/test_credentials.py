@@ -33,9 +33,12 @@ def test_the_generated_password_is_nowhere_but_on_the_detail(api, tenant, stack)
     cluster = api.post("/clusters", json=body, headers=tenant.cad.headers).json()
     wait_for_cluster(api, cluster["id"], tenant.cad.headers, "available")
     service = wait_for_item(api, tenant, cluster["id"], "services", "postgresql", ("running",))
-    password = api.get(f"/clusters/{cluster['id']}/services/{service['id']}", headers=tenant.cad.headers).json()[
-        "credentials"
-    ]["password"]
+    detail = api.get(f"/clusters/{cluster['id']}/services/{service['id']}", headers=tenant.cad.headers)
+    password = detail.json()["credentials"]["password"]
+    # No cache may keep an answer that shows it: the service's detail nor the cluster's.
+    assert detail.headers["cache-control"] == "no-store"
+    assert api.get(f"/clusters/{cluster['id']}", headers=tenant.cad.headers).headers["cache-control"] == "no-store"
+    assert "cache-control" not in api.get(f"/clusters/{cluster['id']}/services", headers=tenant.cad.headers).headers
     # An error about the service, too, must not carry it.
     conflict = api.post(
         f"/clusters/{cluster['id']}/services", json={"name": "postgresql", "version": "16"}, headers=tenant.cad.headers

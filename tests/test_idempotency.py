@@ -318,3 +318,28 @@ def test_a_grant_that_fails_after_its_commit_is_never_made_twice(tmp_path, tempo
                 select(CreditEntry).where(CreditEntry.tenant_id == uuid.UUID(tenant.id), CreditEntry.kind == "grant")
             ).all()
         assert [credits.as_credits(g.amount) for g in grants] == [10_000, 5]  # the opening grant, and this one
+
+
+def test_a_start_that_may_have_happened_keeps_its_row_for_the_retry(tmp_path, temporal_address):
+    """A start answered with a deadline exceeded may have reached the server: the request is not taken
+    back (its workflow may be running), the caller is told so, and the retry with the key finishes it."""
+
+    class TimedOutOnce(StartedFirst):
+        timed_out = False
+
+        async def start_workflow(self, *args, **kwargs):
+            if not TimedOutOnce.timed_out:
+                TimedOutOnce.timed_out = True
+                raise RPCError("deadline exceeded", RPCStatusCode.DEADLINE_EXCEEDED, b"")
+            return await self.client.start_workflow(*args, **kwargs)
+
+    with api_in_process(tmp_path, temporal_address) as (client, app, sessions, tenant):
+        app.dependency_overrides[get_temporal] = client_of(TimedOutOnce, temporal_address)
+        body = request_body(tenant.provider_id)
+        uncertain = post(client, "/requests", tenant.cad, body, "timed-out")
+        assert uncertain.status_code == 503 and "did not confirm" in uncertain.json()["detail"], uncertain.text
+        assert count(sessions, ClusterRequest, tenant) == 1
+        finished = post(client, "/requests", tenant.cad, body, "timed-out")
+        assert finished.status_code == 201, finished.text
+        assert count(sessions, ClusterRequest, tenant) == 1
+        assert asyncio.run(workflow_running(temporal_address, f"request-{finished.json()['id']}"))

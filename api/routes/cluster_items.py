@@ -2,12 +2,19 @@
 
 import uuid
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from api import schemas
-from api.access import audit_credentials_read, cluster_for, may_see_credentials, require_creator, require_offered
+from api.access import (
+    NO_STORE,
+    audit_credentials_read,
+    cluster_for,
+    may_see_credentials,
+    require_creator,
+    require_offered,
+)
 from api.deps import CredentialsDep, CurrentUser, SessionDep, TemporalDep, read_then_release, source_of
 from api.errors import Problem, problems
 from api.params import ClusterId, ServiceId
@@ -91,6 +98,7 @@ def get_service(
     user: CurrentUser,
     credentials: CredentialsDep,
     http_request: Request,
+    response: Response,
 ) -> schemas.Service:
     """One service, with its credentials for the cluster's creator and IT managers once it is running."""
     cluster = cluster_for(session, user, cluster_id)
@@ -102,6 +110,7 @@ def get_service(
         secret = credentials.open(service.credentials_encrypted)
         if service.status == "running":
             audit_credentials_read(session, user, cluster, [service.name], source_of(http_request))
+            response.headers["Cache-Control"] = NO_STORE
     return schemas.Service.from_row(service, secret)
 
 

@@ -4,7 +4,7 @@ deleted and retried through their workflow."""
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -12,6 +12,7 @@ from temporalio.common import WorkflowIDReusePolicy
 
 from api import idempotency, schemas
 from api.access import (
+    NO_STORE,
     audit_credentials_read,
     cluster_for,
     clusters_visible_to,
@@ -145,7 +146,12 @@ async def create_cluster(
 
 @router.get("/{clusterId}", response_model=schemas.Cluster, operation_id="getCluster", summary="Get a cluster")
 def get_cluster(
-    cluster_id: ClusterId, session: SessionDep, user: CurrentUser, credentials: CredentialsDep, http_request: Request
+    cluster_id: ClusterId,
+    session: SessionDep,
+    user: CurrentUser,
+    credentials: CredentialsDep,
+    http_request: Request,
+    response: Response,
 ) -> schemas.Cluster:
     """The cluster, for its creator and the tenant's IT managers, with its services' credentials once
     they run. `status` moves `pending`, `provisioning`, `available`, or `error` with a
@@ -157,6 +163,7 @@ def get_cluster(
         shown = [s.name for s in cluster.services if s.id in secrets and s.status == "running"]
         if shown:
             audit_credentials_read(session, user, cluster, shown, source_of(http_request))
+            response.headers["Cache-Control"] = NO_STORE
     return schemas.Cluster.from_row(cluster, Estimates(session).of_cluster(cluster), secrets)
 
 
