@@ -77,6 +77,7 @@ def provider_settings(settings: Settings) -> ProviderSettings:
         stack_backend_url=settings.stack_backend_url,
         stack_secrets_provider=settings.pulumi_secrets_provider,
         stack_passphrase=passphrase,
+        allowed_cloud_accounts=tuple(settings.allowed_cloud_accounts),
     )
 
 

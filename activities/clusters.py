@@ -38,7 +38,7 @@ from hpcinfra.models import CloudProvider, Cluster, ClusterEvent, ClusterService
 from hpcinfra.outbox import CLUSTER_EVENTS, Outbox, cluster_changed, install_finished
 from infra import catalog
 from infra.catalog import NODE_TYPES, SERVICES
-from infra.providers import ProviderSettings, get_provider
+from infra.providers import ProviderSettings, get_provider, refuse_unallowed_account
 from infra.providers.base import (
     SERVICE_USER,
     ClusterSpec,
@@ -146,7 +146,7 @@ class ClusterActivities:
     async def provision(self, ref: ClusterRef) -> ProvisionOutcome:
         """Bring the cluster up through its provider. Each step the provider reports goes to the
         step log as it happens and to the heartbeat, so a stalled run is noticed and retried."""
-        spec, provider = await asyncio.to_thread(self.load, ref.cluster_id)
+        spec, provider = await asyncio.to_thread(self.load, ref.cluster_id, building=True)
         attempt = activity.info().attempt
         if attempt > 1:
             await asyncio.to_thread(self._progress_line, ref.cluster_id, f"provision: attempt {attempt}", "retrying")
@@ -178,7 +178,7 @@ class ClusterActivities:
     async def install_tool(self, ref: ItemRef) -> StepOutcome:
         tool = await asyncio.to_thread(self._mark, "tool", ref.item_id, "installing")
         # Loaded after: the cluster's desired state now includes this tool.
-        spec, provider = await asyncio.to_thread(self.load, ref.cluster_id)
+        spec, provider = await asyncio.to_thread(self.load, ref.cluster_id, building=True)
         await self._run(
             ref.cluster_id, lambda progress: provider.install_tool(spec, ToolSpec(tool.name, tool.version), progress)
         )
@@ -192,7 +192,7 @@ class ClusterActivities:
         password never passes through the workflow's history; it is stored only encrypted."""
         service, secret = await asyncio.to_thread(self._service_with_secret, ref.item_id)
         # Loaded after: the cluster's desired state now includes this service.
-        spec, provider = await asyncio.to_thread(self.load, ref.cluster_id)
+        spec, provider = await asyncio.to_thread(self.load, ref.cluster_id, building=True)
         endpoint = await self._run(
             ref.cluster_id, lambda progress: provider.start_service(spec, _service_spec(service), secret, progress)
         )
@@ -333,14 +333,19 @@ class ClusterActivities:
         with transaction(self.sessions) as session:
             _log_step(session, key, cluster_id, step, status, message, utcnow())
 
-    def load(self, cluster_id: str) -> tuple[ClusterSpec, Provider]:
+    def load(self, cluster_id: str, *, building: bool = False) -> tuple[ClusterSpec, Provider]:
         """The cluster's spec as it should be now, with its services' secrets, and its provider."""
         with self.sessions() as session:
-            return self.describe(session, find_cluster(session, cluster_id), with_secrets=True)
+            return self.describe(session, find_cluster(session, cluster_id), with_secrets=True, building=building)
 
-    def describe(self, session: Session, cluster: Cluster, *, with_secrets: bool) -> tuple[ClusterSpec, Provider]:
+    def describe(
+        self, session: Session, cluster: Cluster, *, with_secrets: bool, building: bool = False
+    ) -> tuple[ClusterSpec, Provider]:
         """The cluster's spec as it should be now, and its provider. The services' secrets are decrypted
-        only `with_secrets` (installing needs them; reading utilisation does not)."""
+        only `with_secrets` (installing needs them; reading utilisation does not). `building` (provisioning,
+        an install) is refused in a cloud account the operator does not allow the tenant, whenever the
+        provider was registered; teardown, health checks and metering are not, so that such a cluster
+        can still be deleted."""
         cloud = session.get_one(CloudProvider, cluster.cloud_provider_id)
         tenant = session.get_one(Tenant, cluster.tenant_id)
         # What the cluster should have now: tools being or already installed, services being or already started.
@@ -359,6 +364,8 @@ class ClusterActivities:
             secrets={s.name: self._secret(s) for s in services} if with_secrets else {},
         )
         try:
+            if building:
+                refuse_unallowed_account(cloud.kind, spec.provider_config, tenant.name, self.providers)
             # A retried attempt may follow one that died half way: the provider clears what it left first.
             return spec, get_provider(cloud.kind, self.providers, recover=activity.info().attempt > 1)
         except ProviderUnavailable as e:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from hpcinfra import audit, credits
 from hpcinfra.credits import BUDGET_POLICIES
 from hpcinfra.models import ApiToken, CloudProvider, Tenant, User
-from infra.providers import KINDS, check_config
+from infra.providers import KINDS, check_account, check_config
 
 ROLES = ("cad_manager", "it_manager", "admin")
 TOKEN_PREFIX = "hpci_"
@@ -140,8 +140,17 @@ def unlink_oidc_account(session: Session, user: User, source: str = audit.CLI) -
 
 
 def create_provider(
-    session: Session, tenant_id: uuid.UUID, *, name: str, kind: str, region: str, config: dict[str, Any] | None = None
+    session: Session,
+    tenant_id: uuid.UUID,
+    *,
+    name: str,
+    kind: str,
+    region: str,
+    config: dict[str, Any] | None = None,
+    allowed_accounts: list[str] | tuple[str, ...] = (),
 ) -> CloudProvider:
+    """A new cloud provider for the tenant. `allowed_accounts` is the operator's HPCINFRA_ALLOWED_CLOUD_ACCOUNTS,
+    for callers that do not check the account themselves (the API does, to answer 422, not 409)."""
     if kind not in KINDS:
         raise AccountError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
     name, region = name.strip(), region.strip()
@@ -149,6 +158,8 @@ def create_provider(
         raise AccountError("a cloud provider needs a name and a region")
     try:
         check_config(kind, config or {})
+        if allowed_accounts:
+            check_account(kind, config or {}, session.get_one(Tenant, tenant_id).name, allowed_accounts)
     except ValueError as e:
         raise AccountError(str(e)) from None
     exists = session.scalar(

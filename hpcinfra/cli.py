@@ -193,8 +193,15 @@ def providers_create(
     try:
         with transaction(_sessions()) as session:
             tenant_row = accounts.tenant_by_name(session, tenant)
+            # The operator's list binds admins too, as it does in the API.
             provider = accounts.create_provider(
-                session, tenant_row.id, name=name, kind=kind, region=region, config=settings_object
+                session,
+                tenant_row.id,
+                name=name,
+                kind=kind,
+                region=region,
+                config=settings_object,
+                allowed_accounts=get_settings().allowed_cloud_accounts,
             )
     except accounts.AccountError as e:
         _fail(str(e))

@@ -85,10 +85,13 @@ class Settings(BaseSettings):
                 ) from None
         return networks
 
-    # Which cloud accounts tenants' providers may name ("aws:<account id>", "gcp:<project>",
-    # "azure:<subscription id>"); empty allows any. When set, a cloud provider must name its account in
-    # its config (`accountId`, `project`, `subscriptionId`). Providers that run on the platform's own
-    # machines (`local`) are registered by admins only, whatever this says.
+    # Which cloud accounts tenants' providers may name: "<tenant name>/<cloud>:<account>" allows the account
+    # to that tenant alone, a bare "<cloud>:<account>" to every tenant ("aws:<account id>", "gcp:<project>",
+    # "azure:<subscription id>"); empty allows any. A bare entry lets any tenant's IT manager build and bill
+    # clusters in that account, so a careful operator scopes every entry to its tenant. When set, a cloud
+    # provider must name its account in its config (`accountId`, `project`, `subscriptionId`); it is checked
+    # at registration (API and CLI) and again before each run of the provider. Providers that run on the
+    # platform's own machines (`local`) are registered by admins only, whatever this says.
     allowed_cloud_accounts: list[str] = []
 
     @field_validator("allowed_cloud_accounts")

@@ -8,7 +8,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from hpcinfra.models import AuditEvent, User
+from hpcinfra.models import AuditEvent, CloudProvider, User
 from hpcinfra.oidc import Identity, OidcError, user_for_identity
 from tests.utils.servers import executable
 from tests.utils.world import make_tenant
@@ -166,6 +166,27 @@ def test_bad_input_is_refused_with_a_message_and_changes_nothing(stack, args, me
             for t in ("tenants", "users", "cloud_providers")
         ]
     assert after == before
+
+
+def test_a_provider_made_from_the_command_line_is_held_to_the_allowed_accounts(db):
+    world = make_tenant(db.sessions)
+    account = "123456789012"
+    config = f'{{"sshCidr": "198.51.100.0/24", "accountId": "{account}"}}'
+
+    def create(name: str, allowed: str) -> subprocess.CompletedProcess:
+        return hpcinfra(db, "providers", "create", "--tenant", world.name, "--name", name, "--kind", "aws",
+                        "--region", "r-1", "--config", config, HPCINFRA_ALLOWED_CLOUD_ACCOUNTS=allowed)  # fmt: skip
+
+    # An account the list leaves out, and another tenant's: refused, with the reason, and nothing made.
+    for name, allowed in (("unlisted", '["aws:210987654321"]'), ("theirs", f'["other-tenant/aws:{account}"]')):
+        refused = create(name, allowed)
+        assert refused.returncode == 1, refused.stdout
+        says = f"accountId '{account}' is not one of the accounts HPCINFRA_ALLOWED_CLOUD_ACCOUNTS allows"
+        assert says in refused.stderr and "other-tenant" not in refused.stderr, refused.stderr
+    with db.sessions() as session:
+        made = session.scalars(sa.select(CloudProvider.name).where(CloudProvider.tenant_id == uuid.UUID(world.id)))
+        assert set(made) == {"sim"}
+    assert last_line(create("ours", f'["{world.name}/aws:{account}"]'))
 
 
 def test_db_upgrade_is_repeatable(db):

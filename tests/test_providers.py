@@ -11,8 +11,12 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from api.main import create_app
+from hpcinfra import accounts
+from hpcinfra.db import transaction
 from hpcinfra.settings import Settings
+from infra.providers import ProviderSettings, ProviderUnavailable, refuse_unallowed_account
 from tests.utils.world import TenantWorld, make_admin, make_tenant
+from worker import provider_settings
 
 SSH = "198.51.100.0/24"
 ACCOUNT, SUBSCRIPTION = "123456789012", "0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d"
@@ -122,9 +126,136 @@ def test_an_aws_provider_config_it_cannot_use_is_refused_at_registration(db, tmp
 
 
 @pytest.mark.parametrize(
-    "entry", ["aws:1234", "aws:", "gcp:Not_A_Project", "azure:not-a-uuid", "sim:anything", "123456789012"]
+    "entry",
+    [
+        "aws:1234",
+        "aws:",
+        "gcp:Not_A_Project",
+        "azure:not-a-uuid",
+        "sim:anything",
+        "123456789012",
+        "acme/aws:1234",
+        "acme/",
+        f"/aws:{ACCOUNT}",
+        f" acme/aws:{ACCOUNT}",
+        f"acme /aws:{ACCOUNT}",
+        f"aws:{ACCOUNT}/acme",
+    ],
 )
 def test_an_allow_list_entry_that_names_no_account_stops_the_platform_at_start(entry):
     with pytest.raises(ValidationError, match="HPCINFRA_ALLOWED_CLOUD_ACCOUNTS"):
         Settings(allowed_cloud_accounts=[entry])
     assert Settings(allowed_cloud_accounts=ALLOWED).allowed_cloud_accounts == ALLOWED
+    # A tenant's name may hold spaces, colons and slashes: the last '/' ends it.
+    scoped = [f"acme/aws:{ACCOUNT}", "Chip Lab: EU/gcp:chip-lab-eu", f"a/b/azure:{SUBSCRIPTION}"]
+    assert Settings(allowed_cloud_accounts=scoped).allowed_cloud_accounts == scoped
+
+
+def test_an_entry_scoped_to_a_tenant_allows_its_account_to_that_tenant_alone(db, tmp_path):
+    own, other = make_tenant(db.sessions), make_tenant(db.sessions)
+    admin = make_admin(db.sessions)
+    theirs, shared = "210987654321", "111111111111"
+    allowed = [f"{own.name}/aws:{ACCOUNT}", f"{other.name}/aws:{theirs}", f"aws:{shared}"]
+    with api_with(db, tmp_path, allowed_cloud_accounts=allowed) as client:
+        for tenant, account in ((own, ACCOUNT), (other, theirs), (own, shared), (other, shared)):
+            body = provider("aws", {"sshCidr": SSH, "accountId": account})
+            created = client.post("/cloud-providers", json=body, headers=tenant.it.headers)
+            assert created.status_code == 201, created.text
+        # Another tenant's account is refused as one nobody allows would be: the message says neither
+        # whose it is nor what the list holds.
+        for account in (theirs, "999999999999"):
+            body = provider("aws", {"sshCidr": SSH, "accountId": account})
+            refused = client.post("/cloud-providers", json=body, headers=own.it.headers)
+            assert refused.status_code == 422, refused.text
+            detail = refused.json()["detail"]
+            assert detail == (
+                f"aws accountId {account!r} is not one of the accounts HPCINFRA_ALLOWED_CLOUD_ACCOUNTS allows this tenant"
+            )
+            assert body["name"] not in names(client, own.it)
+        # An admin registering for a tenant is held to that tenant's accounts, not to the admin's own.
+        body = provider("aws", {"sshCidr": SSH, "accountId": theirs})
+        refused = client.post("/cloud-providers", json={**body, "tenantId": own.id}, headers=admin.headers)
+        assert refused.status_code == 422, refused.text
+        created = client.post("/cloud-providers", json={**body, "tenantId": other.id}, headers=admin.headers)
+        assert created.status_code == 201, created.text
+        assert body["name"] in names(client, other.it)
+
+
+def test_the_worker_refuses_a_provider_whose_account_its_tenant_may_not_use(tmp_path):
+    def settings(*allowed: str) -> ProviderSettings:
+        return provider_settings(Settings(data_dir=tmp_path, allowed_cloud_accounts=list(allowed)))
+
+    aws = {"sshCidr": SSH, "accountId": ACCOUNT}
+    assert settings(f"acme/aws:{ACCOUNT}").allowed_cloud_accounts == (f"acme/aws:{ACCOUNT}",)
+    # Allowed: no list; a bare entry; an entry for the tenant; kinds with no cloud account.
+    refuse_unallowed_account("aws", aws, "acme", settings())
+    refuse_unallowed_account("aws", aws, "acme", settings(f"aws:{ACCOUNT}"))
+    refuse_unallowed_account("aws", aws, "acme", settings(f"acme/aws:{ACCOUNT}"))
+    refuse_unallowed_account("sim", {}, "acme", settings(f"other/aws:{ACCOUNT}"))
+    refused = [
+        ("aws", aws, settings(f"other/aws:{ACCOUNT}"), f"accountId '{ACCOUNT}'"),
+        ("aws", aws, settings(f"Acme/aws:{ACCOUNT}"), f"accountId '{ACCOUNT}'"),  # another tenant's name
+        ("aws", {"sshCidr": SSH}, settings(f"acme/aws:{ACCOUNT}"), "must name its accountId"),
+        ("gcp", {"sshCidr": SSH, "project": "chip-lab-eu"}, settings(f"acme/aws:{ACCOUNT}"), "project"),
+    ]
+    for kind, config, allowed, says in refused:
+        # ProviderUnavailable: the activities make it a configuration failure that no retry repeats.
+        with pytest.raises(ProviderUnavailable, match="HPCINFRA_ALLOWED_CLOUD_ACCOUNTS") as refusal:
+            refuse_unallowed_account(kind, config, "acme", allowed)
+        assert says in str(refusal.value) and "other" not in str(refusal.value), refusal.value
+
+
+def test_a_provider_made_by_an_admin_outside_the_api_is_held_to_the_list(db):
+    tenant = make_tenant(db.sessions)
+    config = {"sshCidr": SSH, "accountId": ACCOUNT}
+    with transaction(db.sessions) as session:
+        with pytest.raises(accounts.AccountError, match="allows this tenant"):
+            accounts.create_provider(
+                session,
+                uuid.UUID(tenant.id),
+                name="theirs",
+                kind="aws",
+                region="r-1",
+                config=config,
+                allowed_accounts=[f"other/aws:{ACCOUNT}"],
+            )
+        made = accounts.create_provider(
+            session,
+            uuid.UUID(tenant.id),
+            name="ours",
+            kind="aws",
+            region="r-1",
+            config=config,
+            allowed_accounts=[f"{tenant.name}/aws:{ACCOUNT}"],
+        )
+        assert made.config == config
+
+
+def test_a_cluster_is_not_built_in_an_account_its_tenant_may_no_longer_use_but_can_go(db, tmp_path):
+    """A provider registered before the list was set (or narrowed): the worker refuses to provision or
+    install in its account (a configuration failure, not retried), and still loads it for teardown,
+    health checks and metering, so that the cluster can be deleted."""
+    import asyncio
+
+    from temporalio.exceptions import ApplicationError
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.clusters import ClusterActivities
+    from hpcinfra.credentials import CredentialBox, new_key
+    from hpcinfra.messages import ClusterRef
+    from tests.utils.world import insert_cluster
+
+    config = {"sshCidr": "198.51.100.0/24", "accountId": "222222222222"}
+    world = make_tenant(db.sessions, extra_providers={"aws-old": {"kind": "aws", "config": config}})
+    cluster = insert_cluster(
+        db.sessions, world, "in-old-account", cloud_provider_id=uuid.UUID(world.providers["aws-old"])
+    )
+    allowed = ProviderSettings(tmp_path, 0, "", "", "", allowed_cloud_accounts=(f"{world.name}/aws:111111111111",))
+    activities = ClusterActivities(db.sessions, CredentialBox([new_key()]), allowed)
+
+    with pytest.raises(ApplicationError) as refused:
+        asyncio.run(ActivityEnvironment().run(activities.provision, ClusterRef(str(cluster.id))))
+    assert refused.value.type == "ProviderFailure" and refused.value.non_retryable
+    assert "222222222222" in refused.value.message and "111111111111" not in refused.value.message
+    spec, _ = ActivityEnvironment().run(activities.load, str(cluster.id))  # as teardown loads it
+    assert spec.provider_config["accountId"] == "222222222222"

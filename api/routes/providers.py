@@ -1,9 +1,9 @@
 """Cloud providers a tenant can provision on (extension): `cloudProviderId` points here."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from sqlalchemy.exc import IntegrityError
 
-from api import schemas
+from api import idempotency, schemas
 from api.access import providers_visible_to
 from api.deps import CurrentUser, SessionDep, SettingsDep, require_role
 from api.errors import Problem, problems
@@ -33,26 +33,31 @@ def list_providers(session: SessionDep, user: CurrentUser, page: Page) -> list[s
     summary="Register a cloud provider",
 )
 def register_provider(
-    body: schemas.CloudProviderIn, session: SessionDep, user: CurrentUser, settings: SettingsDep
+    body: schemas.CloudProviderIn,
+    session: SessionDep,
+    user: CurrentUser,
+    settings: SettingsDep,
+    http_request: Request,
 ) -> schemas.CloudProvider:
     """Register a cloud provider for the tenant (IT managers, admins). A `local` provider, whose clusters
     run as root on the platform's own machine, is for admins only (403). With the operator's list of
-    allowed cloud accounts set, a cloud provider must name one of them (422). A name the tenant already
-    uses is a 409."""
+    allowed cloud accounts set, a cloud provider must name an account it allows the provider's tenant
+    (422). A name the tenant already uses is a 409."""
     require_role(user, "it_manager", "admin", action="register cloud providers")
     if body.kind in ON_PLATFORM_MACHINES and user.role != "admin":
         raise Problem(
             403, f"only admins may register {body.kind} providers: their clusters run on the platform's own machines"
         )
-    try:
-        check_account(body.kind, body.config, settings.allowed_cloud_accounts)
-    except ValueError as e:
-        raise Problem(422, str(e)) from None
     tenant_id = body.tenant_id or user.tenant_id
     if tenant_id != user.tenant_id and (user.role != "admin" or session.get(Tenant, tenant_id) is None):
         raise Problem(
             422, f"tenantId {tenant_id} is not a tenant you can register providers for; leave it out for your own"
         )
+    # The accounts allowed are those of the tenant the provider will belong to, not the caller's.
+    try:
+        check_account(body.kind, body.config, session.get_one(Tenant, tenant_id).name, settings.allowed_cloud_accounts)
+    except ValueError as e:
+        raise Problem(422, str(e)) from None
     try:
         provider = create_provider(
             session, tenant_id, name=body.name, kind=body.kind, region=body.region, config=body.config
@@ -62,5 +67,6 @@ def register_provider(
     except IntegrityError as e:  # the same name, registered by a call at the same time
         session.rollback()
         raise Problem(409, f"this tenant has a cloud provider named {body.name!r} already") from e
+    idempotency.record_created(session, http_request, f"cloud-provider {provider.id}")
     session.commit()
     return schemas.CloudProvider.model_validate(provider)
