@@ -110,6 +110,21 @@ class StartedFirst:
         return await self.client.start_workflow(*args, **kwargs)
 
 
+def failing_once(status: RPCStatusCode):
+    """The API's Temporal client, except that the first start (of any call) fails with `status`."""
+
+    class FailingOnce(StartedFirst):
+        failed = False
+
+        async def start_workflow(self, *args, **kwargs):
+            if not FailingOnce.failed:
+                FailingOnce.failed = True
+                raise RPCError(status.name.lower(), status, b"")
+            return await self.client.start_workflow(*args, **kwargs)
+
+    return FailingOnce
+
+
 def client_of(kind, temporal_address: str):
     """The API's Temporal client dependency, as `kind` (made in the app's loop, as the app makes its own)."""
 
@@ -204,17 +219,8 @@ def test_a_call_whose_workflow_start_is_refused_takes_its_row_back_and_lets_the_
     """The one failure after the commit that keeps nothing: the workflow engine refused the start, the
     request is deleted again and the caller told that nothing was made; the same key then makes it."""
 
-    class RefusedOnce(StartedFirst):
-        refused = False
-
-        async def start_workflow(self, *args, **kwargs):
-            if not RefusedOnce.refused:
-                RefusedOnce.refused = True
-                raise RPCError("unavailable", RPCStatusCode.UNAVAILABLE, b"")
-            return await self.client.start_workflow(*args, **kwargs)
-
     with api_in_process(tmp_path, temporal_address) as (client, app, sessions, tenant):
-        app.dependency_overrides[get_temporal] = client_of(RefusedOnce, temporal_address)
+        app.dependency_overrides[get_temporal] = client_of(failing_once(RPCStatusCode.UNAVAILABLE), temporal_address)
         body = request_body(tenant.provider_id)
         refused = post(client, "/requests", tenant.cad, body, "refused-once")
         assert refused.status_code == 503 and "nothing was created" in refused.json()["detail"]
@@ -324,17 +330,10 @@ def test_a_start_that_may_have_happened_keeps_its_row_for_the_retry(tmp_path, te
     """A start answered with a deadline exceeded may have reached the server: the request is not taken
     back (its workflow may be running), the caller is told so, and the retry with the key finishes it."""
 
-    class TimedOutOnce(StartedFirst):
-        timed_out = False
-
-        async def start_workflow(self, *args, **kwargs):
-            if not TimedOutOnce.timed_out:
-                TimedOutOnce.timed_out = True
-                raise RPCError("deadline exceeded", RPCStatusCode.DEADLINE_EXCEEDED, b"")
-            return await self.client.start_workflow(*args, **kwargs)
-
     with api_in_process(tmp_path, temporal_address) as (client, app, sessions, tenant):
-        app.dependency_overrides[get_temporal] = client_of(TimedOutOnce, temporal_address)
+        app.dependency_overrides[get_temporal] = client_of(
+            failing_once(RPCStatusCode.DEADLINE_EXCEEDED), temporal_address
+        )
         body = request_body(tenant.provider_id)
         uncertain = post(client, "/requests", tenant.cad, body, "timed-out")
         assert uncertain.status_code == 503 and "did not confirm" in uncertain.json()["detail"], uncertain.text
