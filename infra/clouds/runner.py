@@ -2,10 +2,12 @@
 
 Each call is blocking (run it in a thread). Engine events about resources are passed to `progress`;
 the CLI's own output is kept only to explain a failure. Failures are classified the way the platform
-classifies every provider failure (see infra/providers/base.py).
+classifies every provider failure (see infra/providers/base.py). Pulumi runs without the platform's
+own variables, and a failure's whole output goes to the worker's log while its message, which
+tenants see, keeps only the error lines without what identifies the worker (see exposure.py).
 """
 
-import os
+import logging
 import re
 import shutil
 from collections.abc import Callable
@@ -16,7 +18,10 @@ from typing import Any
 import pulumi.automation as auto
 from pulumi.automation.events import EngineEvent, OpType
 
+from infra.clouds.exposure import cloud_pulumi_command, failure_message
 from infra.providers.base import FailureClass, ProviderFailure
+
+log = logging.getLogger(__name__)
 
 PROJECT = "hpcinfra"
 DONE = {OpType.CREATE: "created", OpType.UPDATE: "updated", OpType.DELETE: "deleted", OpType.REPLACE: "replaced"}
@@ -121,7 +126,7 @@ class StackRunner:
                 self._recover(stack)
                 return operation()
         except auto.CommandError as e:
-            raise _classified(e) from None
+            raise _classified(e, stack.name) from None
 
     @staticmethod
     def _recover(stack: auto.Stack) -> None:
@@ -144,18 +149,14 @@ class StackRunner:
                     FailureClass.CONFIGURATION,
                 )
             env["PULUMI_CONFIG_PASSPHRASE"] = self.settings.passphrase
-        cli = Path(pulumi_cli())
         options = auto.LocalWorkspaceOptions(
             work_dir=str(work_dir),
             project_settings=auto.ProjectSettings(
                 name=PROJECT, runtime="python", backend=auto.ProjectBackend(self.settings.backend_url)
             ),
             secrets_provider=self.settings.secrets_provider,
-            env_vars={**os.environ, **env},
-            # Pulumi looks for <root>/bin/pulumi; a CLI elsewhere is found on the PATH.
-            pulumi_command=auto.PulumiCommand(root=str(cli.parent.parent), skip_version_check=True)
-            if cli.parent.name == "bin"
-            else None,
+            env_vars=env,  # over the worker's environment less the platform's own variables
+            pulumi_command=cloud_pulumi_command(pulumi_cli(), self.settings.work_dir / ".cli"),
         )
         return auto.create_or_select_stack(stack_name, project_name=PROJECT, program=program, opts=options)
 
@@ -175,8 +176,10 @@ def _reporter(progress: Callable[[str], None]) -> Callable[[EngineEvent], None]:
     return report
 
 
-def _classified(error: auto.CommandError) -> ProviderFailure:
+def _classified(error: auto.CommandError, stack: str) -> ProviderFailure:
     text = str(error)
+    # On the whole output: the words that tell the class may be in what the message leaves out.
     failure_class = next((c for c, pattern in CLASSIFIERS if pattern.search(text)), FailureClass.CONFIGURATION)
-    # The end of the CLI's output says what failed; Pulumi prints secrets as [secret].
-    return ProviderFailure("pulumi", text[-1500:].strip(), failure_class)
+    # Pulumi prints secrets as [secret]; the rest (accounts, roles, addresses) is for operators only.
+    log.warning("pulumi failed on stack %s (%s):%s", stack, failure_class, text)
+    return ProviderFailure("pulumi", failure_message(text), failure_class)
