@@ -253,3 +253,23 @@ def test_a_local_service_does_not_inherit_the_workers_environment(tmp_path, monk
         assert b"a-secret-of-the-worker" not in Path(f"/proc/{pid}/environ").read_bytes()
     finally:
         asyncio.run(provider.destroy(spec, lambda line: None))
+
+
+@needs_local
+def test_a_local_clusters_daemons_do_not_inherit_the_platforms_variables(tmp_path, monkeypatch):
+    """slurmctld and slurmd, and the jobs the platform submits (which take the submitter's environment),
+    run without the platform's own variables (its database URL, its credential keys)."""
+    monkeypatch.setenv("HPCINFRA_CREDENTIAL_KEYS", "a-secret-of-the-worker")
+    monkeypatch.setenv("AWS_PROFILE", "kept-for-the-tools")
+    spec = ClusterSpec(str(uuid.uuid4()), "acme", "daemons", "here", 1, NODE_TYPES["small"], 1)
+    provider = LocalProvider(tmp_path / "local")
+    try:
+        asyncio.run(provider.up(spec, lambda line: None))
+        pids = pids_of(tmp_path / "local" / spec.cluster_id)
+        assert len(pids) == 2  # slurmctld and slurmd
+        for pid in pids:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            assert b"a-secret-of-the-worker" not in environ and b"HPCINFRA_" not in environ
+            assert b"AWS_PROFILE=kept-for-the-tools" in environ
+    finally:
+        asyncio.run(provider.destroy(spec, lambda line: None))

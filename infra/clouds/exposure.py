@@ -21,11 +21,7 @@ from pathlib import Path
 
 import pulumi.automation as auto
 
-# The platform's own variables, none of which a cloud program needs: its settings (HPCINFRA_*), its
-# telemetry (OTEL_*: the collector's address, and in OTEL_EXPORTER_OTLP_HEADERS often a token), a
-# Temporal client's (TEMPORAL_*: address, API key, TLS keys), and libpq's (PGPASSWORD, PGHOST, ...),
-# which the platform's database driver reads.
-PLATFORM_VARIABLES = re.compile(r"HPCINFRA_|OTEL_|TEMPORAL_|PG[A-Z]+$")
+from infra.providers.base import PLATFORM_VARIABLES
 
 MESSAGE_LIMIT = 400
 

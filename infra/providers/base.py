@@ -5,6 +5,8 @@ a person which kind of failure it was.
 """
 
 import asyncio
+import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -57,6 +59,20 @@ class ProviderUnavailable(Exception):
 
 
 # The user name of every service the platform starts; its password is generated per service.
+# The platform's own variables, none of which a cluster's processes or a cloud program need: its
+# settings (HPCINFRA_*: the database URL, the credential keys, the passphrase), its telemetry (OTEL_*: the
+# collector's address, and in OTEL_EXPORTER_OTLP_HEADERS often a token), a Temporal client's (TEMPORAL_*:
+# address, API key, TLS keys), and libpq's (PGPASSWORD, PGHOST, ...), which its database driver reads.
+PLATFORM_VARIABLES = re.compile(r"HPCINFRA_|OTEL_|TEMPORAL_|PG[A-Z]+$")
+
+
+def cluster_environment(**extra: str) -> dict[str, str]:
+    """The worker's environment less the platform's own variables, with `extra`: what a provider's
+    commands and daemons run with."""
+    kept = {name: value for name, value in os.environ.items() if not PLATFORM_VARIABLES.match(name)}
+    return {**kept, **extra}
+
+
 SERVICE_USER = "hpcinfra"
 
 

@@ -38,6 +38,7 @@ from infra.providers.base import (
     ServiceSpec,
     ToolSpec,
     Utilisation,
+    cluster_environment,
     threadsafe,
 )
 from infra.providers.local_smoke import SMOKE_FILES, SMOKE_TESTS
@@ -194,7 +195,7 @@ class LocalProvider:
         if offer.debian_package:
             processes.run(
                 ["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=300", offer.debian_package],
-                {**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+                cluster_environment(DEBIAN_FRONTEND="noninteractive"),
                 f"apt-get install {offer.debian_package}",
                 f"install {tool.name}",
             )
@@ -204,13 +205,13 @@ class LocalProvider:
             if not venv.exists():
                 processes.run(
                     [sys.executable, "-m", "venv", str(venv)],
-                    os.environ,
+                    cluster_environment(),
                     "create the cluster's Python environment",
                     f"install {tool.name}",
                 )
             processes.run(
                 [str(venv / "bin" / "pip"), "install", "-q", f"{offer.pip_package}=={tool.version}"],
-                os.environ,
+                cluster_environment(),
                 f"pip install {offer.pip_package}=={tool.version}",
                 f"install {tool.name}",
             )
@@ -300,7 +301,9 @@ class LocalProvider:
         return self._home(spec) / "layout.json"
 
     def _env(self, spec: ClusterSpec) -> dict[str, str]:
-        return {**os.environ, "SLURM_CONF": str(self._home(spec) / "slurm.conf")}
+        # The daemons, and the jobs the platform submits (which take the submitter's environment), run
+        # without the platform's own variables.
+        return cluster_environment(SLURM_CONF=str(self._home(spec) / "slurm.conf"))
 
     def _daemons(self, spec: ClusterSpec) -> list[str]:
         return ["slurmctld"] + [f"slurmd-{node}" for node in spec.node_names]
@@ -364,7 +367,7 @@ def check_prerequisites() -> None:
 def setup() -> list[str]:
     """What `hpcinfra local setup` does: install Slurm and munge with apt, and start munge. Returns what it did."""
     done = []
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    env = cluster_environment(DEBIAN_FRONTEND="noninteractive")
     if not (shutil.which("slurmctld") and shutil.which("munged")):
         subprocess.run(["apt-get", "update", "-q"], env=env, check=True)
         subprocess.run(["apt-get", "install", "-y", "-q", "slurm-wlm", "munge"], env=env, check=True)
