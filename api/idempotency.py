@@ -40,7 +40,7 @@ from hpcinfra.db import transaction
 from hpcinfra.models import IdempotencyKey, utcnow
 
 HEADER = "idempotency-key"
-KEPT_FOR = timedelta(hours=24)
+KEPT_FOR = IdempotencyKey.KEPT_FOR
 # Longer than any call takes: a key claimed this long ago and never answered belongs to a call whose
 # process died (killed, the machine lost). Its key is let go, or, if the call had created something,
 # its retry finishes the call.

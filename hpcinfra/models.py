@@ -1,8 +1,8 @@
 """The read model the API serves, written by activities and by the admin commands."""
 
 import uuid
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -294,7 +294,10 @@ class MetricRollup(Base):
 
 class IdempotencyKey(Base):
     """A POST made with an `Idempotency-Key`: what it asked (a fingerprint of method, path and body) and,
-    once answered, the answer, so that the same call again gets the same answer. Keys are the caller's own."""
+    once answered, the answer, so that the same call again gets the same answer. Keys are the caller's own,
+    kept for KEPT_FOR (api/idempotency.py; the resume sweep deletes older ones)."""
+
+    KEPT_FOR: ClassVar[timedelta] = timedelta(hours=24)
 
     __tablename__ = "idempotency_keys"
     __table_args__ = (UniqueConstraint("user_id", "key"),)

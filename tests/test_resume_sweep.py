@@ -8,11 +8,12 @@ import asyncio
 import uuid
 from datetime import timedelta
 
+from sqlalchemy import select
 from temporalio.client import Client
 from temporalio.service import RPCError
 
 from hpcinfra.db import transaction
-from hpcinfra.models import ClusterRequest, Sweep, utcnow
+from hpcinfra.models import ClusterRequest, IdempotencyKey, Sweep, utcnow
 from hpcinfra.settings import Settings
 from tests.utils.servers import wait_until
 from tests.utils.world import insert_cluster, insert_request, make_tenant, wait_for_cluster
@@ -86,3 +87,23 @@ def test_a_sweep_after_the_first_looks_only_at_what_was_written_since(fresh_db, 
     asked, started = asyncio.run(sweep_and_look())
     assert asked == {"requests": 1, "clusters": 0, "metering": 0, "webhook deliveries": 0}
     assert started == {str(newer)}
+
+
+def test_the_sweep_forgets_idempotency_keys_past_their_time(stack):
+    """An answer kept for a key is replayed for 24 hours; after that the sweep deletes it, so that keys
+    (and the secrets some keep, sealed) do not pile up for every later `credentials rotate` to read."""
+    tenant = make_tenant(stack.db.sessions)
+    user = uuid.UUID(tenant.cad.id)
+    with transaction(stack.db.sessions) as session:
+        session.add_all(
+            [
+                IdempotencyKey(user_id=user, key="old", fingerprint="f", created_at=utcnow() - IdempotencyKey.KEPT_FOR),
+                IdempotencyKey(user_id=user, key="recent", fingerprint="f"),
+            ]
+        )
+
+    def keys() -> set[str]:
+        with stack.db.sessions() as session:
+            return set(session.scalars(select(IdempotencyKey.key).where(IdempotencyKey.user_id == user)))
+
+    wait_until(lambda: keys() == {"recent"}, timeout=30, what="the sweep to delete the old key")

@@ -18,7 +18,8 @@ with its search attributes (hpcinfra/search_attributes.py), as when the API star
 
 The periodic sweep (`sweep_unstarted`) is run by one worker at a time, whichever holds the `sweeps` row's
 lease, and looks only at what was written since the last sweep (less a margin for clocks that differ
-between hosts): its cost follows what is new, not how many requests wait for a decision.
+between hosts): its cost follows what is new, not how many requests wait for a decision. It also deletes
+the Idempotency-Keys past their time.
 """
 
 import asyncio
@@ -28,7 +29,7 @@ import socket
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
@@ -43,7 +44,7 @@ from hpcinfra.messages import (
     metering_workflow_id,
     request_workflow_id,
 )
-from hpcinfra.models import Cluster, ClusterRequest, Sweep, utcnow
+from hpcinfra.models import Cluster, ClusterRequest, IdempotencyKey, Sweep, utcnow
 from hpcinfra.settings import Settings
 from workflows.cluster import ClusterWorkflow
 from workflows.metering import MeteringWorkflow
@@ -151,6 +152,7 @@ async def sweep_unstarted(client: Client, sessions: sessionmaker[Session], setti
                 client, sessions, settings, since=swept_until - CLOCK_MARGIN if swept_until else None
             )
             await asyncio.to_thread(_swept, sessions, holder, started)
+            await asyncio.to_thread(_forget_old_keys, sessions, started)
             if any(resumed.values()):
                 log.info("workflows resumed by the sweep: %s", resumed)
         except Exception as e:  # noqa: BLE001 - a blip of Temporal or the database; the next turn tries again
@@ -172,6 +174,13 @@ def take_turn(
         if not taken:
             return None
         return session.scalar(select(Sweep.swept_until).where(Sweep.name == SWEEP)), now
+
+
+def _forget_old_keys(sessions: sessionmaker[Session], now: datetime) -> None:
+    """Idempotency-Keys past their time: nothing answers from them any more, and the secrets some keep
+    (sealed) would otherwise have to be readable by every later `credentials rotate`."""
+    with transaction(sessions) as session:
+        session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < now - IdempotencyKey.KEPT_FOR))
 
 
 def _swept(sessions: sessionmaker[Session], holder: str, started: datetime) -> None:
