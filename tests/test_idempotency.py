@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api import idempotency
@@ -107,7 +108,7 @@ class StartedFirst:
 
     async def start_workflow(self, *args, **kwargs):
         await self.client.start_workflow(*args, **kwargs)
-        return await self.client.start_workflow(*args, **kwargs)
+        raise WorkflowAlreadyStartedError(kwargs["id"], "started by the resume")
 
 
 def failing_once(status: RPCStatusCode):

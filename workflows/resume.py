@@ -12,9 +12,8 @@ workflow imports it).
 - A webhook delivery never attempted: the process that wrote it could not start its workflow
   (hpcinfra/outbox.py).
 
-Each is started with its usual id and `USE_EXISTING`, so a workflow that runs is left alone, and
-running this any number of times, from any number of processes, starts each at most once. Each starts
-with its search attributes (hpcinfra/search_attributes.py), as when the API starts it.
+Each is started as workflows/starts.py starts it, with `repair`: a workflow that runs is left alone, so
+running this any number of times, from any number of processes, starts each at most once.
 
 The periodic sweep (`sweep_unstarted`) is run by one worker at a time, whichever holds the `sweeps` row's
 lease, and looks only at what was written since the last sweep (less a margin for clocks that differ
@@ -32,23 +31,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy
 
-from hpcinfra import outbox, search_attributes
+from hpcinfra import outbox
 from hpcinfra.db import transaction
-from hpcinfra.messages import (
-    ClusterInput,
-    MeteringInput,
-    RequestInput,
-    cluster_workflow_id,
-    metering_workflow_id,
-    request_workflow_id,
-)
 from hpcinfra.models import Cluster, ClusterRequest, IdempotencyKey, Sweep, utcnow
 from hpcinfra.settings import Settings
-from workflows.cluster import ClusterWorkflow
-from workflows.metering import MeteringWorkflow
-from workflows.request import RequestWorkflow
+from workflows import starts
 
 # How long after its approval a cluster is left for its request's workflow to start.
 START_GRACE = timedelta(seconds=30)
@@ -64,31 +52,13 @@ async def resume_workflows(
     """Start what should run; returns how many of each kind were asked for (running ones included).
     With `since`, only what was written from then on (the periodic sweep), and no metering."""
     requests, clusters, metered = await asyncio.to_thread(_what_should_run, sessions, settings.request_expiry, since)
-    start = dict(task_queue=settings.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+    queue = settings.task_queue
     for request_id, tenant_id, left in requests:
-        await client.start_workflow(
-            RequestWorkflow.run,
-            RequestInput(request_id, left, tenant_id),
-            id=request_workflow_id(request_id),
-            search_attributes=search_attributes.labels(search_attributes.REQUEST, tenant_id, status="pending"),
-            **start,
-        )
+        await starts.start_request(client, queue, request_id, tenant_id, left, repair=True)
     for cluster_id, tenant_id in clusters:
-        await client.start_workflow(
-            ClusterWorkflow.run,
-            ClusterInput(cluster_id, tenant_id=tenant_id),
-            id=cluster_workflow_id(cluster_id),
-            search_attributes=search_attributes.labels(search_attributes.CLUSTER, tenant_id, cluster_id, "pending"),
-            **start,
-        )
+        await starts.start_cluster(client, queue, cluster_id, tenant_id, repair=True)
     for cluster_id, tenant_id in metered:
-        await client.start_workflow(
-            MeteringWorkflow.run,
-            MeteringInput(cluster_id),
-            id=metering_workflow_id(cluster_id),
-            search_attributes=search_attributes.labels(search_attributes.METERING, tenant_id, cluster_id),
-            **start,
-        )
+        await starts.start_metering(client, queue, cluster_id, tenant_id)
     deliveries = await asyncio.to_thread(outbox.undelivered, sessions, since)
     await outbox.start_deliveries(client, settings, deliveries)
     return {

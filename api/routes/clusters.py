@@ -8,7 +8,6 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from temporalio.common import WorkflowIDReusePolicy
 
 from api import idempotency, schemas
 from api.access import (
@@ -34,9 +33,10 @@ from api.estimates import Estimates
 from api.pagination import Page
 from api.params import ClusterId
 from api.workflow_calls import UPDATE_TIMEOUT, start_or_take_back, update
-from hpcinfra import audit, credits, search_attributes
-from hpcinfra.messages import ClusterInput, cluster_workflow_id
+from hpcinfra import audit, credits
+from hpcinfra.messages import cluster_workflow_id
 from hpcinfra.models import Cluster, ClusterEvent, ClusterService, ClusterTool, User
+from workflows import starts
 from workflows.cluster import ClusterWorkflow
 
 router = APIRouter(prefix="/clusters", tags=["clusters"])
@@ -130,16 +130,7 @@ async def create_cluster(
         cluster = await run_in_threadpool(insert)
     else:  # the call was made before and failed after its commit: finish it
         cluster = await read_then_release(session, cluster_for, user, made)
-    start = temporal.start_workflow(
-        ClusterWorkflow.run,
-        ClusterInput(cluster_id=str(cluster.id), tenant_id=str(cluster.tenant_id)),
-        id=cluster_workflow_id(str(cluster.id)),
-        task_queue=settings.task_queue,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=search_attributes.labels(
-            search_attributes.CLUSTER, str(cluster.tenant_id), str(cluster.id), "pending"
-        ),
-    )
+    start = starts.start_cluster(temporal, settings.task_queue, str(cluster.id), str(cluster.tenant_id), repair=False)
     await start_or_take_back(start, session, cluster, "cluster", http_request, resumed=made is not None)
     return await run_in_threadpool(lambda: schemas.Cluster.from_row(cluster, Estimates(session).of_cluster(cluster)))
 

@@ -6,7 +6,6 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
-from temporalio.common import WorkflowIDReusePolicy
 
 from api import idempotency, schemas
 from api.access import provider_for_new_cluster, request_for, requests_visible_to
@@ -25,10 +24,11 @@ from api.estimates import Estimates
 from api.pagination import Page
 from api.params import RequestId
 from api.workflow_calls import UPDATE_TIMEOUT, start_or_take_back, update
-from hpcinfra import outbox, search_attributes
-from hpcinfra.messages import Decision, RequestInput, decision_text, request_workflow_id
+from hpcinfra import outbox
+from hpcinfra.messages import Decision, decision_text, request_workflow_id
 from hpcinfra.models import ClusterRequest
 from hpcinfra.store import add_note, may_decide
+from workflows import starts
 from workflows.request import RequestWorkflow
 
 router = APIRouter(prefix="/requests", tags=["requests"])
@@ -105,13 +105,13 @@ async def create_request(
         request, deliveries = await run_in_threadpool(insert)
     else:  # the call was made before and failed after its commit: finish it (its deliveries go with the resume)
         request, deliveries = await read_then_release(session, request_for, user, made), []
-    start = temporal.start_workflow(
-        RequestWorkflow.run,
-        RequestInput(str(request.id), settings.request_expiry.total_seconds(), str(request.tenant_id)),
-        id=request_workflow_id(str(request.id)),
-        task_queue=settings.task_queue,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=search_attributes.labels(search_attributes.REQUEST, str(request.tenant_id), status="pending"),
+    start = starts.start_request(
+        temporal,
+        settings.task_queue,
+        str(request.id),
+        str(request.tenant_id),
+        settings.request_expiry.total_seconds(),
+        repair=False,
     )
     try:
         await start_or_take_back(start, session, request, "request", http_request, resumed=made is not None)
