@@ -13,21 +13,15 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api import idempotency
 from api.errors import Problem
+from workflows.refusals import REFUSALS as WORKFLOW_REFUSALS
 
 T = TypeVar("T")
 
 # How long an API call waits for a workflow to take an update (a decision, a new tool, ...).
 UPDATE_TIMEOUT = timedelta(seconds=20)
-# Failures of an update that mean "no, and here is why" rather than "could not do it now", and their
-# status: a validator's ValueError, and the workflows' own refusals.
-REFUSALS = {
-    "ValueError": 409,
-    "Conflict": 409,
-    "AlreadyDecided": 409,
-    "NotAnApprover": 403,
-    "NotFound": 404,
-    "Invalid": 422,
-}
+# Failures of an update that mean "no, and here is why", and their status: the workflows' refusals, and
+# a validator's ValueError (refused before anything is written).
+REFUSALS = {**WORKFLOW_REFUSALS, "ValueError": 409}
 
 
 # Answers to a workflow start that do not say whether it happened (the call may have reached the server).
