@@ -126,8 +126,9 @@ def stack(db: Database, temporal_address: str, tmp_path_factory) -> Iterator[Sta
         "HPCINFRA_WEBHOOK_RETRY_INITIAL_SECONDS": "0.2",
         "HPCINFRA_WEBHOOK_RETRY_MAXIMUM_SECONDS": "1",
         "HPCINFRA_WEBHOOK_GIVE_UP_AFTER": "PT20S",
-        # The worker's sweep for work whose workflow never started, every second instead of every minute.
-        "HPCINFRA_RESUME_EVERY_SECONDS": "1",
+        # No resume sweep here: tests put rows in this database and drive their workflows themselves (a
+        # sweep would start them too). The sweep has a worker of its own (tests/test_resume_sweep.py).
+        "HPCINFRA_RESUME_EVERY_SECONDS": "86400",
         # The tests' receivers listen on 127.0.0.1, where only an allowed network lets webhooks go; the
         # refusal of internal addresses is tested with settings that allow none (tests/test_webhooks.py).
         "HPCINFRA_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.0/8"]',

@@ -357,18 +357,35 @@ def test_a_delivery_is_given_up_and_recorded(api, tenant):
         broken.stop()
 
 
-def test_deliveries_never_started_are_started_by_the_sweep(api, stack, tenant, receiver):
+def test_deliveries_never_started_are_started_by_the_resume(api, stack, tenant, receiver):
     """An event written while its delivery could not be started (Temporal down, the process gone) is sent
-    by the worker's next sweep (workflows/resume.py; every second on the test stack), once."""
+    when a worker or the API starts again (workflows/resume.py)."""
+    from workflows.resume import resume_workflows
+
     hook = register(api, tenant, receiver.url, ["cluster.failed"])
     with transaction(stack.db.sessions) as session:
         [delivery_id] = outbox.emit(session, uuid.UUID(tenant.id), "cluster.failed", {"clusterId": "c", "reason": "r"})
+    time.sleep(1)
+    assert receiver.received == []
+    settings = Settings(
+        database_url=stack.db.url,
+        temporal_address=stack.temporal_address,
+        task_queue=stack.task_queue,
+        webhook_retry_initial_seconds=0.2,
+    )
+
+    async def resume() -> dict[str, int]:
+        client = await Client.connect(stack.temporal_address)
+        return await resume_workflows(client, stack.db.sessions, settings)
+
+    assert asyncio.run(resume())["webhook deliveries"] >= 1
     got = receiver.wait_for("cluster.failed")
     assert_signed(got, hook["secret"])
     assert got.event["data"] == {"clusterId": "c", "reason": "r"}
     wait_until(lambda: deliveries(api, tenant, hook["id"])[0]["status"] == "delivered", what="delivered")
     assert delivery_id not in outbox.undelivered(stack.db.sessions)
-    time.sleep(3)  # more sweeps: a delivered event is not sent again
+    asyncio.run(resume())  # again: a delivered event is not sent again
+    time.sleep(1)
     assert receiver.received == [got]
 
 
