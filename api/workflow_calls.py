@@ -1,5 +1,6 @@
 """How the API asks workflows to do things, and how their answers become HTTP answers."""
 
+import uuid
 from collections.abc import Awaitable
 from datetime import timedelta
 from typing import TypeVar
@@ -13,6 +14,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api import idempotency
 from api.errors import Problem
+from hpcinfra import outbox
 from workflows.refusals import REFUSALS as WORKFLOW_REFUSALS
 
 T = TypeVar("T")
@@ -29,14 +31,21 @@ UNCERTAIN = (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED, RPCStatus
 
 
 async def start_or_take_back(
-    start: Awaitable[object], session: Session, row: object, what: str, http_request: Request, *, resumed: bool
+    start: Awaitable[object],
+    session: Session,
+    row: object,
+    what: str,
+    http_request: Request,
+    *,
+    resumed: bool,
+    deliveries: list[uuid.UUID] = (),
 ) -> None:
     """Await `start`. A workflow already started (by the resume, or by an earlier try of this call) counts
     as started. If the workflow engine refuses the start, delete `row` again, and with it what the call's
     Idempotency-Key says it created: a request or cluster without its workflow would not move until the
     resume found it, so the caller is told nothing was made and to retry. A `resumed` call (the retry of
     one that failed after creating `row`), or a start that may have happened, keeps `row`: its retry, or
-    the resume, starts it later."""
+    the resume, starts it later. The webhook `deliveries` that tell of `row` go with it, or stay with it."""
     try:
         await start
     except WorkflowAlreadyStartedError:
@@ -53,6 +62,7 @@ async def start_or_take_back(
         def take_back() -> None:
             session.delete(row)
             idempotency.forget_created(session, http_request)
+            outbox.withdraw(session, list(deliveries))  # the events that told of it, never sent
             session.commit()
 
         await run_in_threadpool(take_back)

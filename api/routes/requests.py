@@ -113,11 +113,9 @@ async def create_request(
         settings.request_expiry.total_seconds(),
         repair=False,
     )
-    try:
-        await start_or_take_back(start, session, request, "request", http_request, resumed=made is not None)
-    except Problem:
-        await run_in_threadpool(outbox.withdraw, session, deliveries)
-        raise
+    await start_or_take_back(
+        start, session, request, "request", http_request, resumed=made is not None, deliveries=deliveries
+    )
     await outbox.start_deliveries(temporal, settings, deliveries)
     return await run_in_threadpool(_view, session, request)
 
