@@ -104,7 +104,7 @@ class RequestActivities:
         text = decision_text(
             record.request_id, record.status, record.decided_by, record.rejection_reason, record.source
         )
-        return not record.by_signal and self.proofs is not None and self.proofs.proves(text, record.proof)
+        return self.proofs is not None and self.proofs.proves(text, record.proof)
 
     @activity.defn(name="AddNote")
     def add_note(self, record: NoteRecord) -> None:

@@ -72,8 +72,6 @@ class DecisionRecord:
     rejection_reason: str | None
     cluster_id: str | None  # chosen by the workflow when approving, so a retry reuses it
     source: str = "platform"  # see Decision.source; an expiry is the platform's own
-    # Sent by a Temporal signal: `decided_by` is who the sender says it is, which nothing proves.
-    by_signal: bool = False
     proof: str | None = None  # see Decision.proof
 
 

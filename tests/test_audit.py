@@ -106,16 +106,14 @@ def test_decisions_through_temporal_can_be_turned_off(db):
     box = CredentialBox([new_key()])
     activities = RequestActivities(db.sessions, 0, signal_decisions=False, proofs=box)
 
-    def decide(by_signal: bool = False, proof: str | None = None, source: str = "api 203.0.113.9"):
-        record = DecisionRecord(
-            request_id, "rejected", utcnow(), tenant.it.id, "no", None, source, by_signal=by_signal, proof=proof
-        )
+    def decide(proof: str | None = None, source: str = "api 203.0.113.9"):
+        record = DecisionRecord(request_id, "rejected", utcnow(), tenant.it.id, "no", None, source, proof=proof)
         return ActivityEnvironment().run(activities.record_decision, record)
 
     forged = CredentialBox([new_key()]).prove(
         decision_text(request_id, "rejected", tenant.it.id, "no", "api 203.0.113.9")
     )
-    for unproven in ({"by_signal": True}, {}, {"proof": forged}):
+    for unproven in ({}, {"proof": forged}):
         with pytest.raises(ApplicationError, match="HPCINFRA_SIGNAL_DECISIONS") as refused:
             decide(**unproven)
         assert refused.value.type == "NotAllowed" and refused.value.non_retryable

@@ -5,7 +5,14 @@ from temporalio.exceptions import ActivityError, ApplicationError
 # Refusals an activity or a workflow raises (ApplicationError types) that a person can act on, each with
 # the HTTP status the API answers it with (api/workflow_calls.py); any other failure of an update means
 # "not recorded, try again".
-REFUSALS = {"AlreadyDecided": 409, "Conflict": 409, "NotAnApprover": 403, "NotFound": 404, "Invalid": 422}
+REFUSALS = {
+    "AlreadyDecided": 409,
+    "Conflict": 409,
+    "NotAllowed": 403,
+    "NotAnApprover": 403,
+    "NotFound": 404,
+    "Invalid": 422,
+}
 
 
 def as_update_failure(error: ActivityError, what: str) -> ApplicationError:

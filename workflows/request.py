@@ -86,11 +86,11 @@ class RequestWorkflow:
         """The same decision for people using the Temporal CLI or web UI. A signal cannot be
         refused, so a decision that does not hold (already decided, not an approver, signal decisions
         turned off) is logged and dropped. Anyone who may signal in the namespace can name any decider:
-        the decision is recorded as the named decider's claim, from "temporal" whatever it says (as is an
-        update the API did not prove, RecordDecision)."""
+        without the API's proof, the decision is recorded as the named decider's claim, from "temporal"
+        whatever it says (RecordDecision; so is an update the API did not send)."""
         try:
             self._validate_decision(decision)
-            await self._decide(decision, by_signal=True)
+            await self._decide(decision)
         except (ValueError, ApplicationError) as e:
             workflow.logger.warning("decision signal ignored: %s", e)
 
@@ -106,7 +106,7 @@ class RequestWorkflow:
     def state(self) -> RequestState:
         return self._state
 
-    async def _decide(self, decision: Decision, *, by_signal: bool = False) -> RequestState:
+    async def _decide(self, decision: Decision) -> RequestState:
         async with self._deciding:
             if self._state.status != "pending":
                 raise ApplicationError(f"the request is already {self._state.status}", type="AlreadyDecided")
@@ -118,9 +118,8 @@ class RequestWorkflow:
                 decided_by=decision.decided_by,
                 rejection_reason=decision.rejection_reason if decision.status == "rejected" else None,
                 cluster_id=cluster_id,
-                source="temporal" if by_signal else decision.source,
-                by_signal=by_signal,
-                proof=None if by_signal else decision.proof,
+                source=decision.source,
+                proof=decision.proof,
             )
             return await self._record(record, AWAITED_WRITE)
 
