@@ -115,22 +115,12 @@ def shortfall(
     session: Session, tenant_id: uuid.UUID, rate: int, min_runway_hours: float, what: str = "this cluster"
 ) -> str | None:
     """Why `what` (a new cluster, a retried one, a service added), costing `rate` (units per minute), may not
-    start: the tenant's balance would not
-    last `min_runway_hours` at the rate of its clusters that run or are about to, with the new one; None
+    start: the tenant's balance would not last `min_runway_hours` at the rate of its clusters that run or are about to, with the new one; None
     when it would, or the check is off. Locks the tenant's row until the caller's transaction ends, so
     two approvals at once cannot both count on the same balance."""
     if min_runway_hours <= 0:
         return None
-    # The lock is a write that changes nothing: on PostgreSQL it takes the row's FOR NO KEY UPDATE lock (as
-    # refresh_standing_rates does); on SQLite, where FOR UPDATE is ignored, it takes the database's write
-    # lock, so the balance and rates read next are the latest and no other writer moves them before the
-    # commit (a read first would let two transactions read the same balance and both pass).
-    session.execute(
-        update(Tenant)
-        .where(Tenant.id == tenant_id)
-        .values(credit_balance=Tenant.credit_balance)
-        .execution_options(synchronize_session=False)
-    )
+    lock_tenant(session, tenant_id)
     others = standing(session, tenant_id, committed=True)
     total = others.rate + rate
     hours = max(others.balance, 0) / total / 60 if total > 0 else float("inf")
@@ -141,6 +131,21 @@ def shortfall(
         f"{as_rate(total):g} credits/hour ({what}'s {as_rate(rate):g} and its other clusters' "
         f"{as_rate(others.rate):g}); {what} may start only with {min_runway_hours:g} hours of runway. "
         "An admin can grant credits (POST /tenants/{tenantId}/credits)"
+    )
+
+
+def lock_tenant(session: Session, tenant_id: uuid.UUID) -> None:
+    """Hold the tenant's row until the transaction ends, so that what is read of it next is the latest and
+    nobody moves it before the commit. The lock is a write that changes nothing: on PostgreSQL it takes the
+    row's FOR NO KEY UPDATE lock (not FOR UPDATE: rows inserted with a foreign key to the tenant hold a KEY
+    SHARE lock on it, which FOR UPDATE would wait for, so two such transactions would deadlock); on SQLite,
+    where FOR UPDATE is ignored, it takes the database's write lock (a read first would let two
+    transactions read the same balance)."""
+    session.execute(
+        update(Tenant)
+        .where(Tenant.id == tenant_id)
+        .values(credit_balance=Tenant.credit_balance)
+        .execution_options(synchronize_session=False)
     )
 
 
@@ -214,10 +219,8 @@ def refresh_standing_rates(session: Session, tenant_id: uuid.UUID) -> None:
     transactions changing the tenant's clusters at once cannot each write a sum without the other's
     change: the sums are taken by the next statement, which (at READ COMMITTED) sees every commit made
     before the lock was granted. Every transaction changing a tenant's clusters takes its turn on the
-    lock, held until its commit: only these two statements run under it.
-    (FOR NO KEY UPDATE: rows inserted with a foreign key to the tenant hold a KEY SHARE lock on it, which
-    FOR UPDATE would wait for, so two such transactions would deadlock.)"""
-    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update(key_share=True))
+    lock, held until its commit: only these two statements run under it."""
+    lock_tenant(session, tenant_id)
     session.execute(
         update(Tenant)
         .where(Tenant.id == tenant_id)
