@@ -74,8 +74,8 @@ class User(Base):
     email: Mapped[str] = mapped_column(String(320))
     role: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    # The identity provider's account (the `iss` and `sub` of its tokens) of a user made by OIDC sign-in;
-    # empty for users made with API tokens, whom no OIDC token can sign in as.
+    # The identity provider's account (the `iss` and `sub` of its tokens) of a user made by OIDC sign-in or
+    # linked to one (`hpcinfra users link-oidc`); empty for a user no OIDC token may sign in as.
     oidc_issuer: Mapped[str | None] = mapped_column(String(2048))
     oidc_subject: Mapped[str | None] = mapped_column(String(255))
 
@@ -109,7 +109,11 @@ class CloudProvider(Base):
 class ClusterRequest(Base):
     __tablename__ = "cluster_requests"
     # A tenant's requests newest first (GET /requests), read from the index backwards, without a sort.
-    __table_args__ = (Index("ix_cluster_requests_tenant_requested", "tenant_id", "requested_at", "id"),)
+    __table_args__ = (
+        Index("ix_cluster_requests_tenant_requested", "tenant_id", "requested_at", "id"),
+        # The resume sweep's: pending requests filed since its last look.
+        Index("ix_cluster_requests_status_requested", "status", "requested_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)
@@ -154,7 +158,11 @@ class RequestNote(Base):
 class Cluster(Base):
     __tablename__ = "clusters"
     # A tenant's clusters newest first (GET /clusters), read from the index backwards, without a sort.
-    __table_args__ = (Index("ix_clusters_tenant_created", "tenant_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_clusters_tenant_created", "tenant_id", "created_at", "id"),
+        # The resume sweep's: pending clusters made since its last look.
+        Index("ix_clusters_status_created", "status", "created_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)
@@ -311,8 +319,8 @@ class IdempotencyKey(Base):
     content_type: Mapped[str | None] = mapped_column(String(100))
     body: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
-    # What the call created ("request <id>", "cluster <id>"), written in the transaction that created it:
-    # a call that fails after that commit has still made it, and a retry answers with it.
+    # What the call created ("request <id>", "cluster <id>", "note <id>", ...), written in the transaction
+    # that created it: a call that fails after that commit has still made it, and a retry answers so.
     resource: Mapped[str | None] = mapped_column(String(100))
     # When a call whose `resource` was committed ended in a server error without an answer to keep.
     interrupted_at: Mapped[datetime | None] = mapped_column()

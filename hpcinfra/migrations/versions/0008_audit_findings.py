@@ -36,9 +36,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("name"),
     )
     op.bulk_insert(sweeps, [{"name": "resume"}])
+    # The sweep reads what was written since its last look, among the pending rows only.
+    op.create_index("ix_cluster_requests_status_requested", "cluster_requests", ["status", "requested_at"])
+    op.create_index("ix_clusters_status_created", "clusters", ["status", "created_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_clusters_status_created", table_name="clusters")
+    op.drop_index("ix_cluster_requests_status_requested", table_name="cluster_requests")
     op.drop_table("sweeps")
     op.drop_column("idempotency_keys", "interrupted_at")
     op.drop_column("idempotency_keys", "resource")
