@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from api import idempotency
 from api import webhook_schemas as schemas
+from api.access import NO_STORE
 from api.deps import CredentialsDep, CurrentUser, SessionDep, SettingsDep, require_role, source_of
 from api.errors import Problem, problems
 from api.pagination import Page
@@ -77,6 +78,7 @@ def create_webhook(
     active = session.scalar(select(func.count()).where(Webhook.tenant_id == tenant.id, Webhook.deleted_at.is_(None)))
     if active >= MAX_WEBHOOKS_PER_TENANT:
         raise Problem(409, f"a tenant may have at most {MAX_WEBHOOKS_PER_TENANT} webhooks; delete one first")
+    session.commit()  # the connection goes back to the pool while the receiver's name is looked up
     _check_receiver(body.url, settings.webhook_allowed_networks)
     webhook, secret = outbox.create_webhook(session, credentials, tenant.id, body.url, body.events, user.id)
     audit.record(
@@ -86,7 +88,7 @@ def create_webhook(
     idempotency.record_created(session, http_request, f"webhook {webhook.id}")
     session.commit()
     # The secret is in this answer only: no cache may keep it (and Idempotency-Key keeps it encrypted).
-    response.headers["Cache-Control"] = "no-store"
+    response.headers["Cache-Control"] = NO_STORE
     return schemas.WebhookCreated(**schemas.Webhook.from_row(webhook).model_dump(), secret=secret)
 
 

@@ -58,7 +58,6 @@ class ProviderUnavailable(Exception):
     """This kind of provider cannot provision from this installation; the message says why."""
 
 
-# The user name of every service the platform starts; its password is generated per service.
 # The platform's own variables, none of which a cluster's processes or a cloud program need: its
 # settings (HPCINFRA_*: the database URL, the credential keys, the passphrase), its telemetry (OTEL_*: the
 # collector's address, and in OTEL_EXPORTER_OTLP_HEADERS often a token), a Temporal client's (TEMPORAL_*:
@@ -73,6 +72,7 @@ def cluster_environment(**extra: str) -> dict[str, str]:
     return {**kept, **extra}
 
 
+# The user name of every service the platform starts; its password is generated per service.
 SERVICE_USER = "hpcinfra"
 
 
