@@ -2,7 +2,9 @@
 
 Keys come from HPCINFRA_CREDENTIAL_KEYS (comma-separated Fernet keys, the first one encrypts, all of
 them decrypt), so a key is rotated by putting a new one first and running `hpcinfra credentials
-rotate`. In development, when no key is set, one is made once and kept in the data folder.
+rotate`. In development, when no key is set, one is made once and kept in the data folder. The same
+keys prove what the API wrote (`prove`): a new key is added after the current one on every process
+before any process puts it first, or workers cannot check the API's proofs meanwhile.
 """
 
 import hashlib
