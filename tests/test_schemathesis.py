@@ -13,7 +13,6 @@ api/errors.py, those of one route by its `responses=problems(...)`. Where a rout
 authors may not edit does not document a status it answers, KNOWN_GAPS lists it (and says which file).
 """
 
-import ipaddress
 import json
 import uuid
 import warnings
@@ -30,6 +29,7 @@ from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import status_code_conformance
 
 from api.main import create_app
+from api.webhook_schemas import WebhookIn
 from tests.utils.servers import wait_until
 from tests.utils.world import Person, TenantWorld, make_admin, make_tenant, request_body, wait_for_cluster
 
@@ -182,9 +182,10 @@ def real_ids(ctx, path_parameters):
 @schema.hook("flatmap_body")
 def real_provider(ctx, body):
     """Likewise, the tenant's own cloud provider in a new request's or cluster's body, three times in four.
-    A webhook's URL names a host in `.invalid` instead of the one made up: the API resolves a receiver's
-    name, and a test sends no query to a name server (a `.invalid` name is never looked up)."""
-    if isinstance(body, dict) and isinstance(body.get("url"), str):
+    A valid webhook's URL names a host in `.invalid` instead of the one made up: the API resolves a
+    receiver's name, and a test sends no query to a name server (a `.invalid` name is never looked up;
+    an invalid webhook, left as it is, is refused before any name is looked up)."""
+    if isinstance(body, dict) and isinstance(body.get("url"), str) and _valid(WebhookIn, body):
         return st.just({**body, "url": _never_looked_up(body["url"])})
     contract = _current.get("contract")
     if contract is None or not isinstance(body, dict) or not _is_uuid(body.get("cloudProviderId")):
@@ -193,32 +194,19 @@ def real_provider(ctx, body):
     return st.sampled_from([replaced, replaced, replaced, body])
 
 
-def _never_looked_up(url: str) -> str:
-    """`url` with its host name, if it has one that is not an address, in `.invalid`."""
+def _valid(model, body: dict) -> bool:
     try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        return url
-    if not host or _is_address(host):
-        return url
-    port = f":{parts.port}" if _has_port(parts) else ""
-    return urlunsplit(parts._replace(netloc=f"receiver.invalid{port}"))
-
-
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
+        model.model_validate(body)
     except ValueError:
         return False
     return True
 
 
-def _has_port(parts) -> bool:
-    try:
-        return parts.port is not None
-    except ValueError:
-        return False
+def _never_looked_up(url: str) -> str:
+    """A URL like `url` whose host is in `.invalid`: the same scheme, port, path and query."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port is not None else ""
+    return urlunsplit(parts._replace(netloc=f"receiver.invalid{port}"))
 
 
 def _is_uuid(value) -> bool:
