@@ -20,7 +20,8 @@ ROLES = ("cad_manager", "it_manager", "admin")
 TOKEN_PREFIX = "hpci_"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 # What users.oidc_issuer and users.oidc_subject hold (255 is also the most OpenID Connect allows a `sub`).
-MAX_OIDC_ISSUER, MAX_OIDC_SUBJECT = 2048, 255
+# What the columns keep (a subject of at most 255 characters is also what OpenID Connect allows).
+MAX_OIDC_ISSUER, MAX_OIDC_SUBJECT = User.oidc_issuer.type.length, User.oidc_subject.type.length
 
 
 class AccountError(ValueError):

@@ -46,7 +46,6 @@ LEEWAY_SECONDS = 30
 _JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 _MAX_NAME = 200  # users.name
 _MAX_EMAIL = 320  # users.email
-_MAX_SUBJECT = 255  # users.oidc_subject, and the most OpenID Connect allows
 
 
 class OidcError(Exception):
@@ -273,8 +272,8 @@ class OidcVerifier:
             raise OidcError("the token's 'sub' claim is not a string")
         if not subject or not subject.strip():
             raise OidcError("the token has no 'sub' claim (the caller's account at the identity provider)")
-        if len(subject) > _MAX_SUBJECT:
-            raise OidcError(f"the token's 'sub' claim is longer than {_MAX_SUBJECT} characters")
+        if len(subject) > accounts.MAX_OIDC_SUBJECT:
+            raise OidcError(f"the token's 'sub' claim is longer than {accounts.MAX_OIDC_SUBJECT} characters")
         role = claims.get(self.role_claim)
         if isinstance(role, list):  # some providers send roles as a list: exactly one of ours must be in it
             ours = [r for r in role if r in accounts.ROLES]
