@@ -15,13 +15,13 @@ from activities.clusters import ClusterActivities
 from activities.metering import MeteringActivities
 from activities.requests import RequestActivities
 from activities.webhooks import WebhookActivities
-from hpcinfra import observability
-from hpcinfra.credentials import credential_box, kept_secret
-from hpcinfra.db import make_engine, make_session_factory
+from core import observability
+from core.credentials import credential_box, kept_secret
+from core.db import make_engine, make_session_factory
+from core.search_attributes import SearchAttributesMissing, ensure_registered
+from core.settings import Settings, get_settings
+from core.temporal import connect
 from hpcinfra.outbox import DeliveryStarter, Outbox
-from hpcinfra.search_attributes import SearchAttributesMissing, ensure_registered
-from hpcinfra.settings import Settings, get_settings
-from hpcinfra.temporal import connect
 from infra.providers import ProviderSettings
 from workflows.cluster import ClusterWorkflow
 from workflows.metering import MeteringWorkflow
@@ -83,7 +83,7 @@ def provider_settings(settings: Settings) -> ProviderSettings:
 
 def observed(settings: Settings, sessions: sessionmaker[Session]) -> tuple[Runtime | None, list[Interceptor]]:
     """The worker's metrics (a runtime serving them on HPCINFRA_WORKER_METRICS_PORT, and the interceptor
-    that records the application's) and traces (see hpcinfra/observability.py)."""
+    that records the application's) and traces (see core/observability.py)."""
     observability.configure_tracing(settings, "worker")
     runtime = observability.worker_runtime(settings)
     if runtime is None:

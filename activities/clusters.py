@@ -13,10 +13,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from hpcinfra import credits
-from hpcinfra.credentials import CredentialBox, generate_password
-from hpcinfra.db import transaction
-from hpcinfra.messages import (
+from core import catalog
+from core.catalog import NODE_TYPES, SERVICES
+from core.credentials import CredentialBox, generate_password
+from core.db import transaction
+from core.messages import (
     INSTALL_STEP,
     AddService,
     AddTool,
@@ -34,12 +35,8 @@ from hpcinfra.messages import (
     StepRecord,
     ToolRequest,
 )
-from hpcinfra.models import CloudProvider, Cluster, ClusterEvent, ClusterService, ClusterTool, Tenant, utcnow
-from hpcinfra.outbox import CLUSTER_EVENTS, Outbox, cluster_changed, install_finished
-from infra import catalog
-from infra.catalog import NODE_TYPES, SERVICES
-from infra.providers import ProviderSettings, get_provider, refuse_unallowed_account
-from infra.providers.base import (
+from core.models import CloudProvider, Cluster, ClusterEvent, ClusterService, ClusterTool, Tenant, utcnow
+from core.providers import (
     SERVICE_USER,
     ClusterSpec,
     FailureClass,
@@ -51,6 +48,9 @@ from infra.providers.base import (
     ServiceSpec,
     ToolSpec,
 )
+from hpcinfra import credits
+from hpcinfra.outbox import CLUSTER_EVENTS, Outbox, cluster_changed, install_finished
+from infra.providers import ProviderSettings, get_provider, refuse_unallowed_account
 
 T = TypeVar("T")
 

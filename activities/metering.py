@@ -10,11 +10,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 
 from activities.clusters import find_cluster
+from core.db import transaction
+from core.messages import Collection, CollectRequest
+from core.providers import ClusterSpec, Provider, Utilisation
 from hpcinfra import credits, metering
-from hpcinfra.db import transaction
-from hpcinfra.messages import Collection, CollectRequest
 from hpcinfra.outbox import Outbox
-from infra.providers.base import ClusterSpec, Provider, Utilisation
 
 log = logging.getLogger(__name__)
 

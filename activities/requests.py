@@ -6,11 +6,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from core.credentials import CredentialBox
+from core.db import transaction
+from core.messages import DecisionRecord, NoteRecord, RequestState, decision_text
+from core.models import Cluster, ClusterRequest, ClusterService, ClusterTool
 from hpcinfra import audit, credits
-from hpcinfra.credentials import CredentialBox
-from hpcinfra.db import transaction
-from hpcinfra.messages import DecisionRecord, NoteRecord, RequestState, decision_text
-from hpcinfra.models import Cluster, ClusterRequest, ClusterService, ClusterTool
 from hpcinfra.outbox import Outbox, request_decided
 from hpcinfra.store import add_note, find_user, may_decide, may_see_request
 

@@ -20,11 +20,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from core.credentials import CredentialBox
+from core.db import transaction
+from core.models import Webhook, WebhookDelivery, utcnow
 from hpcinfra import webhooks
 from hpcinfra.addresses import AddressRefused, CheckedTransport, HostUnresolved, ReceiverAddresses
-from hpcinfra.credentials import CredentialBox
-from hpcinfra.db import transaction
-from hpcinfra.models import Webhook, WebhookDelivery, utcnow
 from hpcinfra.outbox import open_secret
 from hpcinfra.webhooks import DeliveryFailure, DeliveryOutcome, DeliveryRef
 

@@ -11,10 +11,10 @@ from sqlalchemy.orm import Session
 
 from api.errors import Problem
 from api.schemas import ClusterIn, RequestIn
+from core import catalog
+from core.models import CloudProvider, Cluster, ClusterRequest, User
 from hpcinfra import audit
-from hpcinfra.models import CloudProvider, Cluster, ClusterRequest, User
 from hpcinfra.store import may_see_request
-from infra import catalog
 
 
 def _visible(model, owner, user: User) -> Select:

@@ -13,10 +13,10 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import problem_response
+from core.models import User
+from core.settings import Settings
 from hpcinfra.accounts import user_for_token
-from hpcinfra.models import User
 from hpcinfra.oidc import OidcError, OidcVerifier, looks_like_jwt
-from hpcinfra.settings import Settings
 
 log = logging.getLogger(__name__)
 

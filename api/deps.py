@@ -12,10 +12,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
 from api.errors import Problem
-from hpcinfra.credentials import CredentialBox
-from hpcinfra.models import User
-from hpcinfra.settings import Settings
-from hpcinfra.temporal import connect
+from core.credentials import CredentialBox
+from core.models import User
+from core.settings import Settings
+from core.temporal import connect
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

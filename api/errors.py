@@ -14,8 +14,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hpcinfra.credentials import UndecryptableSecret
-from hpcinfra.observability import path_templates
+from core.credentials import UndecryptableSecret
+from core.observability import path_templates
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"

@@ -6,8 +6,8 @@ import uuid
 from sqlalchemy.orm import Session
 
 from api.schemas import CreditEstimate
+from core.models import Cluster, ClusterRequest
 from hpcinfra import credits
-from hpcinfra.models import Cluster, ClusterRequest
 
 # A cluster that may still start (its runway "after" includes it) and one that is metered now.
 _STARTING = ("pending", "provisioning")

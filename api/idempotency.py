@@ -35,9 +35,9 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import DATABASE_ERRORS, database_busy, problem_response, undecryptable_detail
-from hpcinfra.credentials import SEALED_ANSWER, CredentialBox, UndecryptableSecret
-from hpcinfra.db import transaction
-from hpcinfra.models import IdempotencyKey, utcnow
+from core.credentials import SEALED_ANSWER, CredentialBox, UndecryptableSecret
+from core.db import transaction
+from core.models import IdempotencyKey, utcnow
 
 HEADER = "idempotency-key"
 KEPT_FOR = IdempotencyKey.KEPT_FOR

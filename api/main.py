@@ -13,10 +13,10 @@ from api.deps import TemporalConnection
 from api.idempotency import Idempotency
 from api.limits import BodySizeLimit, RateLimit
 from api.routes import audit, cluster_items, clusters, meta, metrics, providers, requests, tenants, webhooks
-from hpcinfra import observability
-from hpcinfra.credentials import credential_box
-from hpcinfra.db import make_engine, make_session_factory
-from hpcinfra.settings import Settings, get_settings
+from core import observability
+from core.credentials import credential_box
+from core.db import make_engine, make_session_factory
+from core.settings import Settings, get_settings
 from workflows.resume import resume_workflows
 
 API_PREFIX = "/api/v1"
@@ -35,7 +35,7 @@ async def _resume_workflows(app: FastAPI) -> None:
 
 
 def _observe(app: FastAPI, settings: Settings) -> None:
-    """Logs, metrics and traces (hpcinfra/observability.py). RequestTelemetry is added after the other
+    """Logs, metrics and traces (core/observability.py). RequestTelemetry is added after the other
     middleware so it runs first: the request id is set, and the request timed, even for a caller the
     authentication turns away. GET /metrics lies outside /api/v1, so it needs no token."""
     observability.configure_logging(settings)

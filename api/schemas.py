@@ -15,8 +15,8 @@ from pydantic.alias_generators import to_camel
 
 from api import examples as ex
 from api.examples import examples
-from hpcinfra import credits, models
-from infra import catalog
+from core import catalog, models
+from hpcinfra import credits
 from infra.providers import check_config
 
 RequestStatus = Literal["pending", "approved", "rejected"]

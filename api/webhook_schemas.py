@@ -11,7 +11,7 @@ from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
 from api import examples as ex
 from api.examples import examples
 from api.schemas import Input, Model
-from hpcinfra import models
+from core import models
 from hpcinfra.webhooks import EVENT_TYPES
 
 # The event names, as hpcinfra.webhooks defines them (Literal of a tuple is a Literal of its items).

@@ -14,8 +14,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api import idempotency
 from api.errors import Problem
+from core.refusals import REFUSALS as WORKFLOW_REFUSALS
 from hpcinfra import outbox
-from workflows.refusals import REFUSALS as WORKFLOW_REFUSALS
 
 T = TypeVar("T")
 

@@ -49,11 +49,11 @@ import sqlalchemy as sa
 from sqlalchemy import bindparam, event, text
 from sqlalchemy.engine import Connection, Engine
 
+from core.catalog import NODE_TYPES
+from core.db import make_engine, make_session_factory, transaction, upgrade
+from core.models import Cluster, MetricSample, UTCDateTime
 from hpcinfra import accounts, credits, reports
-from hpcinfra.db import make_engine, make_session_factory, transaction, upgrade
 from hpcinfra.metering import floor_minute
-from hpcinfra.models import Cluster, MetricSample, UTCDateTime
-from infra.catalog import NODE_TYPES
 from tests.utils.servers import Process, free_port, wait_for_http
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

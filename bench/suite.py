@@ -52,10 +52,10 @@ from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client
 
 from bench import metering as metering_bench
+from core.db import make_engine, make_session_factory, transaction
+from core.messages import cluster_workflow_id
+from core.models import Cluster, ClusterRequest
 from hpcinfra import credits
-from hpcinfra.db import make_engine, make_session_factory, transaction
-from hpcinfra.messages import cluster_workflow_id
-from hpcinfra.models import Cluster, ClusterRequest
 from tests.utils.servers import Process, free_port, start_temporal_dev_server, wait_for_http, wait_until
 from tests.utils.world import TenantWorld, make_tenant
 

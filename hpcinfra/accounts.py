@@ -11,9 +11,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.models import ApiToken, CloudProvider, Tenant, User
 from hpcinfra import audit, credits
 from hpcinfra.credits import BUDGET_POLICIES
-from hpcinfra.models import ApiToken, CloudProvider, Tenant, User
 from infra.providers import KINDS, check_account, check_config
 
 ROLES = ("cad_manager", "it_manager", "admin")

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from hpcinfra.models import AuditEvent, utcnow
+from core.models import AuditEvent, utcnow
 
 # Where an act came from, when not from the API (which gives "api <client address>").
 CLI, TEMPORAL, PLATFORM = "cli", "temporal", "platform"

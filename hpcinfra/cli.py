@@ -9,10 +9,11 @@ import typer
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from hpcinfra import accounts, client, credentials, credits
-from hpcinfra.db import make_engine, make_session_factory, transaction, upgrade
-from hpcinfra.models import ClusterService, IdempotencyKey, Webhook
-from hpcinfra.settings import get_settings
+from core import credentials
+from core.db import make_engine, make_session_factory, transaction, upgrade
+from core.models import ClusterService, IdempotencyKey, Webhook
+from core.settings import get_settings
+from hpcinfra import accounts, client, credits
 
 app = typer.Typer(help="hpcinfra: Slurm clusters for chip-design teams.", no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="The application database.", no_args_is_help=True)

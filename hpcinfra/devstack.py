@@ -16,10 +16,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from hpcinfra import accounts, search_attributes
-from hpcinfra.db import make_engine, make_session_factory, transaction, upgrade
-from hpcinfra.models import Tenant
-from hpcinfra.settings import Settings
+from core import search_attributes
+from core.db import make_engine, make_session_factory, transaction, upgrade
+from core.models import Tenant
+from core.settings import Settings
+from hpcinfra import accounts
 
 DEMO_TENANT = "demo"
 DEMO_USERS = (

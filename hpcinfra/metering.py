@@ -17,10 +17,10 @@ from sqlalchemy import insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from core.catalog import NODE_TYPES
+from core.models import Cluster, MetricRollup, MetricSample
+from core.providers import Utilisation
 from hpcinfra import credits
-from hpcinfra.models import Cluster, MetricRollup, MetricSample
-from infra.catalog import NODE_TYPES
-from infra.providers.base import Utilisation
 
 MINUTE = timedelta(minutes=1)
 # Rollups kept as samples arrive, coarsest last: (name, the start of the period a minute falls in).

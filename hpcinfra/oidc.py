@@ -32,9 +32,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.db import transaction
+from core.models import Tenant, User
 from hpcinfra import accounts
-from hpcinfra.db import transaction
-from hpcinfra.models import Tenant, User
 
 log = logging.getLogger(__name__)
 

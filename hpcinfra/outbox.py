@@ -22,9 +22,8 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from hpcinfra import credits
-from hpcinfra.credentials import CredentialBox
-from hpcinfra.models import (
+from core.credentials import CredentialBox
+from core.models import (
     BalanceAlert,
     Cluster,
     ClusterRequest,
@@ -34,7 +33,8 @@ from hpcinfra.models import (
     WebhookEvent,
     utcnow,
 )
-from hpcinfra.settings import Settings
+from core.settings import Settings
+from hpcinfra import credits
 from hpcinfra.webhooks import DELIVERY_WORKFLOW, EVENT_TYPES, DeliveryInput, delivery_workflow_id
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hpcinfra.models import ClusterRequest, RequestNote, User
+from core.models import ClusterRequest, RequestNote, User
 
 APPROVER_ROLES = ("it_manager", "admin")
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from hpcinfra.db import make_engine, make_session_factory, upgrade
+from core.db import make_engine, make_session_factory, upgrade
 from tests.utils.servers import Process, free_port, start_temporal_dev_server, wait_for_http, wait_until
 from tests.utils.world import TenantWorld, make_tenant
 

@@ -21,8 +21,8 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from core.settings import Settings
 from hpcinfra.addresses import AddressRefused, CheckedTransport, HostUnresolved, ReceiverAddresses, receiver_host
-from hpcinfra.settings import Settings
 
 # Public addresses, only ever handed out by fake lookups: nothing connects to them.
 PUBLIC_V4 = "93.184.216.34"

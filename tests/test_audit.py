@@ -13,9 +13,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.requests import RequestActivities
-from hpcinfra.credentials import CredentialBox, new_key
-from hpcinfra.messages import Decision, DecisionRecord, decision_text, request_workflow_id
-from hpcinfra.models import ClusterRequest, utcnow
+from core.credentials import CredentialBox, new_key
+from core.messages import Decision, DecisionRecord, decision_text, request_workflow_id
+from core.models import ClusterRequest, utcnow
 from tests.utils.servers import executable
 from tests.utils.world import file_request, insert_request, make_admin, make_tenant, request_body, wait_for_cluster
 from workflows.request import RequestWorkflow

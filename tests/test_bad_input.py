@@ -15,8 +15,8 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
-from hpcinfra.models import CloudProvider, Cluster, ClusterRequest, RequestNote
-from infra import catalog
+from core import catalog
+from core.models import CloudProvider, Cluster, ClusterRequest, RequestNote
 from tests.utils.world import file_request, insert_cluster, make_tenant, request_body
 
 MISSING = object()

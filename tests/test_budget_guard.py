@@ -12,9 +12,9 @@ import time
 import uuid
 from decimal import Decimal
 
+from core.db import transaction
+from core.models import Cluster, ClusterService
 from hpcinfra import credits
-from hpcinfra.db import transaction
-from hpcinfra.models import Cluster, ClusterService
 from tests.utils.world import make_tenant, request_body, wait_for_cluster
 
 BALANCE = Decimal(30)

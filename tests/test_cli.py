@@ -8,7 +8,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from hpcinfra.models import AuditEvent, CloudProvider, User
+from core.models import AuditEvent, CloudProvider, User
 from hpcinfra.oidc import Identity, OidcError, user_for_identity
 from tests.utils.servers import executable
 from tests.utils.world import make_tenant
@@ -204,7 +204,7 @@ def test_migrations_build_exactly_the_models_schema(fresh_db):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from hpcinfra.models import Base
+    from core.models import Base
 
     with fresh_db.engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []

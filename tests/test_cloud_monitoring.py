@@ -34,10 +34,10 @@ from google.cloud import monitoring_v3
 from google.cloud.monitoring_v3 import MetricServiceClient
 from google.cloud.monitoring_v3.services.metric_service.transports import MetricServiceGrpcTransport
 
+from core.providers import FailureClass, ProviderFailure, Utilisation
 from infra.clouds import monitoring
 from infra.clouds.monitoring import read_aws, read_azure, read_gcp, read_utilisation
 from infra.clouds.plan import CloudConfig
-from infra.providers.base import FailureClass, ProviderFailure, Utilisation
 
 START = datetime(2025, 3, 4, 10, 0, tzinfo=UTC)
 END = START + timedelta(minutes=5)

@@ -12,10 +12,10 @@ import pulumi
 import pytest
 from pulumi.runtime import rpc
 
-from infra.catalog import NODE_TYPES
+from core.catalog import NODE_TYPES
+from core.providers import ClusterSpec, ServiceSecret, ServiceSpec, ToolSpec
 from infra.clouds import aws, azure, gcp
 from infra.clouds.plan import ClusterPlan
-from infra.providers.base import ClusterSpec, ServiceSecret, ServiceSpec, ToolSpec
 
 PROGRAMS = {"aws": aws.build, "gcp": gcp.build, "azure": azure.build}
 REGION = {"aws": "eu-west-1", "gcp": "europe-west1", "azure": "westeurope"}

@@ -24,10 +24,10 @@ from packaging.requirements import Requirement
 from sqlalchemy.engine import make_url
 
 from api.main import API_PREFIX, create_app
+from core.db import upgrade
+from core.search_attributes import ALL as SEARCH_ATTRIBUTES
+from core.settings import Settings
 from hpcinfra.cli import app as cli_app
-from hpcinfra.db import upgrade
-from hpcinfra.search_attributes import ALL as SEARCH_ATTRIBUTES
-from hpcinfra.settings import Settings
 from tests.utils.servers import executable, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,7 +209,7 @@ def test_the_application_settings_are_real_and_valid_in_production(monkeypatch):
     for name in APP_COMMANDS:
         env = environment(all_services[name])
         unknown = sorted(key for key in env if key.startswith("HPCINFRA_") and key not in fields)
-        assert not unknown, f"{name}: {unknown} are not settings (hpcinfra/settings.py)"
+        assert not unknown, f"{name}: {unknown} are not settings (core/settings.py)"
         for key in list(os.environ):
             if key.startswith("HPCINFRA_"):
                 monkeypatch.delenv(key)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from hpcinfra.credentials import SEALED_ANSWER, CredentialBox, new_key
-from hpcinfra.db import transaction
-from hpcinfra.models import Base, ClusterService, IdempotencyKey
+from core.credentials import SEALED_ANSWER, CredentialBox, new_key
+from core.db import transaction
+from core.models import Base, ClusterService, IdempotencyKey
 from tests.test_tools_services import wait_for_item
 from tests.utils.servers import executable
 from tests.utils.world import insert_cluster, make_tenant, request_body, wait_for_cluster

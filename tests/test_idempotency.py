@@ -19,11 +19,11 @@ from temporalio.service import RPCError, RPCStatusCode
 from api import idempotency
 from api.deps import get_temporal
 from api.main import create_app
+from core.credentials import SEALED_ANSWER, CredentialBox, new_key
+from core.db import make_engine, make_session_factory, transaction, upgrade
+from core.models import Cluster, ClusterRequest, ClusterService, CreditEntry, IdempotencyKey, utcnow
+from core.settings import Settings
 from hpcinfra import credits
-from hpcinfra.credentials import SEALED_ANSWER, CredentialBox, new_key
-from hpcinfra.db import make_engine, make_session_factory, transaction, upgrade
-from hpcinfra.models import Cluster, ClusterRequest, ClusterService, CreditEntry, IdempotencyKey, utcnow
-from hpcinfra.settings import Settings
 from tests.utils.world import insert_cluster, insert_request, make_admin, make_tenant, request_body
 
 

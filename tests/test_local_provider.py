@@ -18,8 +18,8 @@ import psycopg
 import pytest
 from temporalio.client import Client
 
-from infra.catalog import NODE_TYPES
-from infra.providers.base import ClusterSpec, FailureClass, ProviderFailure, ServiceSecret, ServiceSpec
+from core.catalog import NODE_TYPES
+from core.providers import ClusterSpec, FailureClass, ProviderFailure, ServiceSecret, ServiceSpec
 from infra.providers.local import LocalProvider, check_prerequisites
 from infra.providers.local_services import POSTGRES_ROOT, REDIS_ROOT, REDIS_USER
 from tests.conftest import restart_worker

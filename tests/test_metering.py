@@ -16,13 +16,13 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.clusters import ClusterActivities
 from activities.metering import MeteringActivities
+from core.credentials import credential_box
+from core.db import MIGRATIONS, transaction
+from core.messages import CollectRequest
+from core.models import Cluster, ClusterService, ClusterTool, CreditEntry, MetricRollup, MetricSample, Tenant
+from core.providers import Utilisation
+from core.settings import Settings
 from hpcinfra import credits, metering, reports
-from hpcinfra.credentials import credential_box
-from hpcinfra.db import MIGRATIONS, transaction
-from hpcinfra.messages import CollectRequest
-from hpcinfra.models import Cluster, ClusterService, ClusterTool, CreditEntry, MetricRollup, MetricSample, Tenant
-from hpcinfra.settings import Settings
-from infra.providers.base import Utilisation
 from infra.providers.sim import simulated_use
 from tests.utils.world import OPENING_CREDITS, insert_cluster, make_tenant
 from worker import provider_settings

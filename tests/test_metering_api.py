@@ -8,9 +8,9 @@ from decimal import Decimal
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 
+from core.db import transaction
+from core.messages import metering_workflow_id
 from hpcinfra import credits
-from hpcinfra.db import transaction
-from hpcinfra.messages import metering_workflow_id
 from tests.utils.servers import wait_until
 from tests.utils.world import OPENING_CREDITS, file_request, make_admin, make_tenant, request_body, wait_for_cluster
 

@@ -21,7 +21,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hpcinfra.observability import ACTIVITY_OUTCOMES, PROVISION_SECONDS
+from core.observability import ACTIVITY_OUTCOMES, PROVISION_SECONDS
 from tests.conftest import Database, Stack, migrated_database, start_worker, wait_for_worker
 from tests.utils.servers import Process, free_port, wait_for_http, wait_until
 from tests.utils.world import TenantWorld, make_tenant, request_body, wait_for_cluster

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from api.main import create_app
+from core.db import transaction
+from core.settings import Settings
 from hpcinfra import accounts
-from hpcinfra.db import transaction
-from hpcinfra.settings import Settings
 from infra.providers import ProviderSettings, ProviderUnavailable, refuse_unallowed_account
 from tests.utils.world import TenantWorld, make_admin, make_tenant
 from worker import provider_settings
@@ -241,8 +241,8 @@ def test_a_cluster_is_not_built_in_an_account_its_tenant_may_no_longer_use_but_c
     from temporalio.testing import ActivityEnvironment
 
     from activities.clusters import ClusterActivities
-    from hpcinfra.credentials import CredentialBox, new_key
-    from hpcinfra.messages import ClusterRef
+    from core.credentials import CredentialBox, new_key
+    from core.messages import ClusterRef
     from tests.utils.world import insert_cluster
 
     config = {"sshCidr": "198.51.100.0/24", "accountId": "222222222222"}

@@ -25,11 +25,11 @@ import pulumi
 import pulumi.automation as auto
 import pytest
 
-from infra.catalog import NODE_TYPES
+from core.catalog import NODE_TYPES
+from core.providers import ClusterSpec, FailureClass, ProviderFailure
 from infra.clouds.exposure import cloud_pulumi_command, redacted
 from infra.clouds.runner import StackRunner, StackSettings, _classified, stack_name
 from infra.providers import ProviderSettings, get_provider
-from infra.providers.base import ClusterSpec, FailureClass, ProviderFailure
 
 needs_cli = pytest.mark.skipif(
     shutil.which("pulumi") is None,

@@ -3,7 +3,7 @@
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from hpcinfra.settings import Settings
+from core.settings import Settings
 from tests.utils.world import make_tenant
 
 

@@ -21,10 +21,10 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
 from api.main import create_app
-from hpcinfra.db import make_engine, make_session_factory, upgrade
-from hpcinfra.messages import ClusterInput, cluster_workflow_id
-from hpcinfra.models import Cluster, ClusterRequest, ClusterTool
-from hpcinfra.settings import Settings
+from core.db import make_engine, make_session_factory, upgrade
+from core.messages import ClusterInput, cluster_workflow_id
+from core.models import Cluster, ClusterRequest, ClusterTool
+from core.settings import Settings
 from tests.conftest import restart_worker, start_worker, wait_for_worker
 from tests.utils.servers import Process, free_port, start_temporal_dev_server, wait_for_http, wait_until
 from tests.utils.world import insert_cluster, insert_request, make_tenant, request_body, wait_for_cluster
@@ -204,7 +204,7 @@ def busy_sqlite(tmp_path, monkeypatch, lock_wait: float = 0.3):
     """An API on a SQLite file whose writers give up after `lock_wait` seconds; yields the test client, a
     tenant, one of its requests, and `held()`, a context in which another connection holds the write
     lock, as a long transaction would."""
-    monkeypatch.setattr("hpcinfra.db.LOCK_WAIT_SECONDS", lock_wait)
+    monkeypatch.setattr("core.db.LOCK_WAIT_SECONDS", lock_wait)
     path = tmp_path / "busy.db"
     url = f"sqlite:///{path}"
     upgrade(url)
@@ -297,7 +297,7 @@ def test_writers_of_one_process_take_turns_on_sqlite_and_none_is_turned_away(tmp
     """SQLite's own busy handler lets writers poll for its lock, and under load some lose every turn for
     the whole wait (16 threads holding the lock 20 ms each, 3 s to wait: about 5 of 160 writes failed).
     The process's writers queue instead, so each waits its turn, well under the limit."""
-    monkeypatch.setattr("hpcinfra.db.LOCK_WAIT_SECONDS", 3)
+    monkeypatch.setattr("core.db.LOCK_WAIT_SECONDS", 3)
     engine = make_engine(f"sqlite:///{tmp_path / 'turns.db'}")
     with engine.begin() as connection:
         connection.exec_driver_sql("CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER)")
@@ -321,7 +321,7 @@ def test_writers_of_one_process_take_turns_on_sqlite_and_none_is_turned_away(tmp
 
 
 def test_a_sqlite_writer_whose_connection_broke_gives_its_turn_back(tmp_path, monkeypatch):
-    monkeypatch.setattr("hpcinfra.db.LOCK_WAIT_SECONDS", 1)
+    monkeypatch.setattr("core.db.LOCK_WAIT_SECONDS", 1)
     engine = make_engine(f"sqlite:///{tmp_path / 'broken.db'}")
     with engine.begin() as connection:
         connection.exec_driver_sql("CREATE TABLE t (n INTEGER)")

@@ -23,7 +23,7 @@ from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from hpcinfra.messages import RequestInput, RequestState
+from core.messages import RequestInput, RequestState
 from worker import WORKFLOWS
 from workflows.request import RequestWorkflow
 

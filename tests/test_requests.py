@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from hpcinfra.models import Cluster
+from core.models import Cluster
 from tests.utils.servers import executable, wait_until
 from tests.utils.world import file_request, wait_for_cluster, wait_for_request
 

@@ -17,9 +17,9 @@ from sqlalchemy import select
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
-from hpcinfra.db import transaction
-from hpcinfra.models import Cluster, ClusterRequest, IdempotencyKey, Sweep, utcnow
-from hpcinfra.settings import Settings
+from core.db import transaction
+from core.models import Cluster, ClusterRequest, IdempotencyKey, Sweep, utcnow
+from core.settings import Settings
 from tests.conftest import Database, migrated_database, start_worker, wait_for_worker
 from tests.utils.servers import wait_until
 from tests.utils.world import insert_cluster, insert_request, make_tenant

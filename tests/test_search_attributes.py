@@ -18,9 +18,9 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
-from hpcinfra import search_attributes as sa
-from hpcinfra.settings import Settings
-from hpcinfra.temporal import connect
+from core import search_attributes as sa
+from core.settings import Settings
+from core.temporal import connect
 from tests.utils.servers import BIN, Process, executable, free_port, port_open, wait_until
 from tests.utils.world import (
     file_request,

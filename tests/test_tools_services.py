@@ -338,8 +338,8 @@ def test_the_sim_provider_reports_plausible_utilisation_for_every_minute_asked()
     import asyncio
     from datetime import UTC, datetime, timedelta
 
-    from infra.catalog import NODE_TYPES
-    from infra.providers.base import ClusterSpec
+    from core.catalog import NODE_TYPES
+    from core.providers import ClusterSpec
 
     spec = ClusterSpec(str(uuid.uuid4()), "acme", "c", "r", 2, NODE_TYPES["small"], 10)
     start = datetime(2026, 11, 2, 11, 58, tzinfo=UTC)
@@ -365,7 +365,7 @@ def test_a_tool_or_service_sent_to_the_workflow_by_hand_is_checked_too(api, stac
 
     from temporalio.client import Client, WorkflowUpdateFailedError
 
-    from hpcinfra.messages import ServiceRequest, ToolRequest, cluster_workflow_id
+    from core.messages import ServiceRequest, ToolRequest, cluster_workflow_id
     from workflows.cluster import ClusterWorkflow
 
     tenant = make_tenant(stack.db.sessions)
@@ -392,9 +392,9 @@ def test_a_step_longer_than_the_step_log_takes_is_cut_to_fit(db):
     which can be longer than the step log's column: PostgreSQL refused the line, and the error turned a
     run that had succeeded into a failed attempt."""
     from activities.clusters import ClusterActivities
-    from hpcinfra.credentials import CredentialBox, new_key
-    from hpcinfra.messages import StepRecord
-    from hpcinfra.models import ClusterEvent, utcnow
+    from core.credentials import CredentialBox, new_key
+    from core.messages import StepRecord
+    from core.models import ClusterEvent, utcnow
     from infra.providers import ProviderSettings
     from tests.utils.world import insert_cluster
 

@@ -29,12 +29,12 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.webhooks import WebhookActivities
 from api.main import create_app
+from core.credentials import CredentialBox
+from core.db import transaction
+from core.messages import RequestInput, request_workflow_id
+from core.models import Base, Tenant, Webhook, WebhookDelivery, WebhookEvent
+from core.settings import Settings
 from hpcinfra import credits, outbox, webhooks
-from hpcinfra.credentials import CredentialBox
-from hpcinfra.db import transaction
-from hpcinfra.messages import RequestInput, request_workflow_id
-from hpcinfra.models import Base, Tenant, Webhook, WebhookDelivery, WebhookEvent
-from hpcinfra.settings import Settings
 from hpcinfra.webhooks import DeliveryOutcome, DeliveryRef
 from tests.test_access import approve, assert_problem, cluster_of, create_cluster, wait_available
 from tests.utils.record_histories import leaks
@@ -459,7 +459,7 @@ def test_balance_low_arrives_from_metering(api, stack, receiver):
 
 
 def _box() -> CredentialBox:
-    from hpcinfra.credentials import new_key
+    from core.credentials import new_key
 
     return CredentialBox([new_key()])
 
@@ -574,8 +574,8 @@ def test_the_signature_scheme_as_documented():
 
 def test_rotating_the_credential_keys_reencrypts_webhook_secrets(fresh_db):
     """`hpcinfra credentials rotate` re-encrypts webhook secrets too, so the old key can be dropped."""
-    from hpcinfra.credentials import CredentialBox, new_key
-    from hpcinfra.models import Webhook
+    from core.credentials import CredentialBox, new_key
+    from core.models import Webhook
     from tests.test_credentials import rotate
 
     old, new = new_key(), new_key()

@@ -13,8 +13,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from hpcinfra import credits, metering, search_attributes
-from hpcinfra.messages import (
+from core import search_attributes
+from core.messages import (
     ClusterInput,
     Decision,
     RequestInput,
@@ -22,8 +22,9 @@ from hpcinfra.messages import (
     cluster_workflow_id,
     metering_workflow_id,
 )
-from hpcinfra.models import Cluster, ClusterEvent, ClusterRequest, CreditEntry, MetricSample
-from hpcinfra.settings import Settings
+from core.models import Cluster, ClusterEvent, ClusterRequest, CreditEntry, MetricSample
+from core.settings import Settings
+from hpcinfra import credits, metering
 from tests.utils.servers import executable
 from tests.utils.world import insert_cluster, insert_request, make_tenant
 from worker import WORKFLOWS, build_activities

@@ -1,7 +1,7 @@
 """How long activities may take and how they are retried, shared by the workflows.
 
 Database writes get a start-to-close timeout longer than the database's own lock wait (see
-hpcinfra/db.py), so an attempt fails on its own before Temporal gives up on it and cannot commit late.
+core/db.py), so an attempt fails on its own before Temporal gives up on it and cannot commit late.
 """
 
 from datetime import timedelta

@@ -6,7 +6,7 @@ A failed provisioning is compensated (whatever the provider created is destroyed
 cluster in `error` with the step and the kind of failure; `retry` provisions it again.
 
 Its HpcinfraStatus search attribute follows the status, and its metering starts with the tenant's and
-the cluster's attributes (hpcinfra/search_attributes.py); continuing as new keeps them. A run that
+the cluster's attributes (core/search_attributes.py); continuing as new keeps them. A run that
 began before they existed replays without them (the "search-attributes" patch).
 """
 
@@ -18,8 +18,8 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError,
 
 with workflow.unsafe.imports_passed_through():
     from activities.clusters import ClusterActivities
-    from hpcinfra import search_attributes
-    from hpcinfra.messages import (
+    from core import search_attributes
+    from core.messages import (
         INSTALL_STEP,
         AddService,
         AddTool,
@@ -39,9 +39,9 @@ with workflow.unsafe.imports_passed_through():
         ToolRequest,
         metering_workflow_id,
     )
+    from core.refusals import as_update_failure
     from workflows.activity_options import AWAITED_WRITE, DB_WRITE, PROVIDER_RUN, TEARDOWN
     from workflows.metering import MeteringWorkflow
-    from workflows.refusals import as_update_failure
 
 DELETION = ("deleting", "deleted")
 

@@ -13,7 +13,7 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.metering import MeteringActivities
-    from hpcinfra.messages import CollectRequest, MeteringInput, StopRequest, cluster_workflow_id
+    from core.messages import CollectRequest, MeteringInput, StopRequest, cluster_workflow_id
 
 COLLECTION = dict(
     start_to_close_timeout=timedelta(minutes=2),

@@ -1,7 +1,7 @@
 """The request workflow: waits for an IT manager's decision, takes notes, expires a request
 nobody decided, and on approval starts the cluster's own workflow.
 
-Its search attributes (hpcinfra/search_attributes.py) follow the decision: HpcinfraStatus becomes
+Its search attributes (core/search_attributes.py) follow the decision: HpcinfraStatus becomes
 approved, rejected or expired, and an approval adds HpcinfraClusterId. Runs that began before they
 existed replay without them (the "search-attributes" patch)."""
 
@@ -13,8 +13,8 @@ from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlrea
 
 with workflow.unsafe.imports_passed_through():
     from activities.requests import RequestActivities
-    from hpcinfra import search_attributes
-    from hpcinfra.messages import (
+    from core import search_attributes
+    from core.messages import (
         ClusterInput,
         Decision,
         DecisionRecord,
@@ -24,9 +24,9 @@ with workflow.unsafe.imports_passed_through():
         RequestState,
         cluster_workflow_id,
     )
+    from core.refusals import as_update_failure
     from workflows.activity_options import AWAITED_WRITE, DB_WRITE
     from workflows.cluster import ClusterWorkflow
-    from workflows.refusals import as_update_failure
 
 
 @workflow.defn(name="ClusterRequest")

@@ -32,10 +32,10 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
+from core.db import transaction
+from core.models import Cluster, ClusterRequest, IdempotencyKey, Sweep, utcnow
+from core.settings import Settings
 from hpcinfra import outbox
-from hpcinfra.db import transaction
-from hpcinfra.models import Cluster, ClusterRequest, IdempotencyKey, Sweep, utcnow
-from hpcinfra.settings import Settings
 from workflows import starts
 
 # How long after its approval a cluster is left for its request's workflow to start.

@@ -13,8 +13,8 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
-from hpcinfra import search_attributes
-from hpcinfra.messages import (
+from core import search_attributes
+from core.messages import (
     ClusterInput,
     MeteringInput,
     RequestInput,

@@ -16,7 +16,7 @@ with workflow.unsafe.imports_passed_through():
     from hpcinfra.webhooks import DELIVERY_WORKFLOW, DeliveryFailure, DeliveryInput, DeliveryOutcome, DeliveryRef
     from workflows.activity_options import DB_WRITE
 
-# Longer than any receiver's timeout (at most 60 s, see hpcinfra/settings.py) plus the database writes.
+# Longer than any receiver's timeout (at most 60 s, see core/settings.py) plus the database writes.
 ATTEMPT_TIMEOUT = timedelta(seconds=90)
 
 

@@ -10,7 +10,7 @@ from api import schemas
 from api.deps import CurrentUser, SessionDep, require_role
 from api.errors import problems
 from api.pagination import Page
-from hpcinfra.models import AuditEvent
+from core.models import AuditEvent
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 

@@ -19,8 +19,8 @@ from api.deps import CredentialsDep, CurrentUser, SessionDep, TemporalDep, read_
 from api.errors import Problem, problems
 from api.params import ClusterId, ServiceId
 from api.workflow_calls import UPDATE_TIMEOUT, update
-from hpcinfra.messages import Registration, ServiceRequest, ToolRequest, cluster_workflow_id
-from hpcinfra.models import CloudProvider, Cluster, ClusterService, ClusterTool, User
+from core.messages import Registration, ServiceRequest, ToolRequest, cluster_workflow_id
+from core.models import CloudProvider, Cluster, ClusterService, ClusterTool, User
 from workflows.cluster import ClusterWorkflow
 
 router = APIRouter(prefix="/clusters/{clusterId}", tags=["clusters"])

@@ -33,9 +33,9 @@ from api.estimates import Estimates
 from api.pagination import Page
 from api.params import ClusterId
 from api.workflow_calls import UPDATE_TIMEOUT, start_or_take_back, update
+from core.messages import cluster_workflow_id
+from core.models import Cluster, ClusterEvent, ClusterService, ClusterTool, User
 from hpcinfra import audit, credits
-from hpcinfra.messages import cluster_workflow_id
-from hpcinfra.models import Cluster, ClusterEvent, ClusterService, ClusterTool, User
 from workflows import starts
 from workflows.cluster import ClusterWorkflow
 

@@ -7,7 +7,7 @@ from sqlalchemy import text
 
 from api import schemas
 from api.deps import CurrentUser
-from infra import catalog
+from core import catalog
 
 router = APIRouter(tags=["meta"])
 

@@ -8,8 +8,8 @@ from api.access import providers_visible_to
 from api.deps import CurrentUser, SessionDep, SettingsDep, require_role
 from api.errors import Problem, problems
 from api.pagination import Page
+from core.models import CloudProvider, Tenant
 from hpcinfra.accounts import AccountError, create_provider
-from hpcinfra.models import CloudProvider, Tenant
 from infra.providers import ON_PLATFORM_MACHINES, check_account
 
 router = APIRouter(prefix="/cloud-providers", tags=["providers"])

@@ -24,9 +24,9 @@ from api.estimates import Estimates
 from api.pagination import Page
 from api.params import RequestId
 from api.workflow_calls import UPDATE_TIMEOUT, start_or_take_back, update
+from core.messages import Decision, decision_text, request_workflow_id
+from core.models import ClusterRequest
 from hpcinfra import outbox
-from hpcinfra.messages import Decision, decision_text, request_workflow_id
-from hpcinfra.models import ClusterRequest
 from hpcinfra.store import add_note, may_decide
 from workflows import starts
 from workflows.request import RequestWorkflow

@@ -11,8 +11,8 @@ from api.deps import CurrentUser, SessionDep, require_role, source_of
 from api.errors import Problem, problems
 from api.pagination import Page
 from api.params import End, Start, TenantId, time_range
+from core.models import CreditEntry, Tenant, User
 from hpcinfra import credits, reports
-from hpcinfra.models import CreditEntry, Tenant, User
 
 router = APIRouter(prefix="/tenants", tags=["tenants"])
 

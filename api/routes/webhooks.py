@@ -15,9 +15,9 @@ from api.deps import CredentialsDep, CurrentUser, SessionDep, SettingsDep, requi
 from api.errors import Problem, problems
 from api.pagination import Page
 from api.params import TenantId
+from core.models import Tenant, User, Webhook, WebhookDelivery, utcnow
 from hpcinfra import audit, outbox
 from hpcinfra.addresses import AddressRefused, HostUnresolved, ReceiverAddresses, receiver_host
-from hpcinfra.models import Tenant, User, Webhook, WebhookDelivery, utcnow
 
 router = APIRouter(prefix="/tenants", tags=["webhooks"])
 

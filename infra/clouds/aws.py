@@ -9,9 +9,9 @@ through the NAT. The head node and compute nodes keep the addresses every cloud 
 import pulumi
 import pulumi_aws as aws
 
+from core.providers import SERVICE_USER
 from infra.clouds.common import admin_key, export_outputs, install_software, service_password
 from infra.clouds.plan import DATABASE_CIDR, HEAD_ADDRESS, NAT_SUBNET_CIDR, NETWORK_CIDR, SUBNET_CIDR, ClusterPlan
-from infra.providers.base import SERVICE_USER
 
 # Debian's own account for its official images.
 DEBIAN_IMAGES_OWNER = "136693071363"

@@ -9,9 +9,9 @@ import pulumi
 import pulumi_azure_native as azure_native
 from pulumi_azure_native import compute, dbforpostgresql, network, privatedns, resources
 
+from core.providers import SERVICE_USER
 from infra.clouds.common import admin_key, export_outputs, install_software, service_password
 from infra.clouds.plan import ADMIN_USER, DATABASE_CIDR, HEAD_ADDRESS, NETWORK_CIDR, SUBNET_CIDR, ClusterPlan
-from infra.providers.base import SERVICE_USER
 
 
 def build(plan: ClusterPlan) -> None:

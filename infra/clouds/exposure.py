@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pulumi.automation as auto
 
-from infra.providers.base import PLATFORM_VARIABLES
+from core.providers import PLATFORM_VARIABLES
 
 MESSAGE_LIMIT = 400
 

@@ -6,9 +6,9 @@ and Cloud SQL for PostgreSQL on a private IP in the cluster's network, TLS only.
 import pulumi
 import pulumi_gcp as gcp
 
+from core.providers import SERVICE_USER
 from infra.clouds.common import admin_key, export_outputs, install_software, service_password
 from infra.clouds.plan import ADMIN_USER, HEAD_ADDRESS, SUBNET_CIDR, ClusterPlan
-from infra.providers.base import SERVICE_USER
 
 IMAGE = "debian-cloud/debian-12"
 

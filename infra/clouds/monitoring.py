@@ -49,8 +49,8 @@ from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from core.providers import FailureClass, ProviderFailure, Utilisation
 from infra.clouds.plan import CloudConfig
-from infra.providers.base import FailureClass, ProviderFailure, Utilisation
 
 STEP = "metrics"
 MINUTE = timedelta(minutes=1)

@@ -12,8 +12,8 @@ from ipaddress import ip_network
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from infra.catalog import NODE_TYPES, TOOLS
-from infra.providers.base import ClusterSpec, ServiceSpec, ToolSpec, describe_validation_error
+from core.catalog import NODE_TYPES, TOOLS
+from core.providers import ClusterSpec, ServiceSpec, ToolSpec, describe_validation_error
 
 NETWORK_CIDR = "10.20.0.0/16"
 SUBNET_CIDR = "10.20.1.0/24"

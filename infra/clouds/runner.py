@@ -2,7 +2,7 @@
 
 Each call is blocking (run it in a thread). Engine events about resources are passed to `progress`;
 the CLI's own output is kept only to explain a failure. Failures are classified the way the platform
-classifies every provider failure (see infra/providers/base.py). Pulumi runs without the platform's
+classifies every provider failure (see core/providers.py). Pulumi runs without the platform's
 own variables, and a failure's whole output goes to the worker's log while its message, which
 tenants see, keeps only the error lines without what identifies the worker (see exposure.py).
 """
@@ -18,8 +18,8 @@ from typing import Any
 import pulumi.automation as auto
 from pulumi.automation.events import EngineEvent, OpType
 
+from core.providers import FailureClass, ProviderFailure
 from infra.clouds.exposure import cloud_pulumi_command, failure_message
-from infra.providers.base import FailureClass, ProviderFailure
 
 log = logging.getLogger(__name__)
 

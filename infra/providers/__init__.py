@@ -6,14 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infra.providers.base import Provider, ProviderUnavailable, describe_validation_error
+from core.providers import Provider, ProviderUnavailable, describe_validation_error
 
 KINDS = ("sim", "local", "aws", "gcp", "azure")
 CLOUDS = ("aws", "gcp", "azure")
 # Kinds whose clusters run on the platform's own machines: `local` starts root processes on the worker's
 # host, so only admins register it. (`sim` runs nothing: it writes a file per cluster in the data folder.)
 ON_PLATFORM_MACHINES = ("local",)
-# The setting that lists the cloud accounts providers may name (hpcinfra.settings).
+# The setting that lists the cloud accounts providers may name (core.settings).
 ALLOWED_ACCOUNTS_SETTING = "HPCINFRA_ALLOWED_CLOUD_ACCOUNTS"
 
 

@@ -25,10 +25,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from infra.catalog import SERVICES, TOOLS
-from infra.providers import local_processes as processes
-from infra.providers import local_services as services
-from infra.providers.base import (
+from core.catalog import SERVICES, TOOLS
+from core.providers import (
     ClusterOutputs,
     ClusterSpec,
     FailureClass,
@@ -41,6 +39,8 @@ from infra.providers.base import (
     cluster_environment,
     threadsafe,
 )
+from infra.providers import local_processes as processes
+from infra.providers import local_services as services
 from infra.providers.local_smoke import SMOKE_FILES, SMOKE_TESTS
 
 SETUP = "hpcinfra local setup"

@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from infra.providers.base import FailureClass, ProviderFailure
+from core.providers import FailureClass, ProviderFailure
 
 
 def run(argv: list[str], env: dict[str, str], what: str, step: str) -> None:

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from infra.providers.base import FailureClass, ProviderFailure, ServiceSecret, ServiceSpec
+from core.providers import FailureClass, ProviderFailure, ServiceSecret, ServiceSpec
 from infra.providers.local_processes import run, start_daemon, stop
 
 POSTGRES_USER = "postgres"  # the system account PostgreSQL's server runs as (it refuses root)

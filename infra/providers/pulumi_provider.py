@@ -10,11 +10,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from infra.clouds import aws, azure, gcp
-from infra.clouds.monitoring import read_utilisation
-from infra.clouds.plan import ClusterPlan
-from infra.clouds.runner import StackRunner, stack_name
-from infra.providers.base import (
+from core.providers import (
     ClusterOutputs,
     ClusterSpec,
     FailureClass,
@@ -26,6 +22,10 @@ from infra.providers.base import (
     Utilisation,
     threadsafe,
 )
+from infra.clouds import aws, azure, gcp
+from infra.clouds.monitoring import read_utilisation
+from infra.clouds.plan import ClusterPlan
+from infra.clouds.runner import StackRunner, stack_name
 
 PROGRAMS: dict[str, Callable[[ClusterPlan], None]] = {"aws": aws.build, "gcp": gcp.build, "azure": azure.build}
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from infra.providers.base import (
+from core.providers import (
     ClusterOutputs,
     ClusterSpec,
     FailureClass,

@@ -67,10 +67,9 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.worker import Worker
 
-from hpcinfra import outbox
-from hpcinfra.credentials import credential_box
-from hpcinfra.db import make_engine, make_session_factory, transaction, upgrade
-from hpcinfra.messages import (
+from core.credentials import credential_box
+from core.db import make_engine, make_session_factory, transaction, upgrade
+from core.messages import (
     ClusterInput,
     Decision,
     NoteInput,
@@ -81,8 +80,9 @@ from hpcinfra.messages import (
     metering_workflow_id,
     request_workflow_id,
 )
-from hpcinfra.models import ClusterRequest
-from hpcinfra.settings import Settings
+from core.models import ClusterRequest
+from core.settings import Settings
+from hpcinfra import outbox
 from hpcinfra.webhooks import delivery_workflow_id
 from tests.utils.servers import free_port, start_temporal_dev_server
 from tests.utils.world import TenantWorld, insert_cluster, make_tenant

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import httpx
 
-from hpcinfra.search_attributes import dev_server_flags
+from core.search_attributes import dev_server_flags
 
 T = TypeVar("T")
 BIN = Path(sys.executable).parent

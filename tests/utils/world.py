@@ -7,9 +7,9 @@ from typing import Any
 
 import httpx
 
+from core.db import transaction
+from core.models import Cluster, ClusterRequest
 from hpcinfra import accounts
-from hpcinfra.db import transaction
-from hpcinfra.models import Cluster, ClusterRequest
 from tests.utils.servers import wait_until
 
 # What a tenant made by these builders starts with: the platform's default opening grant.

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from alembic import op
 import sqlalchemy as sa
-import hpcinfra.models
+import core.models
 
 # 10,000 credits, in credit units (hpcinfra/credits.py); written out, as a migration must not change later.
 OPENING_GRANT_UNITS = 10_000 * 60_000_000
@@ -28,11 +28,11 @@ def upgrade() -> None:
     sa.Column('kind', sa.String(length=20), nullable=False),
     sa.Column('amount', sa.BigInteger(), nullable=False),
     sa.Column('cluster_id', sa.Uuid(), nullable=True),
-    sa.Column('period_start', hpcinfra.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('period_end', hpcinfra.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('period_start', core.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('period_end', core.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('note', sa.Text(), nullable=True),
     sa.Column('by_id', sa.Uuid(), nullable=True),
-    sa.Column('time', hpcinfra.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('time', core.models.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['by_id'], ['users.id'], ),
     sa.ForeignKeyConstraint(['cluster_id'], ['clusters.id'], ),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], ),
@@ -45,7 +45,7 @@ def upgrade() -> None:
     op.create_table('metric_rollups',
     sa.Column('cluster_id', sa.Uuid(), nullable=False),
     sa.Column('resolution', sa.String(length=4), nullable=False),
-    sa.Column('start', hpcinfra.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('start', core.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('tenant_id', sa.Uuid(), nullable=False),
     sa.Column('samples', sa.Integer(), nullable=False),
     sa.Column('cpu_use', sa.BigInteger(), nullable=False),
@@ -64,7 +64,7 @@ def upgrade() -> None:
 
     op.create_table('metric_samples',
     sa.Column('cluster_id', sa.Uuid(), nullable=False),
-    sa.Column('minute', hpcinfra.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('minute', core.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('cpu_use', sa.Integer(), nullable=False),
     sa.Column('memory_use', sa.Integer(), nullable=False),
     sa.Column('storage_use', sa.Integer(), nullable=False),
@@ -76,9 +76,9 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('cluster_id', 'minute')
     )
     with op.batch_alter_table('clusters', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('metering_from', hpcinfra.models.UTCDateTime(timezone=True), nullable=True))
-        batch_op.add_column(sa.Column('metering_to', hpcinfra.models.UTCDateTime(timezone=True), nullable=True))
-        batch_op.add_column(sa.Column('metered_until', hpcinfra.models.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('metering_from', core.models.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('metering_to', core.models.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('metered_until', core.models.UTCDateTime(timezone=True), nullable=True))
 
     with op.batch_alter_table('tenants', schema=None) as batch_op:
         batch_op.add_column(sa.Column('credit_balance', sa.BigInteger(), nullable=False, server_default='0'))
@@ -91,7 +91,7 @@ def upgrade() -> None:
     ledger = sa.table(
         'credit_ledger', sa.column('tenant_id', sa.Uuid()), sa.column('kind', sa.String()),
         sa.column('amount', sa.BigInteger()), sa.column('note', sa.Text()),
-        sa.column('time', hpcinfra.models.UTCDateTime(timezone=True)),
+        sa.column('time', core.models.UTCDateTime(timezone=True)),
     )
     connection = op.get_bind()
     for (tenant_id,) in connection.execute(sa.select(tenants.c.id)).all():
@@ -100,7 +100,7 @@ def upgrade() -> None:
         ))
         connection.execute(tenants.update().where(tenants.c.id == tenant_id).values(credit_balance=OPENING_GRANT_UNITS))
     clusters = sa.table('clusters', sa.column('status', sa.String()),
-                        sa.column('metering_from', hpcinfra.models.UTCDateTime(timezone=True)))
+                        sa.column('metering_from', core.models.UTCDateTime(timezone=True)))
     connection.execute(clusters.update().where(clusters.c.status == 'available').values(metering_from=now))
 
 

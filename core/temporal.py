@@ -6,8 +6,8 @@ import time
 from temporalio.client import Client
 from temporalio.runtime import Runtime
 
-from hpcinfra.observability import client_interceptors
-from hpcinfra.settings import Settings
+from core.observability import client_interceptors
+from core.settings import Settings
 
 
 async def connect(settings: Settings, *, wait_seconds: float = 0, runtime: Runtime | None = None) -> Client:

@@ -131,7 +131,7 @@ class Settings(BaseSettings):
     # stopped between its commit and the start, a Temporal blip) and starts it (workflows/resume.py).
     resume_every_seconds: float = Field(default=60, gt=0, le=86400)
 
-    # Observability (see hpcinfra/observability.py). Log lines as JSON objects or as text; empty means
+    # Observability (see core/observability.py). Log lines as JSON objects or as text; empty means
     # JSON in production and text in development.
     log_format: Literal["", "json", "text"] = ""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -2,9 +2,9 @@
 
 from alembic import context
 
-from hpcinfra.db import make_engine
-from hpcinfra.models import Base
-from hpcinfra.settings import get_settings
+from core.db import make_engine
+from core.models import Base
+from core.settings import get_settings
 
 url = context.config.attributes.get("url") or get_settings().sqlalchemy_url
 engine = make_engine(url)

@@ -42,7 +42,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
-from hpcinfra.settings import Settings
+from core.settings import Settings
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # An incoming request id is kept only if it is short and plain; anything else (newlines, quotes,
@@ -373,7 +373,7 @@ def activity_outcome(error: Exception, info: temporalio.activity.Info) -> str:
 
 def provider_kind_lookup(sessions: Any) -> Callable[[str], str | None]:
     """cluster id -> the kind of its cloud provider (sim, aws, ...), read from the database."""
-    from hpcinfra.models import CloudProvider, Cluster
+    from core.models import CloudProvider, Cluster
 
     def kind(cluster_id: str) -> str | None:
         with sessions() as session:

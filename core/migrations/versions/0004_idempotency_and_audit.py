@@ -7,7 +7,7 @@ Create Date: 2026-11-27 08:42:26.137345
 
 from alembic import op
 import sqlalchemy as sa
-import hpcinfra.models
+import core.models
 
 
 revision = '0004'
@@ -25,7 +25,7 @@ def upgrade() -> None:
     sa.Column('target', sa.String(length=100), nullable=False),
     sa.Column('source', sa.String(length=100), nullable=False),
     sa.Column('detail', sa.JSON(), nullable=False),
-    sa.Column('time', hpcinfra.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('time', core.models.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['actor_id'], ['users.id'], ),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], ),
     sa.PrimaryKeyConstraint('id')
@@ -41,7 +41,7 @@ def upgrade() -> None:
     sa.Column('status_code', sa.Integer(), nullable=True),
     sa.Column('content_type', sa.String(length=100), nullable=True),
     sa.Column('body', sa.Text(), nullable=True),
-    sa.Column('created_at', hpcinfra.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', core.models.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('user_id', 'key')

@@ -7,7 +7,7 @@ Create Date: 2026-11-27 10:45:00.000000
 
 from alembic import op
 import sqlalchemy as sa
-import hpcinfra.models
+import core.models
 
 
 revision = '0006'
@@ -19,7 +19,7 @@ depends_on = None
 def upgrade() -> None:
     op.create_table('balance_alerts',
     sa.Column('tenant_id', sa.Uuid(), nullable=False),
-    sa.Column('low_since', hpcinfra.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('low_since', core.models.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], ),
     sa.PrimaryKeyConstraint('tenant_id')
     )
@@ -27,7 +27,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('tenant_id', sa.Uuid(), nullable=False),
     sa.Column('type', sa.String(length=50), nullable=False),
-    sa.Column('occurred_at', hpcinfra.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('occurred_at', core.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('data', sa.JSON(), nullable=False),
     sa.Column('key', sa.String(length=200), nullable=True),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], ),
@@ -44,8 +44,8 @@ def upgrade() -> None:
     sa.Column('events', sa.JSON(), nullable=False),
     sa.Column('secret_encrypted', sa.Text(), nullable=True),
     sa.Column('created_by_id', sa.Uuid(), nullable=True),
-    sa.Column('created_at', hpcinfra.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('deleted_at', hpcinfra.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('deleted_at', core.models.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['created_by_id'], ['users.id'], ),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], ),
     sa.PrimaryKeyConstraint('id')
@@ -61,9 +61,9 @@ def upgrade() -> None:
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('last_status_code', sa.Integer(), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
-    sa.Column('created_at', hpcinfra.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('last_attempt_at', hpcinfra.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('finished_at', hpcinfra.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_attempt_at', core.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('finished_at', core.models.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['event_id'], ['webhook_events.id'], ),
     sa.ForeignKeyConstraint(['webhook_id'], ['webhooks.id'], ),
     sa.PrimaryKeyConstraint('id')

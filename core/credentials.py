@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from hpcinfra.settings import Settings
+from core.settings import Settings
 
 DEV_KEY_FILE = "credential.key"
 # Marks an Idempotency-Key's kept answer that is encrypted with these keys (a JSON body never starts so):

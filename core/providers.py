@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from infra.catalog import NodeType
+from core.catalog import NodeType
 
 Progress = Callable[[str], None]
 

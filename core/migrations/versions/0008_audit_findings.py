@@ -8,7 +8,7 @@ Create Date: 2026-12-03 14:30:00
 import sqlalchemy as sa
 from alembic import op
 
-import hpcinfra.models
+import core.models
 
 revision = "0008"
 down_revision = "0007"
@@ -25,14 +25,14 @@ def upgrade() -> None:
     op.create_index("uq_users_oidc_account", "users", ["oidc_issuer", "oidc_subject"], unique=True)
     op.add_column("idempotency_keys", sa.Column("resource", sa.String(length=100), nullable=True))
     op.add_column(
-        "idempotency_keys", sa.Column("interrupted_at", hpcinfra.models.UTCDateTime(timezone=True), nullable=True)
+        "idempotency_keys", sa.Column("interrupted_at", core.models.UTCDateTime(timezone=True), nullable=True)
     )
     sweeps = op.create_table(
         "sweeps",
         sa.Column("name", sa.String(length=50), nullable=False),
         sa.Column("holder", sa.String(length=200), nullable=True),
-        sa.Column("held_until", hpcinfra.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("swept_until", hpcinfra.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("held_until", core.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("swept_until", core.models.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("name"),
     )
     op.bulk_insert(sweeps, [{"name": "resume"}])

@@ -7,7 +7,7 @@ Create Date: 2026-11-27 05:21:51.849066
 
 from alembic import op
 import sqlalchemy as sa
-import hpcinfra.models
+import core.models
 
 
 revision = '0002'

@@ -7,7 +7,7 @@ Create Date: 2026-11-27 04:56:03.566572
 
 from alembic import op
 import sqlalchemy as sa
-import hpcinfra.models
+import core.models
 
 
 revision = '0001'
@@ -20,7 +20,7 @@ def upgrade() -> None:
     op.create_table('tenants',
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('name', sa.String(length=100), nullable=False),
-    sa.Column('created_at', hpcinfra.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', core.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('name')
     )
@@ -31,7 +31,7 @@ def upgrade() -> None:
     sa.Column('kind', sa.String(length=20), nullable=False),
     sa.Column('region', sa.String(length=100), nullable=False),
     sa.Column('config', sa.JSON(), nullable=False),
-    sa.Column('created_at', hpcinfra.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', core.models.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('tenant_id', 'name')
@@ -45,7 +45,7 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('email', sa.String(length=320), nullable=False),
     sa.Column('role', sa.String(length=20), nullable=False),
-    sa.Column('created_at', hpcinfra.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', core.models.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('tenant_id', 'email')
@@ -57,7 +57,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('user_id', sa.Uuid(), nullable=False),
     sa.Column('token_hash', sa.String(length=64), nullable=False),
-    sa.Column('created_at', hpcinfra.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', core.models.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('token_hash')
@@ -77,9 +77,9 @@ def upgrade() -> None:
     sa.Column('services', sa.JSON(), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('requested_by_id', sa.Uuid(), nullable=False),
-    sa.Column('requested_at', hpcinfra.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('requested_at', core.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('approved_by_id', sa.Uuid(), nullable=True),
-    sa.Column('approved_at', hpcinfra.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('approved_at', core.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('rejection_reason', sa.Text(), nullable=True),
     sa.Column('cluster_id', sa.Uuid(), nullable=True),
     sa.ForeignKeyConstraint(['approved_by_id'], ['users.id'], ),
@@ -107,7 +107,7 @@ def upgrade() -> None:
     sa.Column('created_by_id', sa.Uuid(), nullable=False),
     sa.Column('request_id', sa.Uuid(), nullable=True),
     sa.Column('outputs', sa.JSON(), nullable=False),
-    sa.Column('created_at', hpcinfra.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', core.models.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['cloud_provider_id'], ['cloud_providers.id'], ),
     sa.ForeignKeyConstraint(['created_by_id'], ['users.id'], ),
     sa.ForeignKeyConstraint(['request_id'], ['cluster_requests.id'], ),
@@ -125,7 +125,7 @@ def upgrade() -> None:
     sa.Column('request_id', sa.Uuid(), nullable=False),
     sa.Column('by_id', sa.Uuid(), nullable=False),
     sa.Column('note', sa.Text(), nullable=False),
-    sa.Column('time', hpcinfra.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('time', core.models.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['by_id'], ['users.id'], ),
     sa.ForeignKeyConstraint(['request_id'], ['cluster_requests.id'], ),
     sa.PrimaryKeyConstraint('id')
@@ -140,7 +140,7 @@ def upgrade() -> None:
     sa.Column('step', sa.String(length=50), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('message', sa.Text(), nullable=False),
-    sa.Column('time', hpcinfra.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('time', core.models.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['cluster_id'], ['clusters.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('key')
