@@ -1,4 +1,5 @@
-"""The provider-neutral interface every provider implements: a cluster spec in, outputs out.
+"""The provider-neutral interface every provider implements: a cluster spec in, outputs out; the
+kinds of provider, and which cloud accounts a provider may name.
 
 Failures carry a class, so the platform knows whether running the step again may help and can tell
 a person which kind of failure it was.
@@ -7,7 +8,7 @@ a person which kind of failure it was.
 import asyncio
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -175,3 +176,71 @@ class Provider(Protocol):
         by the minute's start (UTC); `outputs` are what provisioning reported. A minute the provider
         has no reading for is left out (the collector carries the reading before it forward)."""
         ...
+
+
+# Which kinds of provider there are, and which clouds' accounts a provider may name.
+KINDS = ("sim", "local", "aws", "gcp", "azure")
+CLOUDS = ("aws", "gcp", "azure")
+# Kinds whose clusters run on the platform's own machines: `local` starts root processes on the worker's
+# host, so only admins register it. (`sim` runs nothing: it writes a file per cluster in the data folder.)
+ON_PLATFORM_MACHINES = ("local",)
+# The setting that lists the cloud accounts providers may name (core.settings).
+ALLOWED_ACCOUNTS_SETTING = "HPCINFRA_ALLOWED_CLOUD_ACCOUNTS"
+# Account ids as each cloud writes them, and which config key names a provider's account.
+AWS_ACCOUNT = r"^[0-9]{12}$"
+AZURE_SUBSCRIPTION = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+# A project id, perhaps of a domain (example.com:my-project).
+GCP_PROJECT = r"^([a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$"
+ACCOUNT_KEYS = {"aws": "accountId", "gcp": "project", "azure": "subscriptionId"}
+
+
+def check_account(kind: str, config: dict[str, Any], tenant: str, allowed: Sequence[str]) -> None:
+    """Refuse a cloud provider of the tenant named `tenant` whose account (AWS), project (GCP) or
+    subscription (Azure) is not one the operator allows it (`allowed`: entries `<cloud>:<account>` for
+    every tenant, `<tenant>/<cloud>:<account>` for that tenant alone; empty allows any). With a list, a
+    provider must name its account: one left to the worker's credentials could be any. The message does
+    not repeat the list, nor say whether another tenant may use the account: both are the operator's."""
+    if kind not in CLOUDS or not allowed:
+        return
+    key = ACCOUNT_KEYS[kind]
+    account = config.get(key)
+    if not account:
+        raise ValueError(
+            f"{ALLOWED_ACCOUNTS_SETTING} limits the {kind} accounts of this platform: a {kind} provider must name its {key}"
+        )
+    # Azure writes subscription ids in either case; the others' ids have one. Tenant names are exact:
+    # "Acme" and "acme" may be two tenants.
+    wanted = f"{kind}:{account}".lower()
+    for entry in allowed:
+        scope, target = _split_entry(entry)
+        if target.lower() == wanted and scope in (None, tenant):
+            return
+    raise ValueError(
+        f"{kind} {key} {account!r} is not one of the accounts {ALLOWED_ACCOUNTS_SETTING} allows this tenant"
+    )
+
+
+def check_account_entry(entry: str) -> None:
+    """Refuse an entry of the allowed-accounts setting that names no account of a cloud, or names it for
+    a tenant by a name no tenant can have."""
+    patterns = {"aws": AWS_ACCOUNT, "gcp": GCP_PROJECT, "azure": AZURE_SUBSCRIPTION}
+    scope, target = _split_entry(entry)
+    cloud, _, account = target.partition(":")
+    if cloud not in patterns or not re.fullmatch(patterns[cloud], account):
+        raise ValueError(
+            f"{ALLOWED_ACCOUNTS_SETTING}: {entry!r} is none of aws:<12-digit account id>, gcp:<project id>, "
+            "azure:<subscription id>, each alone or after '<tenant name>/'"
+        )
+    # Tenant names are stripped of surrounding spaces when tenants are made (hpcinfra.accounts).
+    if scope is not None and (not scope or scope != scope.strip()):
+        raise ValueError(
+            f"{ALLOWED_ACCOUNTS_SETTING}: {entry!r} names no tenant before its '/': a tenant's name is not empty "
+            "and neither starts nor ends with a space"
+        )
+
+
+def _split_entry(entry: str) -> tuple[str | None, str]:
+    """An allowed-accounts entry as (its tenant, None for every tenant; `<cloud>:<account>`). No account id
+    has a '/', and a tenant's name may: the last '/' is the one that ends the tenant's name."""
+    scope, slash, target = entry.rpartition("/")
+    return (scope if slash else None), target

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.providers import check_account_entry
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HPCINFRA_", extra="ignore")
@@ -97,8 +99,6 @@ class Settings(BaseSettings):
     @field_validator("allowed_cloud_accounts")
     @classmethod
     def _check_cloud_accounts(cls, entries: list[str]) -> list[str]:
-        from infra.providers import check_account_entry
-
         for entry in entries:
             check_account_entry(entry)
         return entries

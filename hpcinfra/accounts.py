@@ -12,9 +12,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.models import ApiToken, CloudProvider, Tenant, User
+from core.providers import KINDS, check_account
 from hpcinfra import audit, credits
 from hpcinfra.credits import BUDGET_POLICIES
-from infra.providers import KINDS, check_account, check_config
+from infra.providers import check_config
 
 ROLES = ("cad_manager", "it_manager", "admin")
 TOKEN_PREFIX = "hpci_"

@@ -9,8 +9,8 @@ from api.deps import CurrentUser, SessionDep, SettingsDep, require_role
 from api.errors import Problem, problems
 from api.pagination import Page
 from core.models import CloudProvider, Tenant
+from core.providers import ON_PLATFORM_MACHINES, check_account
 from hpcinfra.accounts import AccountError, create_provider
-from infra.providers import ON_PLATFORM_MACHINES, check_account
 
 router = APIRouter(prefix="/cloud-providers", tags=["providers"])
 

@@ -13,7 +13,15 @@ from ipaddress import ip_network
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.catalog import NODE_TYPES, TOOLS
-from core.providers import ClusterSpec, ServiceSpec, ToolSpec, describe_validation_error
+from core.providers import (
+    ACCOUNT_KEYS,
+    AWS_ACCOUNT,
+    AZURE_SUBSCRIPTION,
+    ClusterSpec,
+    ServiceSpec,
+    ToolSpec,
+    describe_validation_error,
+)
 
 NETWORK_CIDR = "10.20.0.0/16"
 SUBNET_CIDR = "10.20.1.0/24"
@@ -35,13 +43,8 @@ HEAD_NODE_TYPE = "small"
 
 # The widest range `sshCidr` may be: a /8 is already 16 million addresses.
 MAX_SSH_PREFIX = 8
-AWS_ACCOUNT = r"^[0-9]{12}$"
-AZURE_SUBSCRIPTION = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-# A project id, perhaps of a domain (example.com:my-project).
-GCP_PROJECT = r"^([a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$"
-# Which config key names the account a provider's clusters are made in, per cloud; and which cloud each
-# cloud-specific key is for.
-ACCOUNT_KEYS = {"aws": "accountId", "gcp": "project", "azure": "subscriptionId"}
+
+# Which cloud each cloud-specific config key is for.
 CLOUD_OF_KEY = {"accountId": "aws", "project": "gcp", "zone": "gcp", "subscriptionId": "azure"}
 
 
