@@ -21,12 +21,12 @@ from core.db import make_engine, make_session_factory
 from core.search_attributes import SearchAttributesMissing, ensure_registered
 from core.settings import Settings, get_settings
 from core.temporal import connect
-from hpcinfra.outbox import DeliveryStarter, Outbox
 from infra.providers import ProviderSettings
+from services.outbox import DeliveryStarter, Outbox
+from services.resume import resume_workflows, sweep_unstarted
 from workflows.cluster import ClusterWorkflow
 from workflows.metering import MeteringWorkflow
 from workflows.request import RequestWorkflow
-from workflows.resume import resume_workflows, sweep_unstarted
 from workflows.webhooks import WebhookDeliveryWorkflow
 
 WORKFLOWS = [RequestWorkflow, ClusterWorkflow, MeteringWorkflow, WebhookDeliveryWorkflow]
@@ -36,7 +36,7 @@ def build_activities(
     settings: Settings, sessions: sessionmaker[Session] | None = None, client: Client | None = None
 ) -> list:
     """The activities; with `client` (and a running event loop), those that tell of events start their
-    webhook deliveries themselves; without, deliveries wait for the next resume (workflows/resume.py)."""
+    webhook deliveries themselves; without, deliveries wait for the next resume (services/resume.py)."""
     sessions = sessions or make_session_factory(make_engine(settings.sqlalchemy_url))
     box = credential_box(settings)
     starter = DeliveryStarter(client, settings, asyncio.get_running_loop()) if client is not None else None

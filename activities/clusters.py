@@ -48,9 +48,9 @@ from core.providers import (
     ServiceSpec,
     ToolSpec,
 )
-from hpcinfra import credits
-from hpcinfra.outbox import CLUSTER_EVENTS, Outbox, cluster_changed, install_finished
 from infra.providers import ProviderSettings, get_provider, refuse_unallowed_account
+from services import credits
+from services.outbox import CLUSTER_EVENTS, Outbox, cluster_changed, install_finished
 
 T = TypeVar("T")
 
@@ -72,7 +72,7 @@ class ClusterActivities:
         self.providers = providers
         # Tells the tenant's webhooks of statuses and finished installs, with the transaction that writes them.
         self.webhooks = webhooks
-        # The budget guard (hpcinfra/credits.py shortfall) for what raises a cluster's rate: a retry, a
+        # The budget guard (services/credits.py shortfall) for what raises a cluster's rate: a retry, a
         # service or a priced tool added; 0 turns it off.
         self.min_runway_hours = min_runway_hours
 
@@ -110,7 +110,7 @@ class ClusterActivities:
             self._write_status(session, cluster, change)
 
     def _write_status(self, session: Session, cluster: Cluster, change: StatusChange) -> None:
-        # Metering follows availability (see hpcinfra/metering.py).
+        # Metering follows availability (see services/metering.py).
         if change.status == "available":
             cluster.metering_from, cluster.metering_to = change.time, None
         elif cluster.status == "available":
@@ -421,7 +421,7 @@ class ClusterActivities:
             raise ApplicationError(refusal, type="Conflict", non_retryable=True)
 
     def _tell(self, session: Session, tenant_id: uuid.UUID, event_type: str, data: dict[str, Any], key: str) -> None:
-        """The event for the tenant's webhooks (hpcinfra/outbox.py), in the transaction of the act; `key`
+        """The event for the tenant's webhooks (services/outbox.py), in the transaction of the act; `key`
         is the act's own (its step log key), so a retried activity tells of it once."""
         if self.webhooks is not None:
             self.webhooks.emit(session, tenant_id, event_type, data, key=f"{event_type}/{key}")

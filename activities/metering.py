@@ -13,8 +13,8 @@ from activities.clusters import find_cluster
 from core.db import transaction
 from core.messages import Collection, CollectRequest
 from core.providers import ClusterSpec, Provider, Utilisation
-from hpcinfra import credits, metering
-from hpcinfra.outbox import Outbox
+from services import credits, metering
+from services.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class MeteringActivities:
         self.sessions = sessions
         # The cluster's spec and provider (ClusterActivities.describe).
         self.describe = describe
-        # balance.low for the tenant's webhooks, checked with each collection (hpcinfra/outbox.py).
+        # balance.low for the tenant's webhooks, checked with each collection (services/outbox.py).
         self.webhooks = webhooks
 
     @activity.defn(name="CollectMetrics")

@@ -10,9 +10,9 @@ from core.credentials import CredentialBox
 from core.db import transaction
 from core.messages import DecisionRecord, NoteRecord, RequestState, decision_text
 from core.models import Cluster, ClusterRequest, ClusterService, ClusterTool
-from hpcinfra import audit, credits
-from hpcinfra.outbox import Outbox, request_decided
-from hpcinfra.store import add_note, find_user, may_decide, may_see_request
+from services import audit, credits
+from services.outbox import Outbox, request_decided
+from services.store import add_note, find_user, may_decide, may_see_request
 
 
 class RequestActivities:

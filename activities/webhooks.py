@@ -3,7 +3,7 @@
 The secret is loaded and decrypted here, in the attempt that signs with it: it never passes through the
 workflow (its input, results and errors carry ids, status codes and error texts only).
 
-Each attempt connects only to an address the receiver rule allows (hpcinfra/addresses.py), checked as it
+Each attempt connects only to an address the receiver rule allows (services/addresses.py), checked as it
 connects. What it records of a failure is one of a few general sentences, never the connection's own
 error: the deliveries list must not tell a tenant what answers where (that goes to the worker's log).
 """
@@ -20,13 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from core import webhooks
 from core.credentials import CredentialBox
 from core.db import transaction
 from core.models import Webhook, WebhookDelivery, utcnow
-from hpcinfra import webhooks
-from hpcinfra.addresses import AddressRefused, CheckedTransport, HostUnresolved, ReceiverAddresses
-from hpcinfra.outbox import open_secret
-from hpcinfra.webhooks import DeliveryFailure, DeliveryOutcome, DeliveryRef
+from core.webhooks import DeliveryFailure, DeliveryOutcome, DeliveryRef
+from services.addresses import AddressRefused, CheckedTransport, HostUnresolved, ReceiverAddresses
+from services.outbox import open_secret
 
 USER_AGENT = "hpcinfra-webhooks/1"
 # The longest error text kept per delivery.

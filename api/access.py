@@ -13,8 +13,8 @@ from api.errors import Problem
 from api.schemas import ClusterIn, RequestIn
 from core import catalog
 from core.models import CloudProvider, Cluster, ClusterRequest, User
-from hpcinfra import audit
-from hpcinfra.store import may_see_request
+from services import audit
+from services.store import may_see_request
 
 
 def _visible(model, owner, user: User) -> Select:

@@ -3,7 +3,7 @@ bearer token, checked before anything else (the body included) is looked at. Who
 decided by the routes (see api/access.py).
 
 A bearer token is one of the platform's API tokens or, when OIDC is on (HPCINFRA_OIDC_ISSUER is set),
-a JWT from the identity provider (see hpcinfra/oidc.py): a value shaped like a JWT is checked as one,
+a JWT from the identity provider (see api/oidc.py): a value shaped like a JWT is checked as one,
 anything else as an API token."""
 
 import logging
@@ -13,10 +13,10 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import problem_response
+from api.oidc import OidcError, OidcVerifier, looks_like_jwt
 from core.models import User
 from core.settings import Settings
-from hpcinfra.accounts import user_for_token
-from hpcinfra.oidc import OidcError, OidcVerifier, looks_like_jwt
+from services.accounts import user_for_token
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from api.schemas import CreditEstimate
 from core.models import Cluster, ClusterRequest
-from hpcinfra import credits
+from services import credits
 
 # A cluster that may still start (its runway "after" includes it) and one that is metered now.
 _STARTING = ("pending", "provisioning")

@@ -17,14 +17,14 @@ from core import observability
 from core.credentials import credential_box
 from core.db import make_engine, make_session_factory
 from core.settings import Settings, get_settings
-from workflows.resume import resume_workflows
+from services.resume import resume_workflows
 
 API_PREFIX = "/api/v1"
 log = logging.getLogger(__name__)
 
 
 async def _resume_workflows(app: FastAPI) -> None:
-    """Start what an API process that stopped half way may have left unstarted (see workflows/resume.py).
+    """Start what an API process that stopped half way may have left unstarted (see services/resume.py).
     Best effort, in the background: the API serves meanwhile, and workers do the same when they start."""
     try:
         client = await app.state.temporal.client()

@@ -16,8 +16,8 @@ from pydantic.alias_generators import to_camel
 from api import examples as ex
 from api.examples import examples
 from core import catalog, models
-from hpcinfra import credits
 from infra.providers import check_config
+from services import credits
 
 RequestStatus = Literal["pending", "approved", "rejected"]
 ClusterStatus = Literal["pending", "provisioning", "available", "error", "deleting", "deleted"]
@@ -468,7 +468,7 @@ class ClusterEvent(Model):
 
 
 def _stripped(value: str) -> str:
-    """`value` stripped as Python strips it, as hpcinfra.accounts stores a provider: pydantic's
+    """`value` stripped as Python strips it, as services.accounts stores a provider: pydantic's
     `strip_whitespace` leaves the separators U+001C to U+001F, which Python counts as white space, so a
     name starting with one was looked up as sent but stored without it (and collided: a 500)."""
     value = value.strip()

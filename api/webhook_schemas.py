@@ -12,9 +12,9 @@ from api import examples as ex
 from api.examples import examples
 from api.schemas import Input, Model
 from core import models
-from hpcinfra.webhooks import EVENT_TYPES
+from core.webhooks import EVENT_TYPES
 
-# The event names, as hpcinfra.webhooks defines them (Literal of a tuple is a Literal of its items).
+# The event names, as core.webhooks defines them (Literal of a tuple is a Literal of its items).
 EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
 DeliveryStatus = Literal["pending", "delivered", "failed", "dropped"]
 

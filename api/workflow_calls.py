@@ -15,7 +15,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api import idempotency
 from api.errors import Problem
 from core.refusals import REFUSALS as WORKFLOW_REFUSALS
-from hpcinfra import outbox
+from services import outbox
 
 T = TypeVar("T")
 

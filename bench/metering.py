@@ -52,8 +52,8 @@ from sqlalchemy.engine import Connection, Engine
 from core.catalog import NODE_TYPES
 from core.db import make_engine, make_session_factory, transaction, upgrade
 from core.models import Cluster, MetricSample, UTCDateTime
-from hpcinfra import accounts, credits, reports
-from hpcinfra.metering import floor_minute
+from services import accounts, credits, reports
+from services.metering import floor_minute
 from tests.utils.servers import Process, free_port, wait_for_http
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

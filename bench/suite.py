@@ -55,7 +55,7 @@ from bench import metering as metering_bench
 from core.db import make_engine, make_session_factory, transaction
 from core.messages import cluster_workflow_id
 from core.models import Cluster, ClusterRequest
-from hpcinfra import credits
+from services import credits
 from tests.utils.servers import Process, free_port, start_temporal_dev_server, wait_for_http, wait_until
 from tests.utils.world import TenantWorld, make_tenant
 
@@ -681,7 +681,7 @@ def summary(result: dict[str, Any]) -> str:
 
 def seed_clusters(s: Stack, n: int) -> TenantWorld:
     """`n` clusters made without approval, still `pending` and without a workflow: a worker that starts
-    starts their workflows (workflows/resume.py), which provision them."""
+    starts their workflows (services/resume.py), which provision them."""
     world = tenant(s)
     rows = [
         dict(id=uuid.uuid4(), tenant_id=uuid.UUID(world.id), name=f"idle-{i}",

@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from hpcinfra.credits import keep_standing_rates
+from services.credits import keep_standing_rates
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # How long a SQLite writer waits for its turn among its process's writers, and then again for SQLite's

@@ -50,12 +50,12 @@ class Tenant(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    # The sum of the tenant's ledger, in credit units (see hpcinfra/credits.py), kept with every entry.
+    # The sum of the tenant's ledger, in credit units (see services/credits.py), kept with every entry.
     credit_balance: Mapped[int] = mapped_column(BigInteger, default=0)
     # What happens to running clusters when the balance reaches zero: "flag" them, or "stop" (tear down).
     budget_policy: Mapped[str] = mapped_column(String(10), default="flag")
     # What draws on the balance, in units per minute, kept current by every commit that changes a
-    # cluster's status or a tool's or service's (hpcinfra.credits.keep_standing_rates): the clusters
+    # cluster's status or a tool's or service's (services.credits.keep_standing_rates): the clusters
     # metered now, and those plus the ones about to start (what the budget guard counts).
     metered_rate: Mapped[int] = mapped_column(BigInteger, default=0)
     committed_rate: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -264,7 +264,7 @@ class CreditEntry(Base):
 
 class MetricSample(Base):
     """One minute of a cluster: its use (in hundredths of a percent, so sums are exact), what it had,
-    and what the minute cost in credit units (which is also its rate: see hpcinfra/credits.py)."""
+    and what the minute cost in credit units (which is also its rate: see services/credits.py)."""
 
     __tablename__ = "metric_samples"
 
@@ -346,7 +346,7 @@ class AuditEvent(Base):
 
 
 class Webhook(Base):
-    """An endpoint of a tenant's that is told about the events it names (hpcinfra/webhooks.py). Its
+    """An endpoint of a tenant's that is told about the events it names (core/webhooks.py). Its
     signing secret is kept only encrypted, with the credential keys; a deleted webhook keeps its row
     (its deliveries name it) but loses its secret."""
 
@@ -409,7 +409,7 @@ class BalanceAlert(Base):
 
 class Sweep(Base):
     """A periodic job that one process at a time runs, across every worker (the resume sweep,
-    workflows/resume.py): who holds it and until when, and up to when it has looked."""
+    services/resume.py): who holds it and until when, and up to when it has looked."""
 
     __tablename__ = "sweeps"
 

@@ -231,7 +231,7 @@ def check_account_entry(entry: str) -> None:
             f"{ALLOWED_ACCOUNTS_SETTING}: {entry!r} is none of aws:<12-digit account id>, gcp:<project id>, "
             "azure:<subscription id>, each alone or after '<tenant name>/'"
         )
-    # Tenant names are stripped of surrounding spaces when tenants are made (hpcinfra.accounts).
+    # Tenant names are stripped of surrounding spaces when tenants are made (services.accounts).
     if scope is not None and (not scope or scope != scope.strip()):
         raise ValueError(
             f"{ALLOWED_ACCOUNTS_SETTING}: {entry!r} names no tenant before its '/': a tenant's name is not empty "

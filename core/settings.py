@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     credential_keys: str = ""
 
     # OIDC sign-in: JWT bearer tokens from an identity provider, accepted next to API tokens (see
-    # hpcinfra/oidc.py). An empty issuer turns it off. A token must be issued by `oidc_issuer` for
+    # api/oidc.py). An empty issuer turns it off. A token must be issued by `oidc_issuer` for
     # `oidc_audience`, signed with one of `oidc_algorithms` by a key the provider publishes at
     # `oidc_jwks_url`, and name the caller's role, tenant (by name) and e-mail in the given claims.
     oidc_issuer: str = ""
@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     signal_decisions: bool = True
 
     # How often the worker looks for work committed to the database whose workflow never started (an API
-    # stopped between its commit and the start, a Temporal blip) and starts it (workflows/resume.py).
+    # stopped between its commit and the start, a Temporal blip) and starts it (services/resume.py).
     resume_every_seconds: float = Field(default=60, gt=0, le=86400)
 
     # Observability (see core/observability.py). Log lines as JSON objects or as text; empty means
@@ -151,7 +151,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_oidc(self) -> "Settings":
-        # Public-key signatures only (as hpcinfra.oidc.ALGORITHMS): never `none`, never HS*.
+        # Public-key signatures only (as api.oidc.ALGORITHMS): never `none`, never HS*.
         accepted = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
         refused = [a for a in self.oidc_algorithms if a not in accepted]
         if refused or not self.oidc_algorithms:

@@ -13,7 +13,8 @@ from core import credentials
 from core.db import make_engine, make_session_factory, transaction, upgrade
 from core.models import ClusterService, IdempotencyKey, Webhook
 from core.settings import get_settings
-from hpcinfra import accounts, client, credits
+from hpcinfra import client
+from services import accounts, credits
 
 app = typer.Typer(help="hpcinfra: Slurm clusters for chip-design teams.", no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="The application database.", no_args_is_help=True)

@@ -20,7 +20,7 @@ from core import search_attributes
 from core.db import make_engine, make_session_factory, transaction, upgrade
 from core.models import Tenant
 from core.settings import Settings
-from hpcinfra import accounts
+from services import accounts
 
 DEMO_TENANT = "demo"
 DEMO_USERS = (

@@ -1,4 +1,4 @@
-"""Where webhooks may go (hpcinfra/addresses.py): every way of writing an internal address is refused, a
+"""Where webhooks may go (services/addresses.py): every way of writing an internal address is refused, a
 name is refused when any of its addresses is, the operator's allowed networks let an internal receiver
 through, and a delivery connects to the address that was checked while keeping the URL's name for the
 Host header, the TLS server name and the certificate check.
@@ -22,7 +22,7 @@ import pytest
 from pydantic import ValidationError
 
 from core.settings import Settings
-from hpcinfra.addresses import AddressRefused, CheckedTransport, HostUnresolved, ReceiverAddresses, receiver_host
+from services.addresses import AddressRefused, CheckedTransport, HostUnresolved, ReceiverAddresses, receiver_host
 
 # Public addresses, only ever handed out by fake lookups: nothing connects to them.
 PUBLIC_V4 = "93.184.216.34"

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 from core.db import transaction
 from core.models import Cluster, ClusterService
-from hpcinfra import credits
+from services import credits
 from tests.utils.world import make_tenant, request_body, wait_for_cluster
 
 BALANCE = Decimal(30)

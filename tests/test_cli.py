@@ -8,8 +8,8 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
+from api.oidc import Identity, OidcError, user_for_identity
 from core.models import AuditEvent, CloudProvider, User
-from hpcinfra.oidc import Identity, OidcError, user_for_identity
 from tests.utils.servers import executable
 from tests.utils.world import make_tenant
 
@@ -255,7 +255,7 @@ OIDC = {
 
 
 def sign_in(db, tenant: str, email: str, subject: str, issuer: str = ISSUER) -> User:
-    """The user an OIDC token for this account signs in as (what hpcinfra.oidc does once the token verifies)."""
+    """The user an OIDC token for this account signs in as (what api.oidc does once the token verifies)."""
     return user_for_identity(
         db.sessions,
         Identity(issuer=issuer, subject=subject, tenant=tenant, email=email, role="it_manager", name="Ada"),

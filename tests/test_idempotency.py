@@ -23,7 +23,7 @@ from core.credentials import SEALED_ANSWER, CredentialBox, new_key
 from core.db import make_engine, make_session_factory, transaction, upgrade
 from core.models import Cluster, ClusterRequest, ClusterService, CreditEntry, IdempotencyKey, utcnow
 from core.settings import Settings
-from hpcinfra import credits
+from services import credits
 from tests.utils.world import insert_cluster, insert_request, make_admin, make_tenant, request_body
 
 

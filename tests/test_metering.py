@@ -22,8 +22,8 @@ from core.messages import CollectRequest
 from core.models import Cluster, ClusterService, ClusterTool, CreditEntry, MetricRollup, MetricSample, Tenant
 from core.providers import Utilisation
 from core.settings import Settings
-from hpcinfra import credits, metering, reports
 from infra.providers.sim import simulated_use
+from services import credits, metering, reports
 from tests.utils.world import OPENING_CREDITS, insert_cluster, make_tenant
 from worker import provider_settings
 

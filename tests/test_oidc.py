@@ -30,9 +30,9 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from api.main import create_app
+from api.oidc import ALGORITHMS, Identity, JwksCache, user_for_identity
 from core.models import User
 from core.settings import Settings
-from hpcinfra.oidc import ALGORITHMS, Identity, JwksCache, user_for_identity
 from tests.utils.servers import free_port
 from tests.utils.world import TenantWorld, make_tenant
 

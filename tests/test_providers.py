@@ -14,8 +14,8 @@ from api.main import create_app
 from core.db import transaction
 from core.providers import ProviderUnavailable
 from core.settings import Settings
-from hpcinfra import accounts
 from infra.providers import ProviderSettings, refuse_unallowed_account
+from services import accounts
 from tests.utils.world import TenantWorld, make_admin, make_tenant
 from worker import provider_settings
 

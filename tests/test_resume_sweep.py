@@ -1,6 +1,6 @@
 """Work committed whose workflow never started (an API stopped between its commit and the start, a
 Temporal blip) is started by the worker's periodic sweep, without waiting for a process to start; one
-worker sweeps at a time, whichever holds the sweep's lease (workflows/resume.py).
+worker sweeps at a time, whichever holds the sweep's lease (services/resume.py).
 
 The sweep runs on a worker of its own here, on a database of its own, every second: the shared stack's
 worker does not sweep (its tests drive the workflows of the rows they write themselves)."""
@@ -20,10 +20,10 @@ from temporalio.service import RPCError
 from core.db import transaction
 from core.models import Cluster, ClusterRequest, IdempotencyKey, Sweep, utcnow
 from core.settings import Settings
+from services.resume import START_GRACE, SWEEP, resume_workflows, take_turn
 from tests.conftest import Database, migrated_database, start_worker, wait_for_worker
 from tests.utils.servers import wait_until
 from tests.utils.world import insert_cluster, insert_request, make_tenant
-from workflows.resume import START_GRACE, SWEEP, resume_workflows, take_turn
 
 
 @dataclass

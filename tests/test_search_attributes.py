@@ -21,6 +21,7 @@ from temporalio.worker import Replayer
 from core import search_attributes as sa
 from core.settings import Settings
 from core.temporal import connect
+from services.resume import resume_workflows
 from tests.utils.servers import BIN, Process, executable, free_port, port_open, wait_until
 from tests.utils.world import (
     file_request,
@@ -32,7 +33,6 @@ from tests.utils.world import (
     wait_for_request,
 )
 from worker import WORKFLOWS
-from workflows.resume import resume_workflows
 
 # The commands as the README prints them; the tests fill in the <...> and run them through a shell.
 LIST_TENANT = """temporal workflow list --query 'HpcinfraTenant = "<tenant id>"'"""

@@ -29,13 +29,14 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.webhooks import WebhookActivities
 from api.main import create_app
+from core import webhooks
 from core.credentials import CredentialBox
 from core.db import transaction
 from core.messages import RequestInput, request_workflow_id
 from core.models import Base, Tenant, Webhook, WebhookDelivery, WebhookEvent
 from core.settings import Settings
-from hpcinfra import credits, outbox, webhooks
-from hpcinfra.webhooks import DeliveryOutcome, DeliveryRef
+from core.webhooks import DeliveryOutcome, DeliveryRef
+from services import credits, outbox
 from tests.test_access import approve, assert_problem, cluster_of, create_cluster, wait_available
 from tests.utils.record_histories import leaks
 from tests.utils.servers import free_port, wait_until
@@ -359,8 +360,8 @@ def test_a_delivery_is_given_up_and_recorded(api, tenant):
 
 def test_deliveries_never_started_are_started_by_the_resume(api, stack, tenant, receiver):
     """An event written while its delivery could not be started (Temporal down, the process gone) is sent
-    when a worker or the API starts again (workflows/resume.py)."""
-    from workflows.resume import resume_workflows
+    when a worker or the API starts again (services/resume.py)."""
+    from services.resume import resume_workflows
 
     hook = register(api, tenant, receiver.url, ["cluster.failed"])
     with transaction(stack.db.sessions) as session:

@@ -24,13 +24,13 @@ from core.messages import (
 )
 from core.models import Cluster, ClusterEvent, ClusterRequest, CreditEntry, MetricSample
 from core.settings import Settings
-from hpcinfra import credits, metering
+from services import credits, metering
+from services.resume import resume_workflows
 from tests.utils.servers import executable
 from tests.utils.world import insert_cluster, insert_request, make_tenant
 from worker import WORKFLOWS, build_activities
 from workflows.cluster import ClusterWorkflow
 from workflows.request import RequestWorkflow
-from workflows.resume import resume_workflows
 
 WEEK = 7 * 24 * 3600
 

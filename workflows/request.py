@@ -63,7 +63,7 @@ class RequestWorkflow:
                     ),
                 )
             except WorkflowAlreadyStartedError:
-                pass  # started by the resume sweep (workflows/resume.py), as when this run was long held up
+                pass  # started by the resume sweep (services/resume.py), as when this run was long held up
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._state
 

@@ -1,4 +1,4 @@
-"""Starting each workflow from outside Temporal (client-side code, as workflows/resume.py; no workflow
+"""Starting each workflow from outside Temporal (client-side code, as services/resume.py; no workflow
 imports it): its id, input, task queue and search attributes in one place, for the API (a new request or
 cluster), the resume (what should run and may not) and the worker.
 

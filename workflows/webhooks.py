@@ -1,5 +1,5 @@
 """The webhook delivery workflow: one per delivery (`webhook-delivery-<delivery id>`), started after the
-act's transaction has committed (hpcinfra/outbox.py), so no other workflow ever waits for a receiver.
+act's transaction has committed (services/outbox.py), so no other workflow ever waits for a receiver.
 
 It posts the delivery, retrying with exponential backoff (the retry policy of its input) until the
 receiver accepts it or the time to give up has passed; then it records the failure.
@@ -13,7 +13,7 @@ from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.webhooks import WebhookActivities
-    from hpcinfra.webhooks import DELIVERY_WORKFLOW, DeliveryFailure, DeliveryInput, DeliveryOutcome, DeliveryRef
+    from core.webhooks import DELIVERY_WORKFLOW, DeliveryFailure, DeliveryInput, DeliveryOutcome, DeliveryRef
     from workflows.activity_options import DB_WRITE
 
 # Longer than any receiver's timeout (at most 60 s, see core/settings.py) plus the database writes.

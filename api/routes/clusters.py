@@ -35,7 +35,7 @@ from api.params import ClusterId
 from api.workflow_calls import UPDATE_TIMEOUT, start_or_take_back, update
 from core.messages import cluster_workflow_id
 from core.models import Cluster, ClusterEvent, ClusterService, ClusterTool, User
-from hpcinfra import audit, credits
+from services import audit, credits
 from workflows import starts
 from workflows.cluster import ClusterWorkflow
 

@@ -10,7 +10,7 @@ from api.access import cluster_for
 from api.deps import CurrentUser, SessionDep
 from api.errors import Problem
 from api.params import ClusterId, End, Start, time_range
-from hpcinfra import reports
+from services import reports
 
 router = APIRouter(prefix="/clusters", tags=["metrics"])
 

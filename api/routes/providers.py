@@ -10,7 +10,7 @@ from api.errors import Problem, problems
 from api.pagination import Page
 from core.models import CloudProvider, Tenant
 from core.providers import ON_PLATFORM_MACHINES, check_account
-from hpcinfra.accounts import AccountError, create_provider
+from services.accounts import AccountError, create_provider
 
 router = APIRouter(prefix="/cloud-providers", tags=["providers"])
 

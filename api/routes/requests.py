@@ -26,8 +26,8 @@ from api.params import RequestId
 from api.workflow_calls import UPDATE_TIMEOUT, start_or_take_back, update
 from core.messages import Decision, decision_text, request_workflow_id
 from core.models import ClusterRequest
-from hpcinfra import outbox
-from hpcinfra.store import add_note, may_decide
+from services import outbox
+from services.store import add_note, may_decide
 from workflows import starts
 from workflows.request import RequestWorkflow
 
@@ -94,7 +94,7 @@ async def create_request(
         )
         session.add(request)
         session.flush()
-        # request.filed, with the request (hpcinfra/outbox.py); delivered once its workflow has started.
+        # request.filed, with the request (services/outbox.py); delivered once its workflow has started.
         deliveries = outbox.emit(session, user.tenant_id, "request.filed", outbox.request_filed(request))
         idempotency.record_created(session, http_request, f"request {request.id}")
         session.commit()

@@ -12,7 +12,7 @@ from api.errors import Problem, problems
 from api.pagination import Page
 from api.params import End, Start, TenantId, time_range
 from core.models import CreditEntry, Tenant, User
-from hpcinfra import credits, reports
+from services import credits, reports
 
 router = APIRouter(prefix="/tenants", tags=["tenants"])
 

@@ -1,5 +1,5 @@
 """A tenant's outbound webhooks (extension): registered by its IT managers and admins, told of the
-tenant's events by the delivery workflows (hpcinfra/outbox.py, workflows/webhooks.py)."""
+tenant's events by the delivery workflows (services/outbox.py, workflows/webhooks.py)."""
 
 import uuid
 from typing import Annotated
@@ -16,8 +16,8 @@ from api.errors import Problem, problems
 from api.pagination import Page
 from api.params import TenantId
 from core.models import Tenant, User, Webhook, WebhookDelivery, utcnow
-from hpcinfra import audit, outbox
-from hpcinfra.addresses import AddressRefused, HostUnresolved, ReceiverAddresses, receiver_host
+from services import audit, outbox
+from services.addresses import AddressRefused, HostUnresolved, ReceiverAddresses, receiver_host
 
 router = APIRouter(prefix="/tenants", tags=["webhooks"])
 
@@ -38,7 +38,7 @@ def _tenant(session: Session, user: User, tenant_id: uuid.UUID, action: str) -> 
 
 def _check_receiver(url: str, allowed_networks: list[str]) -> None:
     """Refuse a URL whose host is, or resolves to, an internal address outside the allowed networks. A name
-    that does not resolve (yet) is accepted: each delivery checks again (hpcinfra/addresses.py)."""
+    that does not resolve (yet) is accepted: each delivery checks again (services/addresses.py)."""
     try:
         ReceiverAddresses(allowed_networks).check(*receiver_host(url))
     except AddressRefused as e:

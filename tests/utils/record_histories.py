@@ -82,8 +82,8 @@ from core.messages import (
 )
 from core.models import ClusterRequest
 from core.settings import Settings
-from hpcinfra import outbox
-from hpcinfra.webhooks import delivery_workflow_id
+from core.webhooks import delivery_workflow_id
+from services import outbox
 from tests.utils.servers import free_port, start_temporal_dev_server
 from tests.utils.world import TenantWorld, insert_cluster, make_tenant
 from worker import WORKFLOWS, build_activities

@@ -9,7 +9,7 @@ import httpx
 
 from core.db import transaction
 from core.models import Cluster, ClusterRequest
-from hpcinfra import accounts
+from services import accounts
 from tests.utils.servers import wait_until
 
 # What a tenant made by these builders starts with: the platform's default opening grant.

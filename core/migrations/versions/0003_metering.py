@@ -11,7 +11,7 @@ from alembic import op
 import sqlalchemy as sa
 import core.models
 
-# 10,000 credits, in credit units (hpcinfra/credits.py); written out, as a migration must not change later.
+# 10,000 credits, in credit units (services/credits.py); written out, as a migration must not change later.
 OPENING_GRANT_UNITS = 10_000 * 60_000_000
 
 

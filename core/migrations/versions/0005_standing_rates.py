@@ -21,7 +21,7 @@ def upgrade() -> None:
     op.add_column("tenants", sa.Column("metered_rate", sa.BigInteger(), nullable=False, server_default="0"))
     op.add_column("tenants", sa.Column("committed_rate", sa.BigInteger(), nullable=False, server_default="0"))
     # Existing tenants' rates, summed as every later commit sums them (with the catalog's rates of now).
-    from hpcinfra.credits import refresh_standing_rates
+    from services.credits import refresh_standing_rates
 
     session = Session(bind=op.get_bind())
     tenants = sa.table("tenants", sa.column("id", sa.Uuid()))

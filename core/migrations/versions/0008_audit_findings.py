@@ -19,7 +19,7 @@ depends_on = None
 def upgrade() -> None:
     # Plain ALTER TABLE and a unique index on both databases (as 0005): a batch operation would copy the
     # tables, which the foreign keys to them forbid once they have rows.
-    # OIDC sign-in matches a user by the identity provider's (iss, sub), not by e-mail (hpcinfra/oidc.py).
+    # OIDC sign-in matches a user by the identity provider's (iss, sub), not by e-mail (api/oidc.py).
     op.add_column("users", sa.Column("oidc_issuer", sa.String(length=2048), nullable=True))
     op.add_column("users", sa.Column("oidc_subject", sa.String(length=255), nullable=True))
     op.create_index("uq_users_oidc_account", "users", ["oidc_issuer", "oidc_subject"], unique=True)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.catalog import NODE_TYPES, SERVICES, STORAGE_CREDITS_PER_GB_HOUR, TOOLS
 from core.models import Cluster, ClusterRequest, ClusterService, ClusterTool, CreditEntry, Tenant, utcnow
-from hpcinfra import audit
+from services import audit
 
 UNITS_PER_CREDIT = 60_000_000
 # Units a minute at a rate of one credit per hour costs.

@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 
 from core.models import ApiToken, CloudProvider, Tenant, User
 from core.providers import KINDS, check_account
-from hpcinfra import audit, credits
-from hpcinfra.credits import BUDGET_POLICIES
 from infra.providers import check_config
+from services import audit, credits
+from services.credits import BUDGET_POLICIES
 
 ROLES = ("cad_manager", "it_manager", "admin")
 TOKEN_PREFIX = "hpci_"
@@ -96,7 +96,7 @@ def user_for_token(session: Session, token: str) -> User | None:
 def link_oidc_account(session: Session, user: User, issuer: str, subject: str, source: str = audit.CLI) -> bool:
     """Link `user` to the account `subject` at the identity provider `issuer` (the `iss` and `sub` of its
     tokens), in place of any account it was linked to: from now on that account's tokens sign in as `user`
-    (hpcinfra/oidc.py). For users made with API tokens, and those made by OIDC sign-in before accounts were
+    (api/oidc.py). For users made with API tokens, and those made by OIDC sign-in before accounts were
     stored. False when it was linked to this account already."""
     # Kept exactly as given: a token's `iss` and `sub` are compared as they are.
     if not subject.strip():

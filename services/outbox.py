@@ -4,7 +4,7 @@ webhook of the tenant that wants it, in the same transaction as the act; once th
 receiver, so the act never does.
 
 A delivery whose workflow could not be started (Temporal unreachable, the process stopped in between)
-is started by the next worker or API start (workflows/resume.py): it is still `pending` with no
+is started by the next worker or API start (services/resume.py): it is still `pending` with no
 attempt. Starting is idempotent: the workflow id is `webhook-delivery-<delivery id>`.
 """
 
@@ -34,8 +34,8 @@ from core.models import (
     utcnow,
 )
 from core.settings import Settings
-from hpcinfra import credits
-from hpcinfra.webhooks import DELIVERY_WORKFLOW, EVENT_TYPES, DeliveryInput, delivery_workflow_id
+from core.webhooks import DELIVERY_WORKFLOW, EVENT_TYPES, DeliveryInput, delivery_workflow_id
+from services import credits
 
 log = logging.getLogger(__name__)
 

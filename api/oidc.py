@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import transaction
 from core.models import Tenant, User
-from hpcinfra import accounts
+from services import accounts
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from sqlalchemy import ColumnElement, and_, false, func, or_, select
 from sqlalchemy.orm import Session
 
 from core.models import Cluster, ClusterRequest, MetricRollup, MetricSample, User
-from hpcinfra import credits, metering
-from hpcinfra.metering import MINUTE
+from services import credits, metering
+from services.metering import MINUTE
 
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 INTERVALS = {"minute": MINUTE, "hour": HOUR, "day": DAY}

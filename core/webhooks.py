@@ -1,7 +1,7 @@
 """Outbound webhooks: the event types, what a delivery carries and how it is signed.
 
 Workflow code imports this module (the delivery workflow's input and output), so it does no I/O and
-imports nothing that does. The outbox (hpcinfra/outbox.py) writes events and deliveries; the delivery
+imports nothing that does. The outbox (services/outbox.py) writes events and deliveries; the delivery
 activity (activities/webhooks.py) posts them.
 
 A delivery is a POST of `body(...)` (JSON: `{id, type, occurredAt, tenantId, data}`) with the headers

@@ -10,7 +10,7 @@ workflow imports it).
 - An `available` cluster without metering: available from before metering existed, or its metering
   was terminated by an operator (when a process starts only).
 - A webhook delivery never attempted: the process that wrote it could not start its workflow
-  (hpcinfra/outbox.py).
+  (services/outbox.py).
 
 Each is started as workflows/starts.py starts it, with `repair`: a workflow that runs is left alone, so
 running this any number of times, from any number of processes, starts each at most once.
@@ -35,7 +35,7 @@ from temporalio.client import Client
 from core.db import transaction
 from core.models import Cluster, ClusterRequest, IdempotencyKey, Sweep, utcnow
 from core.settings import Settings
-from hpcinfra import outbox
+from services import outbox
 from workflows import starts
 
 # How long after its approval a cluster is left for its request's workflow to start.

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from core.catalog import NODE_TYPES
 from core.models import Cluster, MetricRollup, MetricSample
 from core.providers import Utilisation
-from hpcinfra import credits
+from services import credits
 
 MINUTE = timedelta(minutes=1)
 # Rollups kept as samples arrive, coarsest last: (name, the start of the period a minute falls in).
