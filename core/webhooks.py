@@ -30,8 +30,6 @@ EVENT_TYPES = (
     "balance.low",
 )
 
-DELIVERY_WORKFLOW = "WebhookDelivery"
-
 HEADER_EVENT_ID = "X-Hpcinfra-Event-Id"
 HEADER_EVENT_TYPE = "X-Hpcinfra-Event-Type"
 HEADER_TIMESTAMP = "X-Hpcinfra-Timestamp"

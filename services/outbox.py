@@ -19,9 +19,9 @@ from typing import Any
 from sqlalchemy import delete, event, select
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from core import starts
 from core.credentials import CredentialBox
 from core.models import (
     BalanceAlert,
@@ -34,7 +34,7 @@ from core.models import (
     utcnow,
 )
 from core.settings import Settings
-from core.webhooks import DELIVERY_WORKFLOW, EVENT_TYPES, DeliveryInput, delivery_workflow_id
+from core.webhooks import EVENT_TYPES
 from services import credits
 
 log = logging.getLogger(__name__)
@@ -183,19 +183,13 @@ async def start_deliveries(client: Client, settings: Settings, delivery_ids: Ite
 
 async def _start_delivery(client: Client, settings: Settings, delivery_id: uuid.UUID) -> bool:
     try:
-        await client.start_workflow(
-            DELIVERY_WORKFLOW,
-            DeliveryInput(
-                str(delivery_id),
-                retry_initial_seconds=settings.webhook_retry_initial_seconds,
-                retry_maximum_seconds=settings.webhook_retry_maximum_seconds,
-                give_up_after_seconds=settings.webhook_give_up_after.total_seconds(),
-            ),
-            id=delivery_workflow_id(str(delivery_id)),
-            task_queue=settings.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        delivery = starts.delivery(
+            str(delivery_id),
+            settings.webhook_retry_initial_seconds,
+            settings.webhook_retry_maximum_seconds,
+            settings.webhook_give_up_after.total_seconds(),
         )
+        await starts.start(client, settings.task_queue, delivery, repair=False)
         return True
     except WorkflowAlreadyStartedError:
         return False

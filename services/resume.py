@@ -12,7 +12,7 @@ workflow imports it).
 - A webhook delivery never attempted: the process that wrote it could not start its workflow
   (services/outbox.py).
 
-Each is started as workflows/starts.py starts it, with `repair`: a workflow that runs is left alone, so
+Each is started as core/starts.py starts it, with `repair`: a workflow that runs is left alone, so
 running this any number of times, from any number of processes, starts each at most once.
 
 The periodic sweep (`sweep_unstarted`) is run by one worker at a time, whichever holds the `sweeps` row's
@@ -32,11 +32,11 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
+from core import starts
 from core.db import transaction
 from core.models import Cluster, ClusterRequest, IdempotencyKey, Sweep, utcnow
 from core.settings import Settings
 from services import outbox
-from workflows import starts
 
 # How long after its approval a cluster is left for its request's workflow to start.
 START_GRACE = timedelta(seconds=30)
@@ -54,11 +54,11 @@ async def resume_workflows(
     requests, clusters, metered = await asyncio.to_thread(_what_should_run, sessions, settings.request_expiry, since)
     queue = settings.task_queue
     for request_id, tenant_id, left in requests:
-        await starts.start_request(client, queue, request_id, tenant_id, left, repair=True)
+        await starts.start(client, queue, starts.request(request_id, tenant_id, left), repair=True)
     for cluster_id, tenant_id in clusters:
-        await starts.start_cluster(client, queue, cluster_id, tenant_id, repair=True)
+        await starts.start(client, queue, starts.cluster(cluster_id, tenant_id), repair=True)
     for cluster_id, tenant_id in metered:
-        await starts.start_metering(client, queue, cluster_id, tenant_id)
+        await starts.start(client, queue, starts.metering(cluster_id, tenant_id), repair=True)
     deliveries = await asyncio.to_thread(outbox.undelivered, sessions, since)
     await outbox.start_deliveries(client, settings, deliveries)
     return {

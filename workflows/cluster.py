@@ -18,7 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError,
 
 with workflow.unsafe.imports_passed_through():
     from activities.clusters import ClusterActivities
-    from core import search_attributes
+    from core import search_attributes, starts
     from core.messages import (
         INSTALL_STEP,
         AddService,
@@ -29,7 +29,6 @@ with workflow.unsafe.imports_passed_through():
         HealthReport,
         ItemFailed,
         ItemRef,
-        MeteringInput,
         Operation,
         Registration,
         ServiceRequest,
@@ -37,16 +36,14 @@ with workflow.unsafe.imports_passed_through():
         StepRecord,
         StopRequest,
         ToolRequest,
-        metering_workflow_id,
     )
     from core.refusals import as_update_failure
     from workflows.activity_options import AWAITED_WRITE, DB_WRITE, PROVIDER_RUN, TEARDOWN
-    from workflows.metering import MeteringWorkflow
 
 DELETION = ("deleting", "deleted")
 
 
-@workflow.defn(name="Cluster")
+@workflow.defn(name=starts.CLUSTER_WORKFLOW)
 class ClusterWorkflow:
     @workflow.init
     def __init__(self, input: ClusterInput) -> None:
@@ -220,16 +217,13 @@ class ClusterWorkflow:
         if not workflow.patched("metering"):
             return  # a history from before metering existed replays as it ran
         try:
+            child = starts.metering(self._cluster_id, self._tenant_id)
             await workflow.start_child_workflow(
-                MeteringWorkflow.run,
-                MeteringInput(self._cluster_id),
-                id=metering_workflow_id(self._cluster_id),
+                child.workflow,
+                child.arg,
+                id=child.id,
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                search_attributes=(
-                    search_attributes.labels(search_attributes.METERING, self._tenant_id, self._cluster_id)
-                    if _labelled()
-                    else None
-                ),
+                search_attributes=child.search_attributes if _labelled() else None,
             )
         except WorkflowAlreadyStartedError:
             pass  # still metering from an earlier time it was available

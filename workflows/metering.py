@@ -13,6 +13,7 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.metering import MeteringActivities
+    from core import starts
     from core.messages import CollectRequest, MeteringInput, StopRequest, cluster_workflow_id
 
 COLLECTION = dict(
@@ -26,7 +27,7 @@ SETTLE = timedelta(seconds=2)
 COLLECTIONS_PER_RUN = 240
 
 
-@workflow.defn(name="ClusterMetering")
+@workflow.defn(name=starts.METERING_WORKFLOW)
 class MeteringWorkflow:
     @workflow.run
     async def run(self, input: MeteringInput) -> None:

@@ -13,23 +13,20 @@ from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlrea
 
 with workflow.unsafe.imports_passed_through():
     from activities.requests import RequestActivities
-    from core import search_attributes
+    from core import search_attributes, starts
     from core.messages import (
-        ClusterInput,
         Decision,
         DecisionRecord,
         NoteInput,
         NoteRecord,
         RequestInput,
         RequestState,
-        cluster_workflow_id,
     )
     from core.refusals import as_update_failure
     from workflows.activity_options import AWAITED_WRITE, DB_WRITE
-    from workflows.cluster import ClusterWorkflow
 
 
-@workflow.defn(name="ClusterRequest")
+@workflow.defn(name=starts.REQUEST_WORKFLOW)
 class RequestWorkflow:
     @workflow.init
     def __init__(self, input: RequestInput) -> None:
@@ -50,17 +47,14 @@ class RequestWorkflow:
         if self._state.status == "approved" and self._state.cluster_id:
             cluster_id = self._state.cluster_id
             try:
+                child = starts.cluster(cluster_id, self._tenant_id)
                 await workflow.start_child_workflow(
-                    ClusterWorkflow.run,
-                    ClusterInput(cluster_id=cluster_id, tenant_id=self._tenant_id),
-                    id=cluster_workflow_id(cluster_id),
+                    child.workflow,
+                    child.arg,
+                    id=child.id,
                     # The cluster outlives the request that asked for it.
                     parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                    search_attributes=(
-                        search_attributes.labels(search_attributes.CLUSTER, self._tenant_id, cluster_id, "pending")
-                        if _labelled()
-                        else None
-                    ),
+                    search_attributes=child.search_attributes if _labelled() else None,
                 )
             except WorkflowAlreadyStartedError:
                 pass  # started by the resume sweep (services/resume.py), as when this run was long held up

@@ -13,7 +13,8 @@ from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.webhooks import WebhookActivities
-    from core.webhooks import DELIVERY_WORKFLOW, DeliveryFailure, DeliveryInput, DeliveryOutcome, DeliveryRef
+    from core.starts import DELIVERY_WORKFLOW
+    from core.webhooks import DeliveryFailure, DeliveryInput, DeliveryOutcome, DeliveryRef
     from workflows.activity_options import DB_WRITE
 
 # Longer than any receiver's timeout (at most 60 s, see core/settings.py) plus the database writes.

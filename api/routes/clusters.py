@@ -33,10 +33,10 @@ from api.estimates import Estimates
 from api.pagination import Page
 from api.params import ClusterId
 from api.workflow_calls import UPDATE_TIMEOUT, start_or_take_back, update
+from core import starts
 from core.messages import cluster_workflow_id
 from core.models import Cluster, ClusterEvent, ClusterService, ClusterTool, User
 from services import audit, credits
-from workflows import starts
 from workflows.cluster import ClusterWorkflow
 
 router = APIRouter(prefix="/clusters", tags=["clusters"])
@@ -130,7 +130,9 @@ async def create_cluster(
         cluster = await run_in_threadpool(insert)
     else:  # the call was made before and failed after its commit: finish it
         cluster = await read_then_release(session, cluster_for, user, made)
-    start = starts.start_cluster(temporal, settings.task_queue, str(cluster.id), str(cluster.tenant_id), repair=False)
+    start = starts.start(
+        temporal, settings.task_queue, starts.cluster(str(cluster.id), str(cluster.tenant_id)), repair=False
+    )
     await start_or_take_back(start, session, cluster, "cluster", http_request, resumed=made is not None)
     return await run_in_threadpool(lambda: schemas.Cluster.from_row(cluster, Estimates(session).of_cluster(cluster)))
 

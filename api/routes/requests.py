@@ -24,11 +24,11 @@ from api.estimates import Estimates
 from api.pagination import Page
 from api.params import RequestId
 from api.workflow_calls import UPDATE_TIMEOUT, start_or_take_back, update
+from core import starts
 from core.messages import Decision, decision_text, request_workflow_id
 from core.models import ClusterRequest
 from services import outbox
 from services.store import add_note, may_decide
-from workflows import starts
 from workflows.request import RequestWorkflow
 
 router = APIRouter(prefix="/requests", tags=["requests"])
@@ -105,12 +105,11 @@ async def create_request(
         request, deliveries = await run_in_threadpool(insert)
     else:  # the call was made before and failed after its commit: finish it (its deliveries go with the resume)
         request, deliveries = await read_then_release(session, request_for, user, made), []
-    start = starts.start_request(
+    expires_after = settings.request_expiry.total_seconds()
+    start = starts.start(
         temporal,
         settings.task_queue,
-        str(request.id),
-        str(request.tenant_id),
-        settings.request_expiry.total_seconds(),
+        starts.request(str(request.id), str(request.tenant_id), expires_after),
         repair=False,
     )
     await start_or_take_back(
