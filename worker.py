@@ -22,6 +22,7 @@ from core.search_attributes import SearchAttributesMissing, ensure_registered
 from core.settings import Settings, get_settings
 from core.temporal import connect
 from infra.providers import ProviderSettings
+from services.credits import keep_standing_rates
 from services.outbox import DeliveryStarter, Outbox
 from services.resume import resume_workflows, sweep_unstarted
 from workflows.cluster import ClusterWorkflow
@@ -37,7 +38,7 @@ def build_activities(
 ) -> list:
     """The activities; with `client` (and a running event loop), those that tell of events start their
     webhook deliveries themselves; without, deliveries wait for the next resume (services/resume.py)."""
-    sessions = sessions or make_session_factory(make_engine(settings.sqlalchemy_url))
+    sessions = sessions or make_session_factory(make_engine(settings.sqlalchemy_url), hooks=[keep_standing_rates])
     box = credential_box(settings)
     starter = DeliveryStarter(client, settings, asyncio.get_running_loop()) if client is not None else None
     outbox = Outbox(starter, settings.budget_min_runway_hours)
@@ -92,7 +93,7 @@ def observed(settings: Settings, sessions: sessionmaker[Session]) -> tuple[Runti
 
 
 async def run(settings: Settings) -> None:
-    sessions = make_session_factory(make_engine(settings.sqlalchemy_url))
+    sessions = make_session_factory(make_engine(settings.sqlalchemy_url), hooks=[keep_standing_rates])
     runtime, interceptors = observed(settings, sessions)
     client = await connect(settings, wait_seconds=60, runtime=runtime)
     try:

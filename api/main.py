@@ -17,6 +17,7 @@ from core import observability
 from core.credentials import credential_box
 from core.db import make_engine, make_session_factory
 from core.settings import Settings, get_settings
+from services.credits import keep_standing_rates
 from services.resume import resume_workflows
 
 API_PREFIX = "/api/v1"
@@ -51,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         engine = make_engine(settings.sqlalchemy_url)
         app.state.settings = settings
-        app.state.sessions = make_session_factory(engine)
+        app.state.sessions = make_session_factory(engine, hooks=[keep_standing_rates])
         app.state.temporal = TemporalConnection(settings)
         app.state.credentials = credential_box(settings)
         # What is loaded by now lives as long as the app: keep it out of the garbage collector's

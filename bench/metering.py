@@ -53,6 +53,7 @@ from core.catalog import NODE_TYPES
 from core.db import make_engine, make_session_factory, transaction, upgrade
 from core.models import Cluster, MetricSample, UTCDateTime
 from services import accounts, credits, reports
+from services.credits import keep_standing_rates
 from services.metering import floor_minute
 from tests.utils.servers import Process, free_port, wait_for_http
 
@@ -148,7 +149,7 @@ def seed_accounts(engine: Engine, clusters: int, start: datetime, end: datetime)
     """The tenant (with an opening grant, as for any tenant), its users and provider, and its clusters."""
     consumption = clusters * int((end - start) / MINUTE) * RATE
     opening = Decimal(math.ceil(consumption / credits.UNITS_PER_CREDIT) + LEFT_AFTER_SEEDING)
-    with transaction(make_session_factory(engine)) as session:
+    with transaction(make_session_factory(engine, hooks=[keep_standing_rates])) as session:
         tenant = accounts.create_tenant(session, f"bench-{uuid.uuid4().hex[:8]}", opening_credits=opening)
         cads = [
             accounts.create_user(session, tenant, email=f"cad{k}@bench.example", name=f"CAD {k}", role="cad_manager")
@@ -608,7 +609,7 @@ class Statement:
 def statements_of(engine: Engine, call: Callable[[Any], Any]) -> list[Statement]:
     """The statements `call` runs on a session (its second run, so caches are warm), slowest first; each
     timed by the driver's execute, which on PostgreSQL includes receiving its rows (SQLite fetches later)."""
-    sessions = make_session_factory(engine)
+    sessions = make_session_factory(engine, hooks=[keep_standing_rates])
     with sessions() as session:
         call(session)
     timed: list[Statement] = []

@@ -56,6 +56,7 @@ from core.db import make_engine, make_session_factory, transaction
 from core.messages import cluster_workflow_id
 from core.models import Cluster, ClusterRequest
 from services import credits
+from services.credits import keep_standing_rates
 from tests.utils.servers import Process, free_port, start_temporal_dev_server, wait_for_http, wait_until
 from tests.utils.world import TenantWorld, make_tenant
 
@@ -165,7 +166,7 @@ class Stack:
 
     def __post_init__(self) -> None:
         self.engine = make_engine(self.url)
-        self.sessions = make_session_factory(self.engine)
+        self.sessions = make_session_factory(self.engine, hooks=[keep_standing_rates])
 
 
 @contextmanager

@@ -3,14 +3,12 @@
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
-
-from services.credits import keep_standing_rates
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # How long a SQLite writer waits for its turn among its process's writers, and then again for SQLite's
@@ -93,9 +91,17 @@ def _one_writer_at_a_time(engine: Engine) -> None:
     event.listen(engine, "invalidate", lambda _dbapi_connection, record, _error: _end_turn(record.info))
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+# Something every session of a factory does on its events (SQLAlchemy `event.listen` on the factory).
+SessionHook = Callable[[sessionmaker[Session]], None]
+
+
+def make_session_factory(engine: Engine, *, hooks: Sequence[SessionHook]) -> sessionmaker[Session]:
+    """Sessions on `engine` with `hooks` installed. Each process names its hooks where it makes its
+    factory (the application's: services.credits.keep_standing_rates, which keeps the tenants'
+    standing rates in step with every commit)."""
     sessions = sessionmaker(engine, expire_on_commit=False)
-    keep_standing_rates(sessions)
+    for hook in hooks:
+        hook(sessions)
     return sessions
 
 

@@ -15,6 +15,7 @@ from core.models import ClusterService, IdempotencyKey, Webhook
 from core.settings import get_settings
 from hpcinfra import client
 from services import accounts, credits
+from services.credits import keep_standing_rates
 
 app = typer.Typer(help="hpcinfra: Slurm clusters for chip-design teams.", no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="The application database.", no_args_is_help=True)
@@ -31,7 +32,7 @@ client.register(app)  # the user commands, over the HTTP API: requests, clusters
 
 
 def _sessions():
-    return make_session_factory(make_engine(get_settings().sqlalchemy_url))
+    return make_session_factory(make_engine(get_settings().sqlalchemy_url), hooks=[keep_standing_rates])
 
 
 def _fail(message: str) -> None:

@@ -21,6 +21,7 @@ from core.db import make_engine, make_session_factory, transaction, upgrade
 from core.models import Tenant
 from core.settings import Settings
 from services import accounts
+from services.credits import keep_standing_rates
 
 DEMO_TENANT = "demo"
 DEMO_USERS = (
@@ -81,7 +82,7 @@ def run_dev_stack(settings: Settings) -> int:
 def seed_demo(settings: Settings) -> dict[str, str]:
     """On first start only: a demo tenant with a CAD manager, an IT manager and a sim provider.
     Returns the new users' tokens (empty when the tenant exists: tokens are stored only hashed)."""
-    sessions = make_session_factory(make_engine(settings.sqlalchemy_url))
+    sessions = make_session_factory(make_engine(settings.sqlalchemy_url), hooks=[keep_standing_rates])
     with transaction(sessions) as session:
         if session.scalar(select(Tenant).where(Tenant.name == DEMO_TENANT)) is not None:
             return {}

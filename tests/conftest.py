@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from core.db import make_engine, make_session_factory, upgrade
+from services.credits import keep_standing_rates
 from tests.utils.servers import Process, free_port, start_temporal_dev_server, wait_for_http, wait_until
 from tests.utils.world import TenantWorld, make_tenant
 
@@ -34,7 +35,7 @@ class Database:
 
     def __post_init__(self) -> None:
         self.engine = make_engine(self.url)
-        self.sessions = make_session_factory(self.engine)
+        self.sessions = make_session_factory(self.engine, hooks=[keep_standing_rates])
 
 
 @dataclass

@@ -24,6 +24,7 @@ from core.db import make_engine, make_session_factory, transaction, upgrade
 from core.models import Cluster, ClusterRequest, ClusterService, CreditEntry, IdempotencyKey, utcnow
 from core.settings import Settings
 from services import credits
+from services.credits import keep_standing_rates
 from tests.utils.world import insert_cluster, insert_request, make_admin, make_tenant, request_body
 
 
@@ -139,7 +140,7 @@ def client_of(kind, temporal_address: str):
 def api_in_process(tmp_path, temporal_address: str, **settings):
     url = f"sqlite:///{tmp_path / 'hpcinfra.db'}"
     upgrade(url)
-    sessions = make_session_factory(make_engine(url))
+    sessions = make_session_factory(make_engine(url), hooks=[keep_standing_rates])
     tenant = make_tenant(sessions)
     app = create_app(
         Settings(

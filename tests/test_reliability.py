@@ -25,6 +25,7 @@ from core.db import make_engine, make_session_factory, upgrade
 from core.messages import ClusterInput, cluster_workflow_id
 from core.models import Cluster, ClusterRequest, ClusterTool
 from core.settings import Settings
+from services.credits import keep_standing_rates
 from tests.conftest import restart_worker, start_worker, wait_for_worker
 from tests.utils.servers import Process, free_port, start_temporal_dev_server, wait_for_http, wait_until
 from tests.utils.world import insert_cluster, insert_request, make_tenant, request_body, wait_for_cluster
@@ -208,7 +209,7 @@ def busy_sqlite(tmp_path, monkeypatch, lock_wait: float = 0.3):
     path = tmp_path / "busy.db"
     url = f"sqlite:///{path}"
     upgrade(url)
-    sessions = make_session_factory(make_engine(url))
+    sessions = make_session_factory(make_engine(url), hooks=[keep_standing_rates])
     tenant = make_tenant(sessions)
     request_id = insert_request(sessions, tenant)
 

@@ -84,6 +84,7 @@ from core.models import ClusterRequest
 from core.settings import Settings
 from core.webhooks import delivery_workflow_id
 from services import outbox
+from services.credits import keep_standing_rates
 from tests.utils.servers import free_port, start_temporal_dev_server
 from tests.utils.world import TenantWorld, insert_cluster, make_tenant
 from worker import WORKFLOWS, build_activities
@@ -351,7 +352,7 @@ async def record(tmp: Path, only: str | None = None) -> dict[str, WorkflowHistor
     try:
         url = f"sqlite:///{tmp / 'hpcinfra.db'}"
         upgrade(url)
-        sessions = make_session_factory(make_engine(url))
+        sessions = make_session_factory(make_engine(url), hooks=[keep_standing_rates])
         failing = {"kind": "sim", "config": {"failAt": "storage"}}
         tenant = make_tenant(sessions, extra_providers={"failing": failing})
         settings = Settings(database_url=url, data_dir=tmp / "data", sim_step_seconds=0, task_queue=TASK_QUEUE)
