@@ -466,7 +466,7 @@ def running_api(url: str, folder: Path) -> Iterator[str]:
         "HPCINFRA_DATA_DIR": str(folder / "api-data"),
         "HPCINFRA_TEMPORAL_ADDRESS": "127.0.0.1:1",  # these endpoints never use Temporal
     }
-    api = Process([sys.executable, "-m", "hpcinfra", "api"], folder / "api.log", env, cwd=ROOT)
+    api = Process([sys.executable, "-m", "cli", "api"], folder / "api.log", env, cwd=ROOT)
     try:
         base_url = f"http://127.0.0.1:{port}/api/v1"
         wait_for_http(f"{base_url}/healthz", api)

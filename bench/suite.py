@@ -191,7 +191,7 @@ def stack(url: str, address: str, folder: Path, *, api: bool = True, worker: boo
         if worker:
             s.worker = start_worker(s)
         if api:
-            s.api = Process([sys.executable, "-m", "hpcinfra", "api"], folder / "api.log", env, cwd=ROOT)
+            s.api = Process([sys.executable, "-m", "cli", "api"], folder / "api.log", env, cwd=ROOT)
             s.base_url = f"http://127.0.0.1:{port}/api/v1"
             wait_for_http(f"{s.base_url}/healthz", s.api)
         yield s
@@ -203,7 +203,7 @@ def stack(url: str, address: str, folder: Path, *, api: bool = True, worker: boo
 
 
 def start_worker(s: Stack, timeout: float = 60) -> Process:
-    worker = Process([sys.executable, "-m", "hpcinfra", "worker"], s.folder / "worker.log", s.env, cwd=ROOT)
+    worker = Process([sys.executable, "-m", "cli", "worker"], s.folder / "worker.log", s.env, cwd=ROOT)
     wait_for_log(worker, "worker polling task queue", timeout)
     return worker
 

@@ -135,7 +135,7 @@ def stack(db: Database, temporal_address: str, tmp_path_factory) -> Iterator[Sta
         "HPCINFRA_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
     }
     worker = start_worker(env, logs / "worker.log")
-    api = Process([os.sys.executable, "-m", "hpcinfra", "api"], logs / "api.log", env)
+    api = Process([os.sys.executable, "-m", "cli", "api"], logs / "api.log", env)
     base_url = f"http://127.0.0.1:{port}/api/v1"
     try:
         wait_for_http(f"{base_url}/healthz", api)
@@ -148,7 +148,7 @@ def stack(db: Database, temporal_address: str, tmp_path_factory) -> Iterator[Sta
 
 
 def start_worker(env: dict[str, str], log: Path) -> Process:
-    return Process([os.sys.executable, "-m", "hpcinfra", "worker"], log, env)
+    return Process([os.sys.executable, "-m", "cli", "worker"], log, env)
 
 
 def wait_for_worker(worker: Process) -> None:

@@ -195,7 +195,7 @@ def test_db_upgrade_is_repeatable(db):
 
 
 def test_help_lists_the_commands():
-    result = subprocess.run([sys.executable, "-m", "hpcinfra", "--help"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-m", "cli", "--help"], capture_output=True, text=True, timeout=60)
     for command in ("dev", "api", "worker", "db", "tenants", "users", "providers"):
         assert command in result.stdout
 

@@ -128,7 +128,7 @@ def _observed(stack: Stack, db: Database, folder, api_port: int, metrics_port: i
         "PYTHONUNBUFFERED": "1",  # spans (stdout) and logs (stderr) share a file: whole lines only
     }
     worker = start_worker(env, folder / "worker.log")
-    api = Process([os.sys.executable, "-m", "hpcinfra", "api"], folder / "api.log", env)
+    api = Process([os.sys.executable, "-m", "cli", "api"], folder / "api.log", env)
     base_url = f"http://127.0.0.1:{api_port}/api/v1"
     try:
         wait_for_http(f"{base_url}/healthz", api)
@@ -306,7 +306,7 @@ def test_traces_reach_an_otlp_collector(stack: Stack, tmp_path):
         "OTEL_SERVICE_NAME": "hpcinfra-api-eu",
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
-    api = Process([os.sys.executable, "-m", "hpcinfra", "api"], tmp_path / "api.log", env)
+    api = Process([os.sys.executable, "-m", "cli", "api"], tmp_path / "api.log", env)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/api/v1/healthz", api)
         request_id = f"otlp-{uuid.uuid4().hex}"

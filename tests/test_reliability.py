@@ -84,7 +84,7 @@ def test_a_request_written_by_an_api_that_then_stopped_gets_its_workflow_when_an
     request_id = insert_request(stack.db.sessions, tenant, "orphan")
     port = free_port()
     restarted = Process(
-        [os.sys.executable, "-m", "hpcinfra", "api"],
+        [os.sys.executable, "-m", "cli", "api"],
         tmp_path / "api.log",
         {**stack.env, "HPCINFRA_API_PORT": str(port)},
     )

@@ -209,7 +209,7 @@ def test_the_worker_registers_missing_attributes_on_a_server_without_them(tmp_pa
 def test_a_worker_that_cannot_register_them_refuses_to_start_and_says_how(stack, tmp_path):
     """A namespace it may not manage (here: one that does not exist) is refused before anything runs."""
     env = {**stack.env, "HPCINFRA_TEMPORAL_NAMESPACE": f"nowhere-{uuid.uuid4().hex[:6]}"}
-    worker = Process([os.sys.executable, "-m", "hpcinfra", "worker"], tmp_path / "worker.log", env)
+    worker = Process([os.sys.executable, "-m", "cli", "worker"], tmp_path / "worker.log", env)
     try:
         wait_until(lambda: not worker.alive(), timeout=60, what="the worker to give up")
     finally:

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from hpcinfra.cli import app
-from hpcinfra.client.analytics import credit_series
-from hpcinfra.client.charts import bar, sparkline
+from cli.main import app
+from cli.user.analytics import credit_series
+from cli.user.charts import bar, sparkline
 from tests.utils.servers import executable, free_port, wait_until
 from tests.utils.world import Person, TenantWorld, file_request, make_tenant, wait_for_cluster
 

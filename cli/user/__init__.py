@@ -3,7 +3,7 @@ the administration commands, which use the database). `register` adds them to th
 
 import typer
 
-from hpcinfra.client import analytics, cluster_requests, clusters
+from cli.user import analytics, cluster_requests, clusters
 
 
 def register(app: typer.Typer) -> None:

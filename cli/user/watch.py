@@ -14,8 +14,8 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn
 from rich.table import Column
 
-from hpcinfra.client.http import Api
-from hpcinfra.client.output import console, when
+from cli.user.http import Api
+from cli.user.output import console, when
 
 TIMED_OUT = 124  # as timeout(1) exits
 PAGE = 500

@@ -60,8 +60,8 @@ def run_dev_stack(settings: Settings) -> int:
         if not _wait_for_port(host or "127.0.0.1", int(port), children[0], timeout=60):
             print("error: the Temporal dev server did not start; see its output above", file=sys.stderr)
             return 1
-        children.append(_spawn([sys.executable, "-m", "hpcinfra", "worker"]))
-        children.append(_spawn([sys.executable, "-m", "hpcinfra", "api"]))
+        children.append(_spawn([sys.executable, "-m", "cli", "worker"]))
+        children.append(_spawn([sys.executable, "-m", "cli", "api"]))
         if not _wait_for_port(settings.api_host, settings.api_port, children[2], timeout=60):
             print(f"error: the API did not start on port {settings.api_port}; see its output above", file=sys.stderr)
             return 1

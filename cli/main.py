@@ -9,11 +9,11 @@ import typer
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from cli import user
 from core import credentials
 from core.db import make_engine, make_session_factory, transaction, upgrade
 from core.models import ClusterService, IdempotencyKey, Webhook
 from core.settings import get_settings
-from hpcinfra import client
 from services import accounts, credits
 from services.credits import keep_standing_rates
 
@@ -28,7 +28,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(providers_app, name="providers")
 credentials_app = typer.Typer(help="The keys that encrypt service credentials.", no_args_is_help=True)
 app.add_typer(credentials_app, name="credentials")
-client.register(app)  # the user commands, over the HTTP API: requests, clusters, analytics
+user.register(app)  # the user commands, over the HTTP API: requests, clusters, analytics
 
 
 def _sessions():
@@ -43,7 +43,7 @@ def _fail(message: str) -> None:
 @app.command()
 def dev() -> None:
     """Start the embedded stack: Temporal dev server and UI, worker, API, SQLite, sim provider."""
-    from hpcinfra.devstack import run_dev_stack
+    from cli.devstack import run_dev_stack
 
     raise typer.Exit(run_dev_stack(get_settings()))
 

@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from hpcinfra.client.http import Api, connect, fail, problem_line
-from hpcinfra.client.output import Format, OutputOption, console, details, emit, size, table, when, who
+from cli.user.http import Api, connect, fail, problem_line
+from cli.user.output import Format, OutputOption, console, details, emit, size, table, when, who
 
 app = typer.Typer(
     help="Cluster requests: filed by CAD managers, decided by IT managers (over the API).", no_args_is_help=True

@@ -6,11 +6,11 @@ from typing import Annotated, Any
 
 import typer
 
-from hpcinfra.client import watch as watching
-from hpcinfra.client.charts import moment, sparkline
-from hpcinfra.client.cluster_requests import parse_spec
-from hpcinfra.client.http import connect, fail
-from hpcinfra.client.output import Format, OutputOption, console, details, emit, size, table, when, who
+from cli.user import watch as watching
+from cli.user.charts import moment, sparkline
+from cli.user.cluster_requests import parse_spec
+from cli.user.http import connect, fail
+from cli.user.output import Format, OutputOption, console, details, emit, size, table, when, who
 
 app = typer.Typer(
     help="Clusters: their tools, services, credentials, metrics and step log (over the API).", no_args_is_help=True

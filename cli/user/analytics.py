@@ -8,9 +8,9 @@ import typer
 from rich.console import Group
 from rich.panel import Panel
 
-from hpcinfra.client.charts import bar, bucket_width, moment, parse_time, sparkline
-from hpcinfra.client.http import Api, connect
-from hpcinfra.client.output import Format, OutputOption, console, credits, details, table, when
+from cli.user.charts import bar, bucket_width, moment, parse_time, sparkline
+from cli.user.http import Api, connect
+from cli.user.output import Format, OutputOption, console, credits, details, table, when
 
 DEFAULT_SPAN = timedelta(days=30)  # the API's default range for analytics
 LEDGER_PAGE, LEDGER_MOST = 500, 20_000  # the ledger is read newest first, at most this far back

@@ -1,3 +1,0 @@
-from hpcinfra.cli import app
-
-app()
