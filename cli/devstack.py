@@ -17,11 +17,12 @@ from pathlib import Path
 from sqlalchemy import select
 
 from core import search_attributes
-from core.db import make_engine, make_session_factory, transaction, upgrade
+from core.db import make_engine, make_session_factory, transaction
 from core.models import Tenant
 from core.settings import Settings
 from services import accounts
 from services.credits import keep_standing_rates
+from services.migrations import upgrade
 
 DEMO_TENANT = "demo"
 DEMO_USERS = (

@@ -11,11 +11,12 @@ from sqlalchemy.exc import IntegrityError
 
 from cli import user
 from core import credentials
-from core.db import make_engine, make_session_factory, transaction, upgrade
+from core.db import make_engine, make_session_factory, transaction
 from core.models import ClusterService, IdempotencyKey, Webhook
 from core.settings import get_settings
 from services import accounts, credits
 from services.credits import keep_standing_rates
+from services.migrations import upgrade
 
 app = typer.Typer(help="hpcinfra: Slurm clusters for chip-design teams.", no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="The application database.", no_args_is_help=True)

@@ -1,4 +1,4 @@
-"""Engine and session factory for SQLite and PostgreSQL, and the migration runner."""
+"""Engine and session factory for SQLite and PostgreSQL."""
 
 import re
 import sqlite3
@@ -10,7 +10,6 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-MIGRATIONS = Path(__file__).parent / "migrations"
 # How long a SQLite writer waits for its turn among its process's writers, and then again for SQLite's
 # lock: twice this is still shorter than any database activity's timeout (30 s).
 LOCK_WAIT_SECONDS = 10
@@ -110,14 +109,3 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose work is committed when the block ends and rolled back if it raises."""
     with factory() as session, session.begin():
         yield session
-
-
-def upgrade(url: str) -> None:
-    """Apply every migration that the database does not have yet."""
-    from alembic import command
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.attributes["url"] = url
-    command.upgrade(config, "head")

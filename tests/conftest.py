@@ -19,8 +19,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from core.db import make_engine, make_session_factory, upgrade
+from core.db import make_engine, make_session_factory
 from services.credits import keep_standing_rates
+from services.migrations import upgrade
 from tests.utils.servers import Process, free_port, start_temporal_dev_server, wait_for_http, wait_until
 from tests.utils.world import TenantWorld, make_tenant
 

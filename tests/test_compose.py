@@ -25,9 +25,9 @@ from sqlalchemy.engine import make_url
 
 from api.main import API_PREFIX, create_app
 from cli.main import app as cli_app
-from core.db import upgrade
 from core.search_attributes import ALL as SEARCH_ATTRIBUTES
 from core.settings import Settings
+from services.migrations import upgrade
 from tests.utils.servers import executable, free_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,11 +20,12 @@ from api import idempotency
 from api.deps import get_temporal
 from api.main import create_app
 from core.credentials import SEALED_ANSWER, CredentialBox, new_key
-from core.db import make_engine, make_session_factory, transaction, upgrade
+from core.db import make_engine, make_session_factory, transaction
 from core.models import Cluster, ClusterRequest, ClusterService, CreditEntry, IdempotencyKey, utcnow
 from core.settings import Settings
 from services import credits
 from services.credits import keep_standing_rates
+from services.migrations import upgrade
 from tests.utils.world import insert_cluster, insert_request, make_admin, make_tenant, request_body
 
 

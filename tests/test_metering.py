@@ -17,13 +17,14 @@ from temporalio.testing import ActivityEnvironment
 from activities.clusters import ClusterActivities
 from activities.metering import MeteringActivities
 from core.credentials import credential_box
-from core.db import MIGRATIONS, transaction
+from core.db import transaction
 from core.messages import CollectRequest
 from core.models import Cluster, ClusterService, ClusterTool, CreditEntry, MetricRollup, MetricSample, Tenant
 from core.providers import Utilisation
 from core.settings import Settings
 from infra.providers.sim import simulated_use
 from services import credits, metering, reports
+from services.migrations import MIGRATIONS
 from tests.utils.world import OPENING_CREDITS, insert_cluster, make_tenant
 from worker import provider_settings
 

@@ -21,11 +21,12 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
 from api.main import create_app
-from core.db import make_engine, make_session_factory, upgrade
+from core.db import make_engine, make_session_factory
 from core.messages import ClusterInput, cluster_workflow_id
 from core.models import Cluster, ClusterRequest, ClusterTool
 from core.settings import Settings
 from services.credits import keep_standing_rates
+from services.migrations import upgrade
 from tests.conftest import restart_worker, start_worker, wait_for_worker
 from tests.utils.servers import Process, free_port, start_temporal_dev_server, wait_for_http, wait_until
 from tests.utils.world import insert_cluster, insert_request, make_tenant, request_body, wait_for_cluster

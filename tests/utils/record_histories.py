@@ -68,7 +68,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.worker import Worker
 
 from core.credentials import credential_box
-from core.db import make_engine, make_session_factory, transaction, upgrade
+from core.db import make_engine, make_session_factory, transaction
 from core.messages import (
     ClusterInput,
     Decision,
@@ -85,6 +85,7 @@ from core.settings import Settings
 from core.webhooks import delivery_workflow_id
 from services import outbox
 from services.credits import keep_standing_rates
+from services.migrations import upgrade
 from tests.utils.servers import free_port, start_temporal_dev_server
 from tests.utils.world import TenantWorld, insert_cluster, make_tenant
 from worker import WORKFLOWS, build_activities
