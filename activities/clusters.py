@@ -1,6 +1,6 @@
 """Activities of the cluster workflow: the step log, statuses, and provider runs (provision, health,
 installs, services, teardown). Provider failures become `ApplicationError`s of type "ProviderFailure"
-whose details are (step, failure class); only the retryable classes are retried by Temporal."""
+whose detail is a FailureDetail (step, failure class); only the retryable classes are retried by Temporal."""
 
 import asyncio
 import uuid
@@ -19,9 +19,11 @@ from core.credentials import CredentialBox, generate_password
 from core.db import transaction
 from core.messages import (
     INSTALL_STEP,
+    PROVIDER_FAILURE,
     AddService,
     AddTool,
     ClusterRef,
+    FailureDetail,
     HealthReport,
     ItemFailed,
     ItemRef,
@@ -313,9 +315,8 @@ class ClusterActivities:
         except ProviderFailure as failure:
             raise ApplicationError(
                 failure.message,
-                failure.step,
-                str(failure.failure_class),
-                type="ProviderFailure",
+                FailureDetail(failure.step, str(failure.failure_class)),
+                type=PROVIDER_FAILURE,
                 non_retryable=not failure.failure_class.retryable,
             ) from None
         finally:
@@ -369,9 +370,8 @@ class ClusterActivities:
             # A retried attempt may follow one that died half way: the provider clears what it left first.
             return spec, get_provider(cloud.kind, self.providers, recover=activity.info().attempt > 1)
         except ProviderUnavailable as e:
-            raise ApplicationError(
-                str(e), "provision", str(FailureClass.CONFIGURATION), type="ProviderFailure", non_retryable=True
-            ) from None
+            detail = FailureDetail("provision", str(FailureClass.CONFIGURATION))
+            raise ApplicationError(str(e), detail, type=PROVIDER_FAILURE, non_retryable=True) from None
 
     def _save_outputs(self, cluster_id: str, outputs: dict[str, Any]) -> None:
         with transaction(self.sessions) as session:

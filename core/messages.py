@@ -1,9 +1,13 @@
 """Dataclasses that travel through Temporal: one in and one out for every workflow, activity,
 signal and update. Workflow code imports this module, so it imports nothing that does I/O."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+# The type of the ApplicationError a provider's failure becomes; its one detail is a FailureDetail.
+PROVIDER_FAILURE = "ProviderFailure"
 
 
 def request_workflow_id(request_id: str) -> str:
@@ -12,6 +16,25 @@ def request_workflow_id(request_id: str) -> str:
 
 def cluster_workflow_id(cluster_id: str) -> str:
     return f"cluster-{cluster_id}"
+
+
+@dataclass
+class FailureDetail:
+    """What a provider's failure carries from the activity to the workflow, beside its message: the step
+    that failed and the kind of failure (core.providers.FailureClass)."""
+
+    step: str
+    failure_class: str
+
+    @staticmethod
+    def of(details: Sequence[Any], default_step: str) -> "FailureDetail":
+        """The detail of a ProviderFailure as the workflow receives it (a dict, as the converter decodes a
+        dataclass it is given no type for). Histories from before it was one object carried the step and
+        the class as two values; they replay as they ran."""
+        if details and isinstance(details[0], dict):
+            return FailureDetail(str(details[0]["step"]), str(details[0]["failure_class"]))
+        step, failure_class = (list(details) + [default_step, "bad configuration"])[:2]
+        return FailureDetail(str(step), str(failure_class))
 
 
 # --- the request (approval) workflow ---------------------------------------------------------

@@ -21,11 +21,13 @@ with workflow.unsafe.imports_passed_through():
     from core import search_attributes, starts
     from core.messages import (
         INSTALL_STEP,
+        PROVIDER_FAILURE,
         AddService,
         AddTool,
         ClusterInput,
         ClusterRef,
         ClusterState,
+        FailureDetail,
         HealthReport,
         ItemFailed,
         ItemRef,
@@ -343,9 +345,9 @@ class Failure:
 def _failure(error: ActivityError, default_step: str) -> Failure:
     """Which step failed, which kind of failure it was, and whether it was retried automatically."""
     cause = error.cause
-    if isinstance(cause, ApplicationError) and cause.type == "ProviderFailure":
-        step, failure_class = (list(cause.details) + [default_step, "bad configuration"])[:2]
-        return Failure(str(step), str(failure_class), cause.message, retried=not cause.non_retryable)
+    if isinstance(cause, ApplicationError) and cause.type == PROVIDER_FAILURE:
+        detail = FailureDetail.of(cause.details, default_step)
+        return Failure(detail.step, detail.failure_class, cause.message, retried=not cause.non_retryable)
     if isinstance(cause, TimeoutError):
         return Failure(default_step, "timeout", "the provider did not answer in time", retried=True)
     # Anything else is a fault of ours, not of the input or the cloud: its text (which may name database
