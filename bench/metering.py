@@ -52,11 +52,11 @@ from sqlalchemy.engine import Connection, Engine
 from core.catalog import NODE_TYPES
 from core.db import make_engine, make_session_factory, transaction
 from core.models import Cluster, MetricSample, UTCDateTime
+from harness.servers import Process, free_port, wait_for_http
 from services import accounts, credits, reports
 from services.credits import keep_standing_rates
 from services.metering import floor_minute
 from services.migrations import upgrade
-from tests.utils.servers import Process, free_port, wait_for_http
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 ROOT = Path(__file__).resolve().parent.parent

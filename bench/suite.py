@@ -55,10 +55,10 @@ from bench import metering as metering_bench
 from core.db import make_engine, make_session_factory, transaction
 from core.messages import cluster_workflow_id
 from core.models import Cluster, ClusterRequest
+from harness.servers import Process, free_port, start_temporal_dev_server, wait_for_http, wait_until
+from harness.world import TenantWorld, make_tenant
 from services import credits
 from services.credits import keep_standing_rates
-from tests.utils.servers import Process, free_port, start_temporal_dev_server, wait_for_http, wait_until
-from tests.utils.world import TenantWorld, make_tenant
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results.json"

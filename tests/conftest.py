@@ -20,10 +20,10 @@ import pytest
 import sqlalchemy as sa
 
 from core.db import make_engine, make_session_factory
+from harness.servers import Process, free_port, start_temporal_dev_server, wait_for_http, wait_until
+from harness.world import TenantWorld, make_tenant
 from services.credits import keep_standing_rates
 from services.migrations import upgrade
-from tests.utils.servers import Process, free_port, start_temporal_dev_server, wait_for_http, wait_until
-from tests.utils.world import TenantWorld, make_tenant
 
 POSTGRES_URL = os.environ.get("HPCINFRA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 POSTGRES_REQUIRED = bool(os.environ.get("CI") or os.environ.get("HPCINFRA_REQUIRE_POSTGRES"))

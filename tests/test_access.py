@@ -28,8 +28,8 @@ import httpx
 import pytest
 
 from api.main import API_PREFIX, create_app
-from tests.utils.servers import wait_until
-from tests.utils.world import Person, TenantWorld, file_request, make_admin, make_tenant, request_body
+from harness.servers import wait_until
+from harness.world import Person, TenantWorld, file_request, make_admin, make_tenant, request_body
 
 # --- the operations of the OpenAPI document ----------------------------------------------------
 

@@ -16,8 +16,8 @@ from activities.requests import RequestActivities
 from core.credentials import CredentialBox, new_key
 from core.messages import Decision, DecisionRecord, decision_text, request_workflow_id
 from core.models import ClusterRequest, utcnow
-from tests.utils.servers import executable
-from tests.utils.world import file_request, insert_request, make_admin, make_tenant, request_body, wait_for_cluster
+from harness.servers import executable
+from harness.world import file_request, insert_request, make_admin, make_tenant, request_body, wait_for_cluster
 from workflows.request import RequestWorkflow
 
 
@@ -49,7 +49,7 @@ def test_what_is_done_is_in_the_audit_log_with_who_and_where_from(api, stack, te
             api.get(f"/clusters/{cluster_id}", headers=tenant.cad.headers).json()["services"][0]["status"] == "running"
         )
 
-    from tests.utils.servers import wait_until
+    from harness.servers import wait_until
 
     wait_until(redis_running, timeout=60)
     shown = api.get(f"/clusters/{cluster_id}", headers=tenant.cad.headers).json()

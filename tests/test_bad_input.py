@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from core import catalog
 from core.models import CloudProvider, Cluster, ClusterRequest, RequestNote
-from tests.utils.world import file_request, insert_cluster, make_tenant, request_body
+from harness.world import file_request, insert_cluster, make_tenant, request_body
 
 MISSING = object()
 RANDOM_UUID = "5b0b6f0e-4f5a-4c38-9d55-0d3c1f7c2a11"

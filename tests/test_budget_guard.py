@@ -14,8 +14,8 @@ from decimal import Decimal
 
 from core.db import transaction
 from core.models import Cluster, ClusterService
+from harness.world import make_tenant, request_body, wait_for_cluster
 from services import credits
-from tests.utils.world import make_tenant, request_body, wait_for_cluster
 
 BALANCE = Decimal(30)
 SMALL = {"numberOfNodes": 1, "nodeType": "small"}

@@ -10,8 +10,8 @@ import sqlalchemy as sa
 
 from api.oidc import Identity, OidcError, user_for_identity
 from core.models import AuditEvent, CloudProvider, User
-from tests.utils.servers import executable
-from tests.utils.world import make_tenant
+from harness.servers import executable
+from harness.world import make_tenant
 
 
 def hpcinfra(db, *args: str, **settings: str) -> subprocess.CompletedProcess:

@@ -3,7 +3,7 @@ with the reason and the failing step in the step log."""
 
 import pytest
 
-from tests.utils.world import make_tenant, request_body, wait_for_cluster
+from harness.world import make_tenant, request_body, wait_for_cluster
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_failure_ends_in_error_with_reason_and_step(api, failing_tenant, provide
 
 
 def test_an_admin_registers_a_provider_for_another_tenant_and_nobody_else_may(api, tenant, other_tenant, stack):
-    from tests.utils.world import make_admin
+    from harness.world import make_admin
 
     body = {"tenantId": tenant.id, "name": "lab-2", "kind": "sim", "region": "r"}
     refused = api.post("/cloud-providers", json=body, headers=other_tenant.it.headers)

@@ -27,8 +27,8 @@ from api.main import API_PREFIX, create_app
 from cli.main import app as cli_app
 from core.search_attributes import ALL as SEARCH_ATTRIBUTES
 from core.settings import Settings
+from harness.servers import executable, free_port
 from services.migrations import upgrade
-from tests.utils.servers import executable, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"

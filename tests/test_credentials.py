@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from core.credentials import SEALED_ANSWER, CredentialBox, new_key
 from core.db import transaction
 from core.models import Base, ClusterService, IdempotencyKey
+from harness.servers import executable
+from harness.world import insert_cluster, make_tenant, request_body, wait_for_cluster
 from tests.test_tools_services import wait_for_item
-from tests.utils.servers import executable
-from tests.utils.world import insert_cluster, make_tenant, request_body, wait_for_cluster
 
 
 def database_text(db) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.utils.servers import executable, free_port, port_open, wait_until
+from harness.servers import executable, free_port, port_open, wait_until
 
 
 def children_of(pid: int) -> set[int]:

@@ -21,7 +21,7 @@ from types import ModuleType
 import httpx
 import pytest
 
-from tests.utils.servers import wait_until
+from harness.servers import wait_until
 
 PACKAGE = "hpcinfra_client"
 # No post-generation hooks (the default runs ruff on the output): what is tested is the generator's own code.

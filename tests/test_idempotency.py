@@ -23,10 +23,10 @@ from core.credentials import SEALED_ANSWER, CredentialBox, new_key
 from core.db import make_engine, make_session_factory, transaction
 from core.models import Cluster, ClusterRequest, ClusterService, CreditEntry, IdempotencyKey, utcnow
 from core.settings import Settings
+from harness.world import insert_cluster, insert_request, make_admin, make_tenant, request_body
 from services import credits
 from services.credits import keep_standing_rates
 from services.migrations import upgrade
-from tests.utils.world import insert_cluster, insert_request, make_admin, make_tenant, request_body
 
 
 def post(api, path: str, who, body: dict, key: str | None):

@@ -20,12 +20,12 @@ from temporalio.client import Client
 
 from core.catalog import NODE_TYPES
 from core.providers import ClusterSpec, FailureClass, ProviderFailure, ServiceSecret, ServiceSpec
+from harness.servers import port_open
+from harness.world import make_tenant, request_body, wait_for_cluster
 from infra.providers.local import LocalProvider, check_prerequisites
 from infra.providers.local_services import POSTGRES_ROOT, REDIS_ROOT, REDIS_USER
 from tests.conftest import restart_worker
 from tests.test_tools_services import steps, wait_for_item
-from tests.utils.servers import port_open
-from tests.utils.world import make_tenant, request_body, wait_for_cluster
 from workflows.cluster import ClusterWorkflow
 
 

@@ -22,10 +22,10 @@ from core.messages import CollectRequest
 from core.models import Cluster, ClusterService, ClusterTool, CreditEntry, MetricRollup, MetricSample, Tenant
 from core.providers import Utilisation
 from core.settings import Settings
+from harness.world import OPENING_CREDITS, insert_cluster, make_tenant
 from infra.providers.sim import simulated_use
 from services import credits, metering, reports
 from services.migrations import MIGRATIONS
-from tests.utils.world import OPENING_CREDITS, insert_cluster, make_tenant
 from worker import provider_settings
 
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)

@@ -10,9 +10,9 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from core.db import transaction
 from core.messages import metering_workflow_id
+from harness.servers import wait_until
+from harness.world import OPENING_CREDITS, file_request, make_admin, make_tenant, request_body, wait_for_cluster
 from services import credits
-from tests.utils.servers import wait_until
-from tests.utils.world import OPENING_CREDITS, file_request, make_admin, make_tenant, request_body, wait_for_cluster
 
 
 def create_cluster(api, tenant, **overrides) -> dict:

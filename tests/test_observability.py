@@ -22,9 +22,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.observability import ACTIVITY_OUTCOMES, PROVISION_SECONDS
+from harness.servers import Process, free_port, wait_for_http, wait_until
+from harness.world import TenantWorld, make_tenant, request_body, wait_for_cluster
 from tests.conftest import Database, Stack, migrated_database, start_worker, wait_for_worker
-from tests.utils.servers import Process, free_port, wait_for_http, wait_until
-from tests.utils.world import TenantWorld, make_tenant, request_body, wait_for_cluster
 
 # A simulated provider whose compute nodes fail once with an outage (retryable), then come up; and
 # one whose network always fails with a configuration error (not retryable).

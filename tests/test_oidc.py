@@ -33,8 +33,8 @@ from api.main import create_app
 from api.oidc import ALGORITHMS, Identity, JwksCache, user_for_identity
 from core.models import User
 from core.settings import Settings
-from tests.utils.servers import free_port
-from tests.utils.world import TenantWorld, make_tenant
+from harness.servers import free_port
+from harness.world import TenantWorld, make_tenant
 
 ISSUER = "https://idp.test.example/realms/chips"
 AUDIENCE = "hpcinfra-api"

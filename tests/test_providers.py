@@ -14,9 +14,9 @@ from api.main import create_app
 from core.db import transaction
 from core.providers import ProviderUnavailable
 from core.settings import Settings
+from harness.world import TenantWorld, make_admin, make_tenant
 from infra.providers import ProviderSettings, refuse_unallowed_account
 from services import accounts
-from tests.utils.world import TenantWorld, make_admin, make_tenant
 from worker import provider_settings
 
 SSH = "198.51.100.0/24"
@@ -244,7 +244,7 @@ def test_a_cluster_is_not_built_in_an_account_its_tenant_may_no_longer_use_but_c
     from activities.clusters import ClusterActivities
     from core.credentials import CredentialBox, new_key
     from core.messages import ClusterRef
-    from tests.utils.world import insert_cluster
+    from harness.world import insert_cluster
 
     config = {"sshCidr": "198.51.100.0/24", "accountId": "222222222222"}
     world = make_tenant(db.sessions, extra_providers={"aws-old": {"kind": "aws", "config": config}})

@@ -4,7 +4,7 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from core.settings import Settings
-from tests.utils.world import make_tenant
+from harness.world import make_tenant
 
 
 def test_a_caller_over_the_limit_gets_429_and_others_do_not(db, tmp_path):

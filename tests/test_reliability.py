@@ -25,11 +25,11 @@ from core.db import make_engine, make_session_factory
 from core.messages import ClusterInput, cluster_workflow_id
 from core.models import Cluster, ClusterRequest, ClusterTool
 from core.settings import Settings
+from harness.servers import Process, free_port, start_temporal_dev_server, wait_for_http, wait_until
+from harness.world import insert_cluster, insert_request, make_tenant, request_body, wait_for_cluster
 from services.credits import keep_standing_rates
 from services.migrations import upgrade
 from tests.conftest import restart_worker, start_worker, wait_for_worker
-from tests.utils.servers import Process, free_port, start_temporal_dev_server, wait_for_http, wait_until
-from tests.utils.world import insert_cluster, insert_request, make_tenant, request_body, wait_for_cluster
 from workflows.cluster import ClusterWorkflow
 
 # Each simulated step takes this long, so that a crash can land in the middle of one.

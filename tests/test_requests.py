@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from core.models import Cluster
-from tests.utils.servers import executable, wait_until
-from tests.utils.world import file_request, wait_for_cluster, wait_for_request
+from harness.servers import executable, wait_until
+from harness.world import file_request, wait_for_cluster, wait_for_request
 
 
 def signal(stack, workflow_id: str, name: str, payload: dict) -> None:

@@ -20,10 +20,10 @@ from temporalio.service import RPCError
 from core.db import transaction
 from core.models import Cluster, ClusterRequest, IdempotencyKey, Sweep, utcnow
 from core.settings import Settings
+from harness.servers import wait_until
+from harness.world import insert_cluster, insert_request, make_tenant
 from services.resume import START_GRACE, SWEEP, resume_workflows, take_turn
 from tests.conftest import Database, migrated_database, start_worker, wait_for_worker
-from tests.utils.servers import wait_until
-from tests.utils.world import insert_cluster, insert_request, make_tenant
 
 
 @dataclass

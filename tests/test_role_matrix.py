@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from harness.world import Person, file_request, make_admin, wait_for_cluster
 from tests.test_access import (  # noqa: F401 - `world` is a fixture
     BODIES,
     PROTECTED,
@@ -57,7 +58,6 @@ from tests.test_access import (  # noqa: F401 - `world` is a fixture
     server_root,
     world,
 )
-from tests.utils.world import Person, file_request, make_admin, wait_for_cluster
 
 
 class Outcome(enum.Enum):

@@ -30,8 +30,8 @@ from schemathesis.specs.openapi.checks import status_code_conformance
 
 from api.main import create_app
 from api.webhook_schemas import WebhookIn
-from tests.utils.servers import wait_until
-from tests.utils.world import Person, TenantWorld, make_admin, make_tenant, request_body, wait_for_cluster
+from harness.servers import wait_until
+from harness.world import Person, TenantWorld, make_admin, make_tenant, request_body, wait_for_cluster
 
 PREFIX = "/api/v1"
 # Fuzzed cases per operation (the coverage phase adds its own boundary cases on top).

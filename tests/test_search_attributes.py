@@ -21,9 +21,8 @@ from temporalio.worker import Replayer
 from core import search_attributes as sa
 from core.settings import Settings
 from core.temporal import connect
-from services.resume import resume_workflows
-from tests.utils.servers import BIN, Process, executable, free_port, port_open, wait_until
-from tests.utils.world import (
+from harness.servers import BIN, Process, executable, free_port, port_open, wait_until
+from harness.world import (
     file_request,
     insert_cluster,
     insert_request,
@@ -32,6 +31,7 @@ from tests.utils.world import (
     wait_for_cluster,
     wait_for_request,
 )
+from services.resume import resume_workflows
 from worker import WORKFLOWS
 
 # The commands as the README prints them; the tests fill in the <...> and run them through a shell.

@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.servers import wait_until
+from harness.world import make_admin, make_tenant, request_body, wait_for_cluster
 from infra.providers.sim import SimProvider
-from tests.utils.servers import wait_until
-from tests.utils.world import make_admin, make_tenant, request_body, wait_for_cluster
 
 
 def sim_cloud(stack) -> SimProvider:
@@ -395,8 +395,8 @@ def test_a_step_longer_than_the_step_log_takes_is_cut_to_fit(db):
     from core.credentials import CredentialBox, new_key
     from core.messages import StepRecord
     from core.models import ClusterEvent, utcnow
+    from harness.world import insert_cluster
     from infra.providers import ProviderSettings
-    from tests.utils.world import insert_cluster
 
     tenant = make_tenant(db.sessions)
     cluster = insert_cluster(db.sessions, tenant, "long-steps")

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from cli.main import app
 from cli.user.analytics import credit_series
 from cli.user.charts import bar, sparkline
-from tests.utils.servers import executable, free_port, wait_until
-from tests.utils.world import Person, TenantWorld, file_request, make_tenant, wait_for_cluster
+from harness.servers import executable, free_port, wait_until
+from harness.world import Person, TenantWorld, file_request, make_tenant, wait_for_cluster
 
 
 @pytest.fixture

@@ -36,11 +36,11 @@ from core.messages import RequestInput, request_workflow_id
 from core.models import Base, Tenant, Webhook, WebhookDelivery, WebhookEvent
 from core.settings import Settings
 from core.webhooks import DeliveryOutcome, DeliveryRef
+from harness.servers import free_port, wait_until
+from harness.world import file_request, insert_cluster, insert_request, make_admin, make_tenant
 from services import credits, outbox
 from tests.test_access import approve, assert_problem, cluster_of, create_cluster, wait_available
 from tests.utils.record_histories import leaks
-from tests.utils.servers import free_port, wait_until
-from tests.utils.world import file_request, insert_cluster, insert_request, make_admin, make_tenant
 from workflows.request import RequestWorkflow
 
 ALL_EVENTS = list(webhooks.EVENT_TYPES)

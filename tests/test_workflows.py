@@ -24,10 +24,10 @@ from core.messages import (
 )
 from core.models import Cluster, ClusterEvent, ClusterRequest, CreditEntry, MetricSample
 from core.settings import Settings
+from harness.servers import executable
+from harness.world import insert_cluster, insert_request, make_tenant
 from services import credits, metering
 from services.resume import resume_workflows
-from tests.utils.servers import executable
-from tests.utils.world import insert_cluster, insert_request, make_tenant
 from worker import WORKFLOWS, build_activities
 from workflows.cluster import ClusterWorkflow
 from workflows.request import RequestWorkflow

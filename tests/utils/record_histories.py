@@ -83,11 +83,11 @@ from core.messages import (
 from core.models import ClusterRequest
 from core.settings import Settings
 from core.webhooks import delivery_workflow_id
+from harness.servers import free_port, start_temporal_dev_server
+from harness.world import TenantWorld, insert_cluster, make_tenant
 from services import outbox
 from services.credits import keep_standing_rates
 from services.migrations import upgrade
-from tests.utils.servers import free_port, start_temporal_dev_server
-from tests.utils.world import TenantWorld, insert_cluster, make_tenant
 from worker import WORKFLOWS, build_activities
 from workflows.cluster import ClusterWorkflow
 from workflows.request import RequestWorkflow

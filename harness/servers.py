@@ -1,4 +1,4 @@
-"""Starting and stopping the real parts the tests run against, each on a free port."""
+"""Starting and stopping the real parts the tests and the benchmarks run against, each on a free port."""
 
 import os
 import shutil

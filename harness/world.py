@@ -1,4 +1,4 @@
-"""Builders for test data: tenants with their users, tokens and providers, made straight in the database."""
+"""Builders of data for the tests and the benchmarks: tenants with their users, tokens and providers, made straight in the database."""
 
 import uuid
 from dataclasses import dataclass, field
@@ -9,8 +9,8 @@ import httpx
 
 from core.db import transaction
 from core.models import Cluster, ClusterRequest
+from harness.servers import wait_until
 from services import accounts
-from tests.utils.servers import wait_until
 
 # What a tenant made by these builders starts with: the platform's default opening grant.
 OPENING_CREDITS = Decimal(10_000)
