@@ -23,6 +23,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from core import starts
 from core.credentials import CredentialBox
+from core.enums import ClusterStatus
 from core.models import (
     BalanceAlert,
     Cluster,
@@ -59,8 +60,8 @@ def open_secret(box: CredentialBox, sealed: str) -> str:
 # --- writing events ------------------------------------------------------------------------------
 
 
-def emit(
-    session: Session, tenant_id: uuid.UUID, event_type: str, data: dict[str, Any], key: str | None = None
+def _write(
+    session: Session, tenant_id: uuid.UUID, event_type: str, data: dict[str, Any], key: str | None
 ) -> list[uuid.UUID]:
     """Write the event and a delivery for each of the tenant's webhooks that wants it, in the caller's
     transaction; returns the deliveries to start once it commits. An event already written under `key`
@@ -145,7 +146,11 @@ def request_decided(request: ClusterRequest, expired: bool) -> dict[str, Any]:
 
 
 # Cluster statuses that are events, and the event each is.
-CLUSTER_EVENTS = {"available": "cluster.available", "error": "cluster.failed", "deleted": "cluster.deleted"}
+CLUSTER_EVENTS = {
+    ClusterStatus.AVAILABLE: "cluster.available",
+    ClusterStatus.ERROR: "cluster.failed",
+    ClusterStatus.DELETED: "cluster.deleted",
+}
 
 
 def cluster_changed(cluster: Cluster) -> dict[str, Any]:
@@ -243,18 +248,26 @@ class DeliveryStarter:
 
 
 class Outbox:
-    """What the worker's activities use to tell of what they did: `emit` within their transaction."""
+    """The one way to tell of an act: `emit` within the act's transaction. The worker's outbox has a
+    starter, which starts the deliveries once the transaction commits. The API's has none: a route starts
+    them itself (start_deliveries) after its workflow has started, so that no receiver hears of a request
+    the API then takes back."""
 
     def __init__(self, starter: DeliveryStarter | None, min_runway_hours: float) -> None:
-        # None (a worker without a client, as in some tests): the deliveries wait for the resume.
+        # None: the caller starts the deliveries emit returns, or they wait for the resume.
         self.starter = starter
         # balance.low: below this many hours of runway (the budget guard's threshold).
         self.min_runway_hours = min_runway_hours
 
-    def emit(self, session: Session, tenant_id: uuid.UUID, event_type: str, data: dict[str, Any], key: str) -> None:
-        delivery_ids = emit(session, tenant_id, event_type, data, key)
+    def emit(
+        self, session: Session, tenant_id: uuid.UUID, event_type: str, data: dict[str, Any], key: str | None = None
+    ) -> list[uuid.UUID]:
+        """Write the event and its deliveries (see _write); returns the deliveries, which the starter, if
+        any, starts after the commit. `key` names the act, so that a retried activity writes it once."""
+        delivery_ids = _write(session, tenant_id, event_type, data, key)
         if delivery_ids and self.starter is not None:
             self.starter.after_commit(session, delivery_ids)
+        return delivery_ids
 
     def check_balance(self, session: Session, tenant_id: uuid.UUID) -> None:
         """After a metering collection: send balance.low when the tenant's runway has just fallen below the

@@ -365,7 +365,9 @@ def test_deliveries_never_started_are_started_by_the_resume(api, stack, tenant, 
 
     hook = register(api, tenant, receiver.url, ["cluster.failed"])
     with transaction(stack.db.sessions) as session:
-        [delivery_id] = outbox.emit(session, uuid.UUID(tenant.id), "cluster.failed", {"clusterId": "c", "reason": "r"})
+        [delivery_id] = outbox.Outbox(None, min_runway_hours=24).emit(
+            session, uuid.UUID(tenant.id), "cluster.failed", {"clusterId": "c", "reason": "r"}
+        )
     time.sleep(1)
     assert receiver.received == []
     settings = Settings(
@@ -669,7 +671,9 @@ def delivery_to(database, url: str) -> Delivery:
     tenant = make_tenant(database.sessions)
     with transaction(database.sessions) as session:
         outbox.create_webhook(session, box, uuid.UUID(tenant.id), url, ["cluster.failed"], None)
-        [delivery_id] = outbox.emit(session, uuid.UUID(tenant.id), "cluster.failed", {"clusterId": "c", "reason": "r"})
+        [delivery_id] = outbox.Outbox(None, min_runway_hours=24).emit(
+            session, uuid.UUID(tenant.id), "cluster.failed", {"clusterId": "c", "reason": "r"}
+        )
     return Delivery(str(delivery_id), box, database)
 
 

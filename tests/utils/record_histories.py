@@ -260,7 +260,9 @@ class Recorder:
                 with transaction(self.sessions) as session:
                     url = f"http://127.0.0.1:{server.server_address[1]}{path}"
                     outbox.create_webhook(session, credential_box(settings), tenant_id, url, ["cluster.failed"], None)
-                    [delivery_id] = outbox.emit(session, tenant_id, "cluster.failed", {"clusterId": name})
+                    [delivery_id] = outbox.Outbox(None, min_runway_hours=24).emit(
+                        session, tenant_id, "cluster.failed", {"clusterId": name}
+                    )
                 await outbox.start_deliveries(self.client, fast, [delivery_id])
                 handle = self.client.get_workflow_handle(delivery_workflow_id(str(delivery_id)))
                 outcome = await asyncio.wait_for(handle.result(), timeout=60)
