@@ -17,6 +17,7 @@ from core import catalog
 from core.catalog import NODE_TYPES, SERVICES
 from core.credentials import CredentialBox, generate_password
 from core.db import transaction
+from core.enums import ClusterStatus, ServiceStatus, ToolStatus
 from core.messages import (
     INSTALL_STEP,
     PROVIDER_FAILURE,
@@ -107,15 +108,15 @@ class ClusterActivities:
         cluster no longer in error and writes the same change again (the step log keeps one line of it)."""
         with transaction(self.sessions) as session:
             cluster = find_cluster(session, change.cluster_id)
-            if cluster.status == "error":
+            if cluster.status == ClusterStatus.ERROR:
                 self._guard(session, cluster.tenant_id, credits.rate_of(cluster), "the cluster")
             self._write_status(session, cluster, change)
 
     def _write_status(self, session: Session, cluster: Cluster, change: StatusChange) -> None:
         # Metering follows availability (see services/metering.py).
-        if change.status == "available":
+        if change.status == ClusterStatus.AVAILABLE:
             cluster.metering_from, cluster.metering_to = change.time, None
-        elif cluster.status == "available":
+        elif cluster.status == ClusterStatus.AVAILABLE:
             cluster.metering_to = change.time
         cluster.status = change.status
         cluster.status_reason = change.reason
@@ -128,7 +129,8 @@ class ClusterActivities:
     def mark_item_failed(self, failure: ItemFailed) -> None:
         with transaction(self.sessions) as session:
             item = _item(session, failure.kind, failure.item_id)
-            item.status, item.status_reason = "failed", failure.reason
+            failed = ToolStatus.FAILED if failure.kind == "tool" else ServiceStatus.FAILED
+            item.status, item.status_reason = failed, failure.reason
             _log_step(
                 session,
                 uuid.UUID(failure.key),
@@ -178,14 +180,14 @@ class ClusterActivities:
 
     @activity.defn(name="InstallTool")
     async def install_tool(self, ref: ItemRef) -> StepOutcome:
-        tool = await asyncio.to_thread(self._mark, "tool", ref.item_id, "installing")
+        tool = await asyncio.to_thread(self._mark, "tool", ref.item_id, ToolStatus.INSTALLING)
         # Loaded after: the cluster's desired state now includes this tool.
         spec, provider = await asyncio.to_thread(self.load, ref.cluster_id, building=True)
         await self._run(
             ref.cluster_id, lambda progress: provider.install_tool(spec, ToolSpec(tool.name, tool.version), progress)
         )
         summary = f"{tool.name} {tool.version} installed"
-        await asyncio.to_thread(self._finished, ref, "tool", "installed", summary)
+        await asyncio.to_thread(self._finished, ref, "tool", ToolStatus.INSTALLED, summary)
         return StepOutcome(summary)
 
     @activity.defn(name="StartService")
@@ -199,7 +201,7 @@ class ClusterActivities:
             ref.cluster_id, lambda progress: provider.start_service(spec, _service_spec(service), secret, progress)
         )
         summary = f"{service.name} {service.version} running at {endpoint['host']}:{endpoint['port']}"
-        await asyncio.to_thread(self._finished, ref, "service", "running", summary, endpoint)
+        await asyncio.to_thread(self._finished, ref, "service", ServiceStatus.RUNNING, summary, endpoint)
         return StepOutcome(summary)
 
     @activity.defn(name="StopServices")
@@ -210,12 +212,12 @@ class ClusterActivities:
             # Loaded for each: a provider that describes the whole cluster at once must not see a
             # service stopped a moment ago as still wanted.
             spec, provider = await asyncio.to_thread(self.load, ref.cluster_id)
-            if service.status in ("provisioning", "running"):
+            if service.status in (ServiceStatus.PROVISIONING, ServiceStatus.RUNNING):
                 await self._run(
                     ref.cluster_id,
                     lambda progress, p=provider, c=spec, s=service: p.stop_service(c, _service_spec(s), progress),
                 )
-            await asyncio.to_thread(self._mark, "service", str(service.id), "stopped")
+            await asyncio.to_thread(self._mark, "service", str(service.id), ServiceStatus.STOPPED)
         await asyncio.to_thread(self._abandon_tool_installs, ref.cluster_id)
         return StepOutcome(f"{len(services)} service(s) stopped")
 
@@ -235,14 +237,14 @@ class ClusterActivities:
                 )
             )
             label = f"{wanted.name} {wanted.version}"
-            if tool is not None and tool.status != "failed":
+            if tool is not None and tool.status != ToolStatus.FAILED:
                 return Registration(str(tool.id), label, tool.status)
             cluster = find_cluster(session, request.cluster_id)
             self._guard(session, cluster.tenant_id, credits.item_rate(tools=[wanted.name]), wanted.name)
             if tool is None:
                 tool = ClusterTool(cluster_id=cluster.id, name=wanted.name, version=wanted.version)
                 session.add(tool)
-            tool.status, tool.status_reason = "pending", None
+            tool.status, tool.status_reason = ToolStatus.PENDING, None
             session.flush()
             return Registration(str(tool.id), label, tool.status)
 
@@ -258,7 +260,7 @@ class ClusterActivities:
                     ClusterService.cluster_id == uuid.UUID(request.cluster_id), ClusterService.name == wanted.name
                 )
             )
-            if service is not None and service.status not in ("failed", "stopped"):
+            if service is not None and service.status not in (ServiceStatus.FAILED, ServiceStatus.STOPPED):
                 if service.version != wanted.version:
                     raise ApplicationError(
                         f"{wanted.name} {service.version} is already on this cluster ({service.status}); "
@@ -273,7 +275,7 @@ class ClusterActivities:
                 service = ClusterService(cluster_id=cluster.id, name=wanted.name)
                 session.add(service)
             service.version, service.config = wanted.version, wanted.config
-            service.status, service.status_reason, service.endpoint = "pending", None, {}
+            service.status, service.status_reason, service.endpoint = ServiceStatus.PENDING, None, {}
             session.flush()
             return Registration(str(service.id), f"{service.name} {service.version}", service.status)
 
@@ -285,12 +287,12 @@ class ClusterActivities:
             operations = [
                 Operation("install_tool", str(t.id), f"{t.name} {t.version}")
                 for t in cluster.tools
-                if t.status == "pending"
+                if t.status == ToolStatus.PENDING
             ]
             operations += [
                 Operation("start_service", str(s.id), f"{s.name} {s.version}")
                 for s in cluster.services
-                if s.status == "pending"
+                if s.status == ServiceStatus.PENDING
             ]
             return PendingInstalls(operations)
 
@@ -350,7 +352,11 @@ class ClusterActivities:
         cloud = session.get_one(CloudProvider, cluster.cloud_provider_id)
         tenant = session.get_one(Tenant, cluster.tenant_id)
         # What the cluster should have now: tools being or already installed, services being or already started.
-        services = [s for s in cluster.services if s.status in ("provisioning", "running") and s.credentials_encrypted]
+        services = [
+            s
+            for s in cluster.services
+            if s.status in (ServiceStatus.PROVISIONING, ServiceStatus.RUNNING) and s.credentials_encrypted
+        ]
         spec = ClusterSpec(
             cluster_id=str(cluster.id),
             tenant=tenant.name,
@@ -360,7 +366,11 @@ class ClusterActivities:
             node_type=NODE_TYPES[cluster.node_type],
             storage_gb=cluster.storage_gb,
             provider_config=dict(cloud.config),
-            tools=tuple(ToolSpec(t.name, t.version) for t in cluster.tools if t.status in ("installing", "installed")),
+            tools=tuple(
+                ToolSpec(t.name, t.version)
+                for t in cluster.tools
+                if t.status in (ToolStatus.INSTALLING, ToolStatus.INSTALLED)
+            ),
             services=tuple(_service_spec(s) for s in services),
             secrets={s.name: self._secret(s) for s in services} if with_secrets else {},
         )
@@ -387,7 +397,7 @@ class ClusterActivities:
         """The service, marked provisioning, with its credentials: made once, reused on every retry."""
         with transaction(self.sessions) as session:
             service = _item(session, "service", service_id)
-            service.status, service.status_reason = "provisioning", None
+            service.status, service.status_reason = ServiceStatus.PROVISIONING, None
             if service.credentials_encrypted is None:
                 service.credentials_encrypted = self.credentials.seal(
                     {"username": SERVICE_USER, "password": generate_password()}
@@ -429,12 +439,13 @@ class ClusterActivities:
     def _abandon_tool_installs(self, cluster_id: str) -> None:
         with transaction(self.sessions) as session:
             for tool in find_cluster(session, cluster_id).tools:
-                if tool.status in ("pending", "installing"):
-                    tool.status, tool.status_reason = "failed", "the cluster was deleted before the tool was installed"
+                if tool.status in (ToolStatus.PENDING, ToolStatus.INSTALLING):
+                    tool.status = ToolStatus.FAILED
+                    tool.status_reason = "the cluster was deleted before the tool was installed"
 
     def _services_to_stop(self, cluster_id: str) -> list[ClusterService]:
         with self.sessions() as session:
-            return [s for s in find_cluster(session, cluster_id).services if s.status != "stopped"]
+            return [s for s in find_cluster(session, cluster_id).services if s.status != ServiceStatus.STOPPED]
 
 
 def find_cluster(session: Session, cluster_id: str) -> Cluster:

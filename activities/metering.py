@@ -11,6 +11,7 @@ from temporalio import activity
 
 from activities.clusters import find_cluster
 from core.db import transaction
+from core.enums import ClusterStatus
 from core.messages import Collection, CollectRequest
 from core.providers import ClusterSpec, Provider, Utilisation
 from services import credits, metering
@@ -80,7 +81,7 @@ class MeteringActivities:
             cluster = find_cluster(session, request.cluster_id)
             balance, policy = credits.account(session, cluster.tenant_id)
             stop_reason = None
-            if balance <= 0 and policy == "stop" and cluster.status == "available":
+            if balance <= 0 and policy == "stop" and cluster.status == ClusterStatus.AVAILABLE:
                 stop_reason = (
                     f"stopped: the tenant's credit balance is {credits.as_credits(balance)} and its budget "
                     "policy is 'stop'; an admin can grant credits (POST /tenants/{tenantId}/credits)"

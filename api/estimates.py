@@ -6,11 +6,12 @@ import uuid
 from sqlalchemy.orm import Session
 
 from api.schemas import CreditEstimate
+from core.enums import ClusterStatus, RequestStatus
 from core.models import Cluster, ClusterRequest
 from services import credits
 
 # A cluster that may still start (its runway "after" includes it) and one that is metered now.
-_STARTING = ("pending", "provisioning")
+_STARTING = (ClusterStatus.PENDING, ClusterStatus.PROVISIONING)
 
 
 class Estimates:
@@ -23,7 +24,7 @@ class Estimates:
     def of_cluster(self, cluster: Cluster) -> CreditEstimate:
         rate = credits.rate_of(cluster)
         standing = self._standing(cluster.tenant_id)
-        if cluster.status == "available":
+        if cluster.status == ClusterStatus.AVAILABLE:
             return _estimate(rate, standing, before=standing.rate - rate, after=standing.rate)
         if cluster.status in _STARTING:
             return _estimate(rate, standing, before=standing.rate, after=standing.rate + rate)
@@ -33,7 +34,7 @@ class Estimates:
         rate = credits.rate_of_request(request)
         standing = self._standing(request.tenant_id)
         # Once decided, the request changes nothing more: an approved one's cluster shows its own estimate.
-        after = standing.rate + rate if request.status == "pending" else standing.rate
+        after = standing.rate + rate if request.status == RequestStatus.PENDING else standing.rate
         return _estimate(rate, standing, before=standing.rate, after=after)
 
     def _standing(self, tenant_id: uuid.UUID) -> credits.Standing:

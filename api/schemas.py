@@ -15,15 +15,17 @@ from pydantic.alias_generators import to_camel
 
 from api import examples as ex
 from api.examples import examples
-from core import catalog, models
+from core import catalog, enums, models
 from infra.providers import check_config
 from services import credits
 
-RequestStatus = Literal["pending", "approved", "rejected"]
-ClusterStatus = Literal["pending", "provisioning", "available", "error", "deleting", "deleted"]
-ServiceStatus = Literal["pending", "provisioning", "running", "failed", "stopped"]
-ToolStatus = Literal["pending", "installing", "installed", "failed"]
-Role = Literal["cad_manager", "it_manager", "admin"]
+# The statuses and roles of core/enums.py as Literals of their values, in their order (a Literal of a tuple
+# is a Literal of its items): the OpenAPI document shows each as an inline enum of strings.
+RequestStatus = Literal[tuple(s.value for s in enums.RequestStatus)]  # type: ignore[valid-type]
+ClusterStatus = Literal[tuple(s.value for s in enums.ClusterStatus)]  # type: ignore[valid-type]
+ServiceStatus = Literal[tuple(s.value for s in enums.ServiceStatus)]  # type: ignore[valid-type]
+ToolStatus = Literal[tuple(s.value for s in enums.ToolStatus)]  # type: ignore[valid-type]
+Role = Literal[tuple(r.value for r in enums.Role)]  # type: ignore[valid-type]
 ProviderKind = Literal["sim", "local", "aws", "gcp", "azure"]
 
 _CLOUD_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -244,7 +246,7 @@ class Service(Model):
             status=row.status,
             status_reason=row.status_reason,
         )
-        if secret is not None and row.status == "running":
+        if secret is not None and row.status == enums.ServiceStatus.RUNNING:
             service.credentials = {**row.endpoint, **secret}
             if row.name == "postgresql":
                 service.credentials["database"] = row.config.get("databaseName", "postgres")
@@ -268,7 +270,7 @@ class RequestedService(Model):
     name: str
     version: str
     config: dict[str, Any] = Field(default_factory=dict)
-    status: ServiceStatus = "pending"
+    status: ServiceStatus = enums.ServiceStatus.PENDING
     credentials: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -321,7 +323,7 @@ class RequestIn(Input):
 class DecisionIn(Input):
     model_config = ConfigDict(json_schema_extra=examples(ex.APPROVAL, ex.REJECTION))
 
-    status: Literal["approved", "rejected"]
+    status: Literal[enums.RequestStatus.APPROVED.value, enums.RequestStatus.REJECTED.value]  # type: ignore[valid-type]
     rejection_reason: Annotated[str, StringConstraints(max_length=10_000), AfterValidator(str.strip)] | None = Field(
         default=None, description="Required when rejecting: tells the requester why."
     )

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from core import search_attributes
 from core.db import make_engine, make_session_factory, transaction
+from core.enums import Role
 from core.models import Tenant
 from core.settings import Settings
 from services import accounts
@@ -26,8 +27,8 @@ from services.migrations import upgrade
 
 DEMO_TENANT = "demo"
 DEMO_USERS = (
-    ("cad@demo.example", "Casey CAD", "cad_manager"),
-    ("it@demo.example", "Indra IT", "it_manager"),
+    ("cad@demo.example", "Casey CAD", Role.CAD_MANAGER),
+    ("it@demo.example", "Indra IT", Role.IT_MANAGER),
 )
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from core.enums import ClusterStatus
+
 # The type of the ApplicationError a provider's failure becomes; its one detail is a FailureDetail.
 PROVIDER_FAILURE = "ProviderFailure"
 
@@ -124,7 +126,7 @@ class Operation:
 class ClusterState:
     """Everything the cluster workflow knows; carried across continue-as-new."""
 
-    status: str = "pending"
+    status: str = ClusterStatus.PENDING
     status_reason: str | None = None
     queue: list[Operation] = field(default_factory=lambda: [Operation("provision")])
     delete_requested: bool = False

@@ -18,6 +18,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from core.enums import ClusterStatus, RequestStatus, ServiceStatus, ToolStatus
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -125,7 +127,7 @@ class ClusterRequest(Base):
     # [{name, version}] and [{name, version, config}] as asked for; they become the cluster's on approval.
     tools: Mapped[list[Any]] = mapped_column(default=list)
     services: Mapped[list[Any]] = mapped_column(default=list)
-    status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
+    status: Mapped[str] = mapped_column(String(20), default=RequestStatus.PENDING, index=True)
     requested_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
     requested_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Who decided and when, for approvals and rejections alike (the seed calls them approvedBy/At).
@@ -172,7 +174,7 @@ class Cluster(Base):
     number_of_nodes: Mapped[int] = mapped_column(Integer)
     node_type: Mapped[str] = mapped_column(String(50))
     storage_gb: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
+    status: Mapped[str] = mapped_column(String(20), default=ClusterStatus.PENDING, index=True)
     status_reason: Mapped[str | None] = mapped_column(Text)
     created_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
     request_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("cluster_requests.id"))
@@ -203,7 +205,7 @@ class ClusterTool(Base):
     cluster_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clusters.id"), index=True)
     name: Mapped[str] = mapped_column(String(50))
     version: Mapped[str] = mapped_column(String(50))
-    status: Mapped[str] = mapped_column(String(20), default="pending")
+    status: Mapped[str] = mapped_column(String(20), default=ToolStatus.PENDING)
     status_reason: Mapped[str | None] = mapped_column(Text)
 
 
@@ -216,7 +218,7 @@ class ClusterService(Base):
     name: Mapped[str] = mapped_column(String(50))
     version: Mapped[str] = mapped_column(String(50))
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    status: Mapped[str] = mapped_column(String(20), default="pending")
+    status: Mapped[str] = mapped_column(String(20), default=ServiceStatus.PENDING)
     status_reason: Mapped[str | None] = mapped_column(Text)
     # Where the service answers (host, port): not secret.
     endpoint: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -20,6 +20,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from core import search_attributes
+from core.enums import ClusterStatus, RequestStatus
 from core.messages import (
     ClusterInput,
     MeteringInput,
@@ -52,7 +53,7 @@ def request(request_id: str, tenant_id: str, expires_after_seconds: float) -> St
         REQUEST_WORKFLOW,
         RequestInput(request_id, expires_after_seconds, tenant_id),
         request_workflow_id(request_id),
-        search_attributes.labels(search_attributes.REQUEST, tenant_id, status="pending"),
+        search_attributes.labels(search_attributes.REQUEST, tenant_id, status=RequestStatus.PENDING),
     )
 
 
@@ -63,7 +64,7 @@ def cluster(cluster_id: str, tenant_id: str) -> Start:
         CLUSTER_WORKFLOW,
         ClusterInput(cluster_id, tenant_id=tenant_id),
         cluster_workflow_id(cluster_id),
-        search_attributes.labels(search_attributes.CLUSTER, tenant_id, cluster_id, "pending"),
+        search_attributes.labels(search_attributes.CLUSTER, tenant_id, cluster_id, ClusterStatus.PENDING),
     )
 
 

@@ -11,13 +11,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.enums import Role
 from core.models import ApiToken, CloudProvider, Tenant, User
 from core.providers import KINDS, check_account
 from infra.providers import check_config
 from services import audit, credits
 from services.credits import BUDGET_POLICIES
 
-ROLES = ("cad_manager", "it_manager", "admin")
+ROLES = tuple(Role)  # cad_manager, it_manager, admin
 TOKEN_PREFIX = "hpci_"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 # What users.oidc_issuer and users.oidc_subject hold (255 is also the most OpenID Connect allows a `sub`).

@@ -16,6 +16,7 @@ from sqlalchemy import case, event, func, inspect, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.catalog import NODE_TYPES, SERVICES, STORAGE_CREDITS_PER_GB_HOUR, TOOLS
+from core.enums import ClusterStatus, ServiceStatus, ToolStatus
 from core.models import Cluster, ClusterRequest, ClusterService, ClusterTool, CreditEntry, Tenant, utcnow
 from services import audit
 
@@ -28,9 +29,9 @@ MAX_GRANT = 1_000_000_000
 # The most a balance may hold: far beyond any real need, and within a 64-bit count of units.
 MAX_BALANCE = 100_000_000_000
 # A service costs while it is wanted: from the moment it is asked for until it fails or is stopped.
-COSTLY_SERVICE_STATUSES = ("pending", "provisioning", "running")
+COSTLY_SERVICE_STATUSES = (ServiceStatus.PENDING, ServiceStatus.PROVISIONING, ServiceStatus.RUNNING)
 # Clusters that run, or are about to: what the budget guard counts against the balance.
-STARTED_STATUSES = ("pending", "provisioning", "available")
+STARTED_STATUSES = (ClusterStatus.PENDING, ClusterStatus.PROVISIONING, ClusterStatus.AVAILABLE)
 
 
 def per_minute(credits_per_hour: float) -> int:
@@ -76,7 +77,7 @@ def rate_of(cluster: Cluster) -> int:
         cluster.number_of_nodes,
         cluster.storage_gb,
         [s.name for s in cluster.services if s.status in COSTLY_SERVICE_STATUSES],
-        [t.name for t in cluster.tools if t.status != "failed"],
+        [t.name for t in cluster.tools if t.status != ToolStatus.FAILED],
     )
 
 
@@ -225,7 +226,7 @@ def refresh_standing_rates(session: Session, tenant_id: uuid.UUID) -> None:
         update(Tenant)
         .where(Tenant.id == tenant_id)
         .values(
-            metered_rate=_summed_rate(tenant_id, ("available",)),
+            metered_rate=_summed_rate(tenant_id, (ClusterStatus.AVAILABLE,)),
             committed_rate=_summed_rate(tenant_id, STARTED_STATUSES),
         )
         .execution_options(synchronize_session=False)
@@ -254,7 +255,7 @@ def _summed_rate(tenant_id: uuid.UUID, statuses: tuple[str, ...]):
             {s.name: s.credits_per_hour for s in SERVICES.values()},
             ClusterService.status.in_(COSTLY_SERVICE_STATUSES),
         ),
-        (ClusterTool, {t.name: t.credits_per_hour for t in TOOLS.values()}, ClusterTool.status != "failed"),
+        (ClusterTool, {t.name: t.credits_per_hour for t in TOOLS.values()}, ClusterTool.status != ToolStatus.FAILED),
     ):
         parts.append(
             select(func.coalesce(func.sum(_per_minute_of(table.name, rates)), 0))

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, false, func, or_, select
 from sqlalchemy.orm import Session
 
+from core.enums import ClusterStatus
 from core.models import Cluster, ClusterRequest, MetricRollup, MetricSample, User
 from services import credits, metering
 from services.metering import MINUTE
@@ -191,7 +192,7 @@ def summary(session: Session, cluster: Cluster) -> Summary:
             MetricRollup.cluster_id == cluster.id, MetricRollup.resolution == "day"
         )
     )
-    metered = cluster.status == "available"
+    metered = cluster.status == ClusterStatus.AVAILABLE
     rate = credits.rate_of(cluster) if metered else 0
     balance, policy = credits.account(session, cluster.tenant_id)
     size = metering.Allocation.of(cluster)
@@ -291,7 +292,7 @@ def analytics(session: Session, tenant_id: uuid.UUID, start: datetime, end: date
         spent = in_range if hours == (start, end) else totals(session, tenant_id, *hours, by_cluster=False)
         return credits.as_credits(_sum(spent.values()).credit_units)
 
-    available = [c for c in clusters if c.status == "available"]
+    available = [c for c in clusters if c.status == ClusterStatus.AVAILABLE]
     sizes = [metering.Allocation.of(c) for c in available]
     overall = _sum(in_range.values())
     names = {c.id: c for c in clusters}
@@ -311,7 +312,7 @@ def analytics(session: Session, tenant_id: uuid.UUID, start: datetime, end: date
         )
     ).all()
     return Analytics(
-        total_clusters=sum(1 for c in clusters if c.status != "deleted" and c.created_at < end),
+        total_clusters=sum(1 for c in clusters if c.status != ClusterStatus.DELETED and c.created_at < end),
         active_clusters=len(active),
         total_users=len(users),
         active_users=len(set(by_user) | set(requesters)),
@@ -336,7 +337,7 @@ def analytics(session: Session, tenant_id: uuid.UUID, start: datetime, end: date
                     names[cluster_id].name,
                     credits.as_credits(spent.credit_units),
                     spent.average("cpu_use"),
-                    over_budget=standing.exhausted and names[cluster_id].status == "available",
+                    over_budget=standing.exhausted and names[cluster_id].status == ClusterStatus.AVAILABLE,
                 )
                 for cluster_id, spent in active.items()
             ),

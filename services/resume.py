@@ -34,6 +34,7 @@ from temporalio.client import Client
 
 from core import starts
 from core.db import transaction
+from core.enums import ClusterStatus, RequestStatus
 from core.models import Cluster, ClusterRequest, IdempotencyKey, Sweep, utcnow
 from core.settings import Settings
 from services import outbox
@@ -76,7 +77,7 @@ def _what_should_run(
     now = utcnow()
     with transaction(sessions) as session:
         query = select(ClusterRequest.id, ClusterRequest.tenant_id, ClusterRequest.requested_at).where(
-            ClusterRequest.status == "pending"
+            ClusterRequest.status == RequestStatus.PENDING
         )
         if since is not None:
             query = query.where(ClusterRequest.requested_at >= since)
@@ -85,7 +86,8 @@ def _what_should_run(
             for i, t, filed in session.execute(query)
         ]
         query = select(Cluster.id, Cluster.tenant_id).where(
-            Cluster.status == "pending", or_(Cluster.request_id.is_(None), Cluster.created_at < now - START_GRACE)
+            Cluster.status == ClusterStatus.PENDING,
+            or_(Cluster.request_id.is_(None), Cluster.created_at < now - START_GRACE),
         )
         if since is not None:
             query = query.where(Cluster.created_at >= since)
@@ -94,12 +96,14 @@ def _what_should_run(
             return requests, clusters, []
         session.execute(
             update(Cluster)
-            .where(Cluster.status == "available", Cluster.metering_from.is_(None))
+            .where(Cluster.status == ClusterStatus.AVAILABLE, Cluster.metering_from.is_(None))
             .values(metering_from=now)
         )
         metered = [
             (str(i), str(t))
-            for i, t in session.execute(select(Cluster.id, Cluster.tenant_id).where(Cluster.status == "available"))
+            for i, t in session.execute(
+                select(Cluster.id, Cluster.tenant_id).where(Cluster.status == ClusterStatus.AVAILABLE)
+            )
         ]
     return requests, clusters, metered
 

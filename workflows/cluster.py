@@ -19,6 +19,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError,
 with workflow.unsafe.imports_passed_through():
     from activities.clusters import ClusterActivities
     from core import search_attributes, starts
+    from core.enums import ClusterStatus, ServiceStatus, ToolStatus
     from core.messages import (
         INSTALL_STEP,
         PROVIDER_FAILURE,
@@ -42,7 +43,7 @@ with workflow.unsafe.imports_passed_through():
     from core.refusals import as_update_failure
     from workflows.activity_options import AWAITED_WRITE, DB_WRITE, PROVIDER_RUN, TEARDOWN
 
-DELETION = ("deleting", "deleted")
+DELETION = (ClusterStatus.DELETING, ClusterStatus.DELETED)
 
 
 @workflow.defn(name=starts.CLUSTER_WORKFLOW)
@@ -69,7 +70,7 @@ class ClusterWorkflow:
             if self._state.delete_requested:
                 async with self._provider_busy:
                     await self._tear_down()
-                if self._state.status == "deleted":
+                if self._state.status == ClusterStatus.DELETED:
                     await workflow.wait_condition(workflow.all_handlers_finished)
                     return self._state
                 continue
@@ -117,7 +118,9 @@ class ClusterWorkflow:
         """Queue an install for an item still `pending`, unless it is queued (or running) already:
         a registration retried after its first attempt committed, or an item also found among the
         cluster's pending installs, is installed once."""
-        if status == "pending" and all(queued.item_id != operation.item_id for queued in self._state.queue):
+        if status in (ToolStatus.PENDING, ServiceStatus.PENDING) and all(
+            queued.item_id != operation.item_id for queued in self._state.queue
+        ):
             self._state.queue.append(operation)
 
     @add_tool.validator
@@ -144,22 +147,22 @@ class ClusterWorkflow:
         if self._state.delete_requested:
             return
         self._state.delete_requested = True  # at once: no new operation is accepted from here on
-        await self._set_status("deleting", reason)
+        await self._set_status(ClusterStatus.DELETING, reason)
 
     @workflow.update(name="retry")
     async def retry(self) -> None:
         """Provision a cluster in `error` again, without a new approval, if the tenant's credits would last
         (the budget guard, as for an approval; a refusal leaves the cluster in error)."""
-        if self._state.status != "error":
+        if self._state.status != ClusterStatus.ERROR:
             raise ApplicationError(f"the cluster is {self._state.status} already", type="Conflict")
         # Runs from before the guard replay as they ran: their retry was a plain status change.
         guarded = workflow.patched("retry-budget-guard")
-        await self._set_status("pending", "provisioning again on request", admit=guarded)
+        await self._set_status(ClusterStatus.PENDING, "provisioning again on request", admit=guarded)
         self._state.queue.append(Operation("provision"))
 
     @retry.validator
     def _validate_retry(self) -> None:
-        if self._state.status != "error" or self._state.delete_requested:
+        if self._state.status != ClusterStatus.ERROR or self._state.delete_requested:
             raise ValueError(f"only a cluster in error can be retried; this one is {self._state.status}")
 
     @workflow.update(name="check_health")
@@ -175,7 +178,7 @@ class ClusterWorkflow:
     def _require_available(self, what: str) -> None:
         if self._state.delete_requested:
             raise ValueError(f"the cluster is being deleted; it takes no more {what}")
-        if self._state.status != "available":
+        if self._state.status != ClusterStatus.AVAILABLE:
             raise ValueError(f"the cluster is {self._state.status}; {what} can be added once it is available")
 
     # --- operations ----------------------------------------------------------------------------
@@ -190,7 +193,7 @@ class ClusterWorkflow:
 
     async def _provision(self) -> None:
         ref = ClusterRef(self._cluster_id)
-        await self._set_status("provisioning")
+        await self._set_status(ClusterStatus.PROVISIONING)
         await self._step("provision", "started", "creating network, nodes and storage")
         try:
             outcome = await workflow.execute_activity_method(ClusterActivities.provision, ref, **PROVIDER_RUN)
@@ -206,11 +209,12 @@ class ClusterWorkflow:
         if not report.healthy:
             await self._fail_provisioning(f"provisioning failed at step health-check: {report.message}")
             return
-        await self._set_status("available")
+        await self._set_status(ClusterStatus.AVAILABLE)
         await self._start_metering()
         pending = await workflow.execute_activity_method(ClusterActivities.pending_installs, ref, **DB_WRITE)
         for operation in pending.operations:
-            self._enqueue(operation, "pending")
+            pending_status = ToolStatus.PENDING if operation.kind == "install_tool" else ServiceStatus.PENDING
+            self._enqueue(operation, pending_status)
 
     async def _start_metering(self) -> None:
         """Meter the cluster while it is available (workflows/metering.py); the metering outlives this
@@ -243,7 +247,7 @@ class ClusterWorkflow:
             reason += f"; {failure}; resources may remain: delete the cluster to try again"
         else:
             await self._step("compensate", "succeeded", outcome.summary)
-        await self._set_status("error", reason)
+        await self._set_status(ClusterStatus.ERROR, reason)
 
     async def _install(self, kind: str, activity, operation: Operation) -> None:
         """One tool or service, as its own step; a failure marks that item failed and leaves the rest alone."""
@@ -270,10 +274,10 @@ class ClusterWorkflow:
             await self._step(failure.step, "failed", reason)
             # Still alive, so that deleting again tries again.
             self._state.delete_requested = False
-            await self._set_status("error", f"{reason}; delete the cluster again to retry")
+            await self._set_status(ClusterStatus.ERROR, f"{reason}; delete the cluster again to retry")
             return
         await self._step("teardown", "succeeded", outcome.summary)
-        await self._set_status("deleted")
+        await self._set_status(ClusterStatus.DELETED)
 
     async def _health_check(self) -> HealthReport:
         await self._step("health-check", "started", "asking the provider")

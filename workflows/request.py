@@ -14,6 +14,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlrea
 with workflow.unsafe.imports_passed_through():
     from activities.requests import RequestActivities
     from core import search_attributes, starts
+    from core.enums import RequestStatus
     from core.messages import (
         Decision,
         DecisionRecord,
@@ -32,7 +33,7 @@ class RequestWorkflow:
     def __init__(self, input: RequestInput) -> None:
         self._request_id = input.request_id
         self._tenant_id = input.tenant_id
-        self._state = RequestState(status="pending")
+        self._state = RequestState(status=RequestStatus.PENDING)
         # The update, the signal and expiry may race; the lock lets exactly one of them decide.
         self._deciding = asyncio.Lock()
 
@@ -40,11 +41,11 @@ class RequestWorkflow:
     async def run(self, input: RequestInput) -> RequestState:
         expires_after = timedelta(seconds=input.expires_after_seconds)
         try:
-            await workflow.wait_condition(lambda: self._state.status != "pending", timeout=expires_after)
+            await workflow.wait_condition(lambda: self._state.status != RequestStatus.PENDING, timeout=expires_after)
         except TimeoutError:
             await self._expire(expires_after)
 
-        if self._state.status == "approved" and self._state.cluster_id:
+        if self._state.status == RequestStatus.APPROVED and self._state.cluster_id:
             cluster_id = self._state.cluster_id
             try:
                 child = starts.cluster(cluster_id, self._tenant_id)
@@ -68,11 +69,11 @@ class RequestWorkflow:
 
     @decide.validator
     def _validate_decision(self, decision: Decision) -> None:
-        if decision.status not in ("approved", "rejected"):
+        if decision.status not in (RequestStatus.APPROVED, RequestStatus.REJECTED):
             raise ValueError(f"status must be 'approved' or 'rejected', not {decision.status!r}")
-        if decision.status == "rejected" and not (decision.rejection_reason or "").strip():
+        if decision.status == RequestStatus.REJECTED and not (decision.rejection_reason or "").strip():
             raise ValueError("a rejection needs a rejectionReason")
-        if self._state.status != "pending":
+        if self._state.status != RequestStatus.PENDING:
             raise ValueError(f"the request is already {self._state.status}")
 
     @workflow.signal(name="decide")
@@ -102,15 +103,15 @@ class RequestWorkflow:
 
     async def _decide(self, decision: Decision) -> RequestState:
         async with self._deciding:
-            if self._state.status != "pending":
+            if self._state.status != RequestStatus.PENDING:
                 raise ApplicationError(f"the request is already {self._state.status}", type="AlreadyDecided")
-            cluster_id = str(workflow.uuid4()) if decision.status == "approved" else None
+            cluster_id = str(workflow.uuid4()) if decision.status == RequestStatus.APPROVED else None
             record = DecisionRecord(
                 request_id=self._request_id,
                 status=decision.status,
                 decided_at=workflow.now(),
                 decided_by=decision.decided_by,
-                rejection_reason=decision.rejection_reason if decision.status == "rejected" else None,
+                rejection_reason=decision.rejection_reason if decision.status == RequestStatus.REJECTED else None,
                 cluster_id=cluster_id,
                 source=decision.source,
                 proof=decision.proof,
@@ -119,10 +120,10 @@ class RequestWorkflow:
 
     async def _expire(self, after: timedelta) -> None:
         async with self._deciding:
-            if self._state.status != "pending":
+            if self._state.status != RequestStatus.PENDING:
                 return
             reason = f"expired: nobody decided within {_human(after)}"
-            record = DecisionRecord(self._request_id, "rejected", workflow.now(), None, reason, None)
+            record = DecisionRecord(self._request_id, RequestStatus.REJECTED, workflow.now(), None, reason, None)
             # Nobody waits on an expiry, so it retries until the database takes it.
             await self._record(record, DB_WRITE, label=search_attributes.EXPIRED)
 

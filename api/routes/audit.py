@@ -10,6 +10,7 @@ from api import schemas
 from api.deps import CurrentUser, SessionDep, require_role
 from api.errors import problems
 from api.pagination import Page
+from core.enums import Role
 from core.models import AuditEvent
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -35,9 +36,9 @@ def list_audit_events(
 ) -> list[schemas.AuditEvent]:
     """Decisions, clusters made and deleted, credentials shown, tokens issued and credits granted, newest
     first: an IT manager sees its tenant's, an admin every tenant's."""
-    require_role(user, "it_manager", "admin", action="read the audit log")
+    require_role(user, Role.IT_MANAGER, Role.ADMIN, action="read the audit log")
     query = select(AuditEvent)
-    if user.role != "admin":
+    if user.role != Role.ADMIN:
         query = query.where(AuditEvent.tenant_id == user.tenant_id)
     elif tenant_id is not None:
         query = query.where(AuditEvent.tenant_id == tenant_id)

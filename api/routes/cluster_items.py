@@ -19,6 +19,7 @@ from api.deps import CredentialsDep, CurrentUser, SessionDep, TemporalDep, read_
 from api.errors import Problem, problems
 from api.params import ClusterId, ServiceId
 from api.workflow_calls import UPDATE_TIMEOUT, update
+from core.enums import ClusterStatus, ServiceStatus
 from core.messages import Registration, ServiceRequest, ToolRequest, cluster_workflow_id
 from core.models import CloudProvider, Cluster, ClusterService, ClusterTool, User
 from workflows.cluster import ClusterWorkflow
@@ -108,7 +109,7 @@ def get_service(
     secret = None
     if may_see_credentials(user, cluster) and service.credentials_encrypted:
         secret = credentials.open(service.credentials_encrypted)
-        if service.status == "running":
+        if service.status == ServiceStatus.RUNNING:
             audit_credentials_read(session, user, cluster, [service.name], source_of(http_request))
             response.headers["Cache-Control"] = NO_STORE
     return schemas.Service.from_row(service, secret)
@@ -127,7 +128,7 @@ async def _available_for_creator(
         return cluster
 
     cluster = await read_then_release(session, read)
-    if cluster.status != "available":
+    if cluster.status != ClusterStatus.AVAILABLE:
         raise Problem(409, f"the cluster is {cluster.status}; {what} can be added only to an available cluster")
     return cluster
 

@@ -8,6 +8,7 @@ from api.access import providers_visible_to
 from api.deps import CurrentUser, SessionDep, SettingsDep, require_role
 from api.errors import Problem, problems
 from api.pagination import Page
+from core.enums import Role
 from core.models import CloudProvider, Tenant
 from core.providers import ON_PLATFORM_MACHINES, check_account
 from services.accounts import AccountError, create_provider
@@ -43,13 +44,13 @@ def register_provider(
     run as root on the platform's own machine, is for admins only (403). With the operator's list of
     allowed cloud accounts set, a cloud provider must name an account it allows the provider's tenant
     (422). A name the tenant already uses is a 409."""
-    require_role(user, "it_manager", "admin", action="register cloud providers")
-    if body.kind in ON_PLATFORM_MACHINES and user.role != "admin":
+    require_role(user, Role.IT_MANAGER, Role.ADMIN, action="register cloud providers")
+    if body.kind in ON_PLATFORM_MACHINES and user.role != Role.ADMIN:
         raise Problem(
             403, f"only admins may register {body.kind} providers: their clusters run on the platform's own machines"
         )
     tenant_id = body.tenant_id or user.tenant_id
-    if tenant_id != user.tenant_id and (user.role != "admin" or session.get(Tenant, tenant_id) is None):
+    if tenant_id != user.tenant_id and (user.role != Role.ADMIN or session.get(Tenant, tenant_id) is None):
         raise Problem(
             422, f"tenantId {tenant_id} is not a tenant you can register providers for; leave it out for your own"
         )

@@ -1,0 +1,53 @@
+"""The statuses and roles the platform stores and answers with, one StrEnum each: of cluster requests,
+clusters, their tools and services, and users' roles.
+
+A member is its string (`RequestStatus.PENDING == "pending"`) and is stored, sent through Temporal,
+put in search attributes and answered by the API as that plain string, so the values below are the
+ones in the database, in recorded workflow histories and in the API reference: never change one.
+The API's schemas (api/schemas.py) derive their Literals from these. Workflow code imports this
+module, so it imports nothing that does I/O.
+
+Not here: the outcomes of steps in a cluster's log (started, succeeded, failed, retrying), webhook
+delivery statuses, and the request's `expired` search-attribute label (core/search_attributes.py;
+an expired request is stored as `rejected`).
+"""
+
+from enum import StrEnum
+
+
+class RequestStatus(StrEnum):
+    """A cluster request's: `pending` until an IT manager decides (or it expires, as `rejected`)."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class ClusterStatus(StrEnum):
+    PENDING = "pending"
+    PROVISIONING = "provisioning"
+    AVAILABLE = "available"
+    ERROR = "error"
+    DELETING = "deleting"
+    DELETED = "deleted"
+
+
+class ToolStatus(StrEnum):
+    PENDING = "pending"
+    INSTALLING = "installing"
+    INSTALLED = "installed"
+    FAILED = "failed"
+
+
+class ServiceStatus(StrEnum):
+    PENDING = "pending"
+    PROVISIONING = "provisioning"
+    RUNNING = "running"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class Role(StrEnum):
+    CAD_MANAGER = "cad_manager"
+    IT_MANAGER = "it_manager"
+    ADMIN = "admin"
