@@ -8,11 +8,14 @@ from temporalio.exceptions import ApplicationError
 
 from core.credentials import CredentialBox
 from core.db import transaction
+from core.enums import RequestStatus
 from core.messages import DecisionRecord, NoteRecord, RequestState, decision_text
-from core.models import Cluster, ClusterRequest, ClusterService, ClusterTool
+from core.models import ClusterRequest
 from services import audit, credits
+from services.clusters import create_approved_cluster
 from services.outbox import Outbox, request_decided
-from services.store import add_note, find_user, may_decide, may_see_request
+from services.requests import add_note
+from services.store import find_user, may_decide, may_see_request
 
 
 class RequestActivities:
@@ -63,14 +66,14 @@ class RequestActivities:
                         type="NotAnApprover",
                         non_retryable=True,
                     )
-            if request.status != "pending":
+            if request.status != RequestStatus.PENDING:
                 if request.status == record.status and request.approved_at == record.decided_at:
                     return _outcome(request)
                 raise ApplicationError(
                     f"the request is already {request.status}", type="AlreadyDecided", non_retryable=True
                 )
 
-            if record.status == "approved":
+            if record.status == RequestStatus.APPROVED:
                 rate = credits.rate_of_request(request)
                 refusal = credits.shortfall(session, request.tenant_id, rate, self.min_runway_hours)
                 if refusal is not None:
@@ -79,10 +82,10 @@ class RequestActivities:
             request.approved_by_id = decider.id if decider else None
             request.approved_at = record.decided_at
             request.rejection_reason = record.rejection_reason
-            if record.status == "approved":
+            if record.status == RequestStatus.APPROVED:
                 assert record.cluster_id is not None
-                request.cluster_id = _create_cluster(session, request, uuid.UUID(record.cluster_id)).id
-            action = "request.approve" if record.status == "approved" else "request.reject"
+                request.cluster_id = create_approved_cluster(session, request, uuid.UUID(record.cluster_id)).id
+            action = "request.approve" if record.status == RequestStatus.APPROVED else "request.reject"
             if decider is None:
                 action = "request.expire"
             detail = {"cluster": record.cluster_id} if record.cluster_id else {"reason": record.rejection_reason}
@@ -126,28 +129,6 @@ class RequestActivities:
                     f"{note.by!r} may not write notes on this request", type="NotAllowed", non_retryable=True
                 )
             add_note(session, request, writer, note.note, uuid.UUID(record.key))
-
-
-def _create_cluster(session: Session, request: ClusterRequest, cluster_id: uuid.UUID) -> Cluster:
-    cluster = Cluster(
-        id=cluster_id,
-        tenant_id=request.tenant_id,
-        name=request.name,
-        cloud_provider_id=request.cloud_provider_id,
-        number_of_nodes=request.number_of_nodes,
-        node_type=request.node_type,
-        storage_gb=request.storage_gb,
-        created_by_id=request.requested_by_id,
-        request_id=request.id,
-        tools=[ClusterTool(id=uuid.UUID(t["id"]), name=t["name"], version=t["version"]) for t in request.tools],
-        services=[
-            ClusterService(id=uuid.UUID(s["id"]), name=s["name"], version=s["version"], config=s["config"])
-            for s in request.services
-        ],
-    )
-    session.add(cluster)
-    session.flush()
-    return cluster
 
 
 def _outcome(request: ClusterRequest) -> RequestState:

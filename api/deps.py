@@ -1,8 +1,10 @@
-"""Typed dependencies for the routes: the database session, the caller, the Temporal client."""
+"""Typed dependencies for the routes (the database session, the caller, the Temporal client), and what
+routes do alike around the domain's calls: answering its refusals, and putting a body in its terms."""
 
 import asyncio
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
@@ -12,12 +14,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
 from api.errors import Problem
+from api.schemas import ClusterIn, RequestIn
 from core.credentials import CredentialBox
-from core.models import User
+from core.models import Cluster, ClusterRequest, User
+from core.refusals import REFUSALS
 from core.settings import Settings
 from core.temporal import connect
+from services.clusters import ClusterSpec
+from services.store import Refused
 
 T = TypeVar("T")
+Made = TypeVar("Made", ClusterRequest, Cluster)
 log = logging.getLogger(__name__)
 
 
@@ -97,3 +104,25 @@ def source_of(request: Request) -> str:
 def require_role(user: User, *roles: str, action: str) -> None:
     if user.role not in roles:
         raise Problem(403, f"only {' or '.join(roles)} users may {action}; you are {user.role}")
+
+
+def spec_of(body: RequestIn | ClusterIn) -> ClusterSpec:
+    """What a new request or cluster asks for, in the domain's terms."""
+    return ClusterSpec(
+        name=body.name,
+        cloud_provider_id=body.cloud_provider_id,
+        number_of_nodes=body.size.number_of_nodes,
+        node_type=body.size.node_type,
+        storage_gb=body.size.storage,
+        tools=[t.model_dump() for t in body.tools],
+        services=[s.model_dump() for s in body.services],
+    )
+
+
+@contextmanager
+def refusals_answered() -> Iterator[None]:
+    """A refusal of the domain (services.store.Refused) answered with the status of its kind."""
+    try:
+        yield
+    except Refused as e:
+        raise Problem(REFUSALS[e.kind], e.message) from None

@@ -1,23 +1,29 @@
-"""How the API asks workflows to do things, and how their answers become HTTP answers."""
+"""How the API asks workflows to do things (a new request's or cluster's start, updates), and how their
+answers become HTTP answers."""
 
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
-from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api import idempotency
+from api.deps import read_then_release, refusals_answered
 from api.errors import Problem
+from core import starts
+from core.models import Cluster, ClusterRequest, User
 from core.refusals import REFUSALS as WORKFLOW_REFUSALS
+from core.settings import Settings
 from services import outbox
 
 T = TypeVar("T")
+Made = TypeVar("Made", ClusterRequest, Cluster)
 
 # How long an API call waits for a workflow to take an update (a decision, a new tool, ...).
 UPDATE_TIMEOUT = timedelta(seconds=20)
@@ -89,3 +95,40 @@ async def update(call: Awaitable[T], *, refused: str, ended: str) -> T:
         if e.status == RPCStatusCode.NOT_FOUND:
             raise Problem(409, ended) from e
         raise Problem(503, "the workflow engine is unreachable; nothing changed, try again") from e
+
+
+async def create_and_start(
+    what: str,
+    session: Session,
+    user: User,
+    http_request: Request,
+    temporal: Client,
+    settings: Settings,
+    *,
+    create: Callable[[], tuple[Made, list[uuid.UUID]]],
+    find: Callable[[Session, User, uuid.UUID], Made],
+    workflow: Callable[[Made], starts.Start],
+) -> Made:
+    """The `what` ("request", "cluster") that `create` makes in the session's transaction (with the webhook
+    deliveries that tell of it), committed with the call's Idempotency-Key, then its workflow started; taken
+    back if the workflow engine refuses the start (api/workflow_calls.py). The retry of a call that failed
+    after its commit `find`s what that call made instead, and finishes it."""
+    made = idempotency.resumed(http_request, what)
+    if made is None:
+        row, deliveries = await run_in_threadpool(_commit_created, what, session, http_request, create)
+    else:  # its deliveries went with the first call's commit: the resume starts them
+        row, deliveries = await read_then_release(session, find, user, made), []
+    start = starts.start(temporal, settings.task_queue, workflow(row), repair=False)
+    await start_or_take_back(start, session, row, what, http_request, resumed=made is not None, deliveries=deliveries)
+    await outbox.start_deliveries(temporal, settings, deliveries)
+    return row
+
+
+def _commit_created(
+    what: str, session: Session, http_request: Request, create: Callable[[], tuple[Made, list[uuid.UUID]]]
+) -> tuple[Made, list[uuid.UUID]]:
+    with refusals_answered():
+        row, deliveries = create()
+    idempotency.record_created(session, http_request, f"{what} {row.id}")
+    session.commit()
+    return row, deliveries

@@ -9,15 +9,8 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api import idempotency, schemas
-from api.access import (
-    NO_STORE,
-    audit_credentials_read,
-    cluster_for,
-    clusters_visible_to,
-    may_see_credentials,
-    provider_for_new_cluster,
-)
+from api import schemas
+from api.access import NO_STORE, audit_credentials_read, cluster_for
 from api.deps import (
     CredentialsDep,
     CurrentUser,
@@ -27,16 +20,19 @@ from api.deps import (
     read_then_release,
     require_role,
     source_of,
+    spec_of,
 )
 from api.errors import Problem, problems
 from api.estimates import Estimates
 from api.pagination import Page
 from api.params import ClusterId
-from api.workflow_calls import UPDATE_TIMEOUT, start_or_take_back, update
+from api.workflow_calls import UPDATE_TIMEOUT, create_and_start, update
 from core import starts
+from core.enums import ClusterStatus, Role, ServiceStatus
 from core.messages import cluster_workflow_id
-from core.models import Cluster, ClusterEvent, ClusterService, ClusterTool, User
-from services import audit, credits
+from core.models import Cluster, ClusterEvent, User
+from services import audit, clusters
+from services.store import clusters_visible_to, may_see_credentials
 from workflows.cluster import ClusterWorkflow
 
 router = APIRouter(prefix="/clusters", tags=["clusters"])
@@ -82,58 +78,14 @@ async def create_cluster(
     the answer is a 403 that says to file a request. The cluster starts `pending` and is provisioned
     in the background: poll `GET /clusters/{clusterId}` until it is `available` (or `error`). A
     tenant whose credits would not last is refused with a 409."""
-    require_role(user, "cad_manager", action="create clusters")
-    size = body.size
-    if size.number_of_nodes > settings.self_service_max_nodes or size.node_type not in settings.self_service_node_types:
-        raise Problem(
-            403,
-            f"a cluster of {size.number_of_nodes} x {size.node_type} is above the self-service limit "
-            f"(at most {settings.self_service_max_nodes} nodes of {', '.join(settings.self_service_node_types)}); "
-            "file a request with POST /api/v1/requests for an IT manager to approve",
-        )
-
-    def insert() -> Cluster:
-        provider_for_new_cluster(session, user, body)
-        rate = credits.cluster_rate(
-            size.node_type,
-            size.number_of_nodes,
-            size.storage,
-            [s.name for s in body.services],
-            [t.name for t in body.tools],
-        )
-        refusal = credits.shortfall(session, user.tenant_id, rate, settings.budget_min_runway_hours)
-        if refusal is not None:
-            raise Problem(409, f"the cluster was not created: {refusal}")
-        cluster = Cluster(
-            tenant_id=user.tenant_id,
-            name=body.name,
-            cloud_provider_id=body.cloud_provider_id,
-            number_of_nodes=size.number_of_nodes,
-            node_type=size.node_type,
-            storage_gb=size.storage,
-            created_by_id=user.id,
-            tools=[ClusterTool(name=t.name, version=t.version) for t in body.tools],
-            services=[ClusterService(name=s.name, version=s.version, config=s.config) for s in body.services],
-        )
-        session.add(cluster)
-        session.flush()
-        audit.record(
-            session, user.tenant_id, user.id, "cluster.create", f"cluster {cluster.id}", source_of(http_request),
-            name=cluster.name, nodes=cluster.number_of_nodes, node_type=cluster.node_type,
-        )  # fmt: skip
-        idempotency.record_created(session, http_request, f"cluster {cluster.id}")
-        session.commit()
-        return cluster
-
-    made = idempotency.resumed(http_request, "cluster")
-    if made is None:
-        cluster = await run_in_threadpool(insert)
-    else:  # the call was made before and failed after its commit: finish it
-        cluster = await read_then_release(session, cluster_for, user, made)
-    start = starts.start(
-        temporal, settings.task_queue, starts.cluster(str(cluster.id), str(cluster.tenant_id)), repair=False
-    )
-    await start_or_take_back(start, session, cluster, "cluster", http_request, resumed=made is not None)
+    require_role(user, Role.CAD_MANAGER, action="create clusters")
+    spec = spec_of(body)
+    cluster = await create_and_start(
+        "cluster", session, user, http_request, temporal, settings,
+        create=lambda: (clusters.create_cluster(session, user, spec, settings, source_of(http_request)), []),
+        find=cluster_for,
+        workflow=lambda cluster: starts.cluster(str(cluster.id), str(cluster.tenant_id)),
+    )  # fmt: skip
     return await run_in_threadpool(lambda: schemas.Cluster.from_row(cluster, Estimates(session).of_cluster(cluster)))
 
 
@@ -153,7 +105,7 @@ def get_cluster(
     secrets = {}
     if may_see_credentials(user, cluster):
         secrets = {s.id: credentials.open(s.credentials_encrypted) for s in cluster.services if s.credentials_encrypted}
-        shown = [s.name for s in cluster.services if s.id in secrets and s.status == "running"]
+        shown = [s.name for s in cluster.services if s.id in secrets and s.status == ServiceStatus.RUNNING]
         if shown:
             audit_credentials_read(session, user, cluster, shown, source_of(http_request))
             response.headers["Cache-Control"] = NO_STORE
@@ -174,7 +126,7 @@ async def delete_cluster(
     """Tear the cluster down (its creator, IT managers): `deleting`, then `deleted` with its services
     `stopped`. Deleting a cluster that is already going away changes nothing."""
     cluster = await read_then_release(session, cluster_for, user, cluster_id)
-    if cluster.status not in ("deleting", "deleted"):
+    if cluster.status not in (ClusterStatus.DELETING, ClusterStatus.DELETED):
         handle = temporal.get_workflow_handle(cluster_workflow_id(str(cluster_id)))
         await update(
             handle.execute_update(ClusterWorkflow.delete, rpc_timeout=UPDATE_TIMEOUT),
@@ -206,7 +158,7 @@ async def retry_cluster(
     """Provision a cluster in `error` again, without a new approval (extension); any other status is
     a 409."""
     cluster = await read_then_release(session, cluster_for, user, cluster_id)
-    if cluster.status != "error":
+    if cluster.status != ClusterStatus.ERROR:
         raise Problem(409, f"the cluster is {cluster.status}; only a cluster in error can be retried")
     handle = temporal.get_workflow_handle(cluster_workflow_id(str(cluster_id)))
     await update(

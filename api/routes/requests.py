@@ -8,7 +8,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from api import idempotency, schemas
-from api.access import provider_for_new_cluster, request_for, requests_visible_to
+from api.access import request_for
 from api.deps import (
     CredentialsDep,
     CurrentUser,
@@ -18,17 +18,19 @@ from api.deps import (
     read_then_release,
     require_role,
     source_of,
+    spec_of,
 )
 from api.errors import Problem, problems
 from api.estimates import Estimates
 from api.pagination import Page
 from api.params import RequestId
-from api.workflow_calls import UPDATE_TIMEOUT, start_or_take_back, update
+from api.workflow_calls import UPDATE_TIMEOUT, create_and_start, update
 from core import starts
+from core.enums import RequestStatus, Role
 from core.messages import Decision, decision_text, request_workflow_id
 from core.models import ClusterRequest
-from services import outbox
-from services.store import add_note, may_decide
+from services import outbox, requests
+from services.store import may_decide, requests_visible_to
 from workflows.request import RequestWorkflow
 
 router = APIRouter(prefix="/requests", tags=["requests"])
@@ -76,46 +78,17 @@ async def create_request(
     sets `id`, `status` (`pending`), `requestedBy` and `requestedAt`, whatever the body says. Node
     type, tools and services come from `GET /catalog`; `cloudProviderId` is one of the tenant's
     providers (`GET /cloud-providers`)."""
-    require_role(user, "cad_manager", action="file cluster requests")
-
-    def insert() -> tuple[ClusterRequest, list[uuid.UUID]]:
-        provider_for_new_cluster(session, user, body)
-        request = ClusterRequest(
-            tenant_id=user.tenant_id,
-            name=body.name,
-            cloud_provider_id=body.cloud_provider_id,
-            number_of_nodes=body.size.number_of_nodes,
-            node_type=body.size.node_type,
-            storage_gb=body.size.storage,
-            # Ids given now stay with each tool and service on the cluster the request becomes.
-            tools=[{"id": str(uuid.uuid4()), **t.model_dump()} for t in body.tools],
-            services=[{"id": str(uuid.uuid4()), **s.model_dump()} for s in body.services],
-            requested_by_id=user.id,
-        )
-        session.add(request)
-        session.flush()
-        # request.filed, with the request (services/outbox.py); delivered once its workflow has started.
-        deliveries = outbox.emit(session, user.tenant_id, "request.filed", outbox.request_filed(request))
-        idempotency.record_created(session, http_request, f"request {request.id}")
-        session.commit()
-        return request, deliveries
-
-    made = idempotency.resumed(http_request, "request")
-    if made is None:
-        request, deliveries = await run_in_threadpool(insert)
-    else:  # the call was made before and failed after its commit: finish it (its deliveries go with the resume)
-        request, deliveries = await read_then_release(session, request_for, user, made), []
-    expires_after = settings.request_expiry.total_seconds()
-    start = starts.start(
-        temporal,
-        settings.task_queue,
-        starts.request(str(request.id), str(request.tenant_id), expires_after),
-        repair=False,
-    )
-    await start_or_take_back(
-        start, session, request, "request", http_request, resumed=made is not None, deliveries=deliveries
-    )
-    await outbox.start_deliveries(temporal, settings, deliveries)
+    require_role(user, Role.CAD_MANAGER, action="file cluster requests")
+    spec, expires_after = spec_of(body), settings.request_expiry.total_seconds()
+    # No starter: the request's deliveries are started once its workflow has (create_and_start), so that
+    # no receiver hears of a request taken back.
+    webhooks = outbox.Outbox(None, settings.budget_min_runway_hours)
+    request = await create_and_start(
+        "request", session, user, http_request, temporal, settings,
+        create=lambda: requests.file_request(session, user, spec, webhooks),
+        find=request_for,
+        workflow=lambda request: starts.request(str(request.id), str(request.tenant_id), expires_after),
+    )  # fmt: skip
     return await run_in_threadpool(_view, session, request)
 
 
@@ -150,17 +123,17 @@ async def decide_request(
     request = await read_then_release(session, request_for, user, request_id)
     if not may_decide(user, request):
         raise Problem(403, f"only it_manager or admin users may approve or reject requests; you are {user.role}")
-    if body.status == "rejected" and not body.rejection_reason:
+    if body.status == RequestStatus.REJECTED and not body.rejection_reason:
         raise Problem(
             422,
             "a rejection needs a rejectionReason that tells the requester why",
             errors=[{"field": "rejectionReason", "message": "required when rejecting"}],
         )
-    if request.status != "pending":
+    if request.status != RequestStatus.PENDING:
         raise Problem(409, f"the request is already {request.status}; only a pending request can be decided")
 
     # The proof covers the decision as the workflow records it (an approval carries no reason).
-    source, reason = source_of(http_request), body.rejection_reason if body.status == "rejected" else None
+    source, reason = source_of(http_request), body.rejection_reason if body.status == RequestStatus.REJECTED else None
     text = decision_text(str(request_id), body.status, str(user.id), reason, source)
     decision = Decision(
         status=body.status,
@@ -210,7 +183,7 @@ def create_note(
 ) -> schemas.Note:
     """Add a note to a request, at any stage; the requester and IT managers may. The server sets
     `time` and `by`."""
-    note = add_note(session, request_for(session, user, request_id), user, body.note)
+    note = requests.add_note(session, request_for(session, user, request_id), user, body.note)
     idempotency.record_created(session, http_request, f"note {note.id}")
     session.commit()
     return schemas.Note.model_validate(note)

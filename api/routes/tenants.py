@@ -7,24 +7,16 @@ from fastapi import APIRouter, Request
 from sqlalchemy import select
 
 from api import idempotency, schemas
-from api.deps import CurrentUser, SessionDep, require_role, source_of
+from api.access import tenant_for
+from api.deps import CurrentUser, SessionDep, source_of
 from api.errors import Problem, problems
 from api.pagination import Page
 from api.params import End, Start, TenantId, time_range
-from core.models import CreditEntry, Tenant, User
+from core.enums import Role
+from core.models import CreditEntry
 from services import credits, reports
 
 router = APIRouter(prefix="/tenants", tags=["tenants"])
-
-
-def _tenant(session, user: User, tenant_id, *roles: str, action: str) -> Tenant:
-    """The tenant, for callers of `roles`. Admins see every tenant, others only their own: another
-    tenant is not found (404) whatever the role, so nobody learns which tenants exist."""
-    tenant = session.get(Tenant, tenant_id)
-    if tenant is None or (user.role != "admin" and tenant.id != user.tenant_id):
-        raise Problem(404, f"there is no tenant {tenant_id} that you can see")
-    require_role(user, *roles, action=action)
-    return tenant
 
 
 @router.get(
@@ -39,7 +31,7 @@ def get_analytics(
 ) -> schemas.Analytics:
     """Clusters, users, use and credits of the tenant over every hour [start, end) touches (default: the
     last 30 days), for its IT managers and admins."""
-    tenant = _tenant(session, user, tenant_id, "it_manager", "admin", action="read tenant analytics")
+    tenant = tenant_for(session, user, tenant_id, Role.IT_MANAGER, Role.ADMIN, action="read tenant analytics")
     start, end = time_range(start, end, timedelta(days=30))
     return schemas.Analytics.of(reports.analytics(session, tenant.id, start, end, datetime.now(UTC)))
 
@@ -54,7 +46,7 @@ def get_analytics(
 def get_credits(tenant_id: TenantId, session: SessionDep, user: CurrentUser, page: Page) -> schemas.CreditAccount:
     """The tenant's balance, budget policy and ledger, newest first (extension), for its IT managers
     and admins."""
-    tenant = _tenant(session, user, tenant_id, "it_manager", "admin", action="read a tenant's credits")
+    tenant = tenant_for(session, user, tenant_id, Role.IT_MANAGER, Role.ADMIN, action="read a tenant's credits")
     entries = session.scalars(
         page.apply(select(CreditEntry).where(CreditEntry.tenant_id == tenant.id).order_by(CreditEntry.id.desc()))
     )
@@ -80,7 +72,7 @@ def grant_credits(
     tenant_id: TenantId, body: schemas.GrantIn, session: SessionDep, user: CurrentUser, http_request: Request
 ) -> schemas.LedgerEntry:
     """Grant credits to a tenant: an entry in its ledger, added to its balance. Admins only."""
-    tenant = _tenant(session, user, tenant_id, "admin", action="grant credits")
+    tenant = tenant_for(session, user, tenant_id, Role.ADMIN, action="grant credits")
     try:
         entry = credits.grant(
             session,

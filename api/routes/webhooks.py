@@ -10,12 +10,13 @@ from sqlalchemy.orm import Session
 
 from api import idempotency
 from api import webhook_schemas as schemas
-from api.access import NO_STORE
-from api.deps import CredentialsDep, CurrentUser, SessionDep, SettingsDep, require_role, source_of
+from api.access import NO_STORE, tenant_for
+from api.deps import CredentialsDep, CurrentUser, SessionDep, SettingsDep, source_of
 from api.errors import Problem, problems
 from api.pagination import Page
 from api.params import TenantId
-from core.models import Tenant, User, Webhook, WebhookDelivery, utcnow
+from core.enums import Role
+from core.models import Tenant, Webhook, WebhookDelivery, utcnow
 from services import audit, outbox
 from services.addresses import AddressRefused, HostUnresolved, ReceiverAddresses, receiver_host
 
@@ -24,16 +25,6 @@ router = APIRouter(prefix="/tenants", tags=["webhooks"])
 WebhookId = Annotated[uuid.UUID, Path(alias="webhookId")]
 # Enough for every integration a tenant runs; more is most likely a script registering in a loop.
 MAX_WEBHOOKS_PER_TENANT = 20
-
-
-def _tenant(session: Session, user: User, tenant_id: uuid.UUID, action: str) -> Tenant:
-    """The tenant, for its IT managers and admins. Another tenant is not found (404) whatever the role
-    (admins see every tenant), so nobody learns which tenants exist; a CAD manager of it is refused (403)."""
-    tenant = session.get(Tenant, tenant_id)
-    if tenant is None or (user.role != "admin" and tenant.id != user.tenant_id):
-        raise Problem(404, f"there is no tenant {tenant_id} that you can see")
-    require_role(user, "it_manager", "admin", action=action)
-    return tenant
 
 
 def _check_receiver(url: str, allowed_networks: list[str]) -> None:
@@ -74,7 +65,7 @@ def create_webhook(
 ) -> schemas.WebhookCreated:
     """Register a webhook for the tenant's events. The answer holds its signing secret, shown only now. Its
     URL must lead to a public address, or into a network the operator allows."""
-    tenant = _tenant(session, user, tenant_id, "register webhooks")
+    tenant = tenant_for(session, user, tenant_id, Role.IT_MANAGER, Role.ADMIN, action="register webhooks")
     active = session.scalar(select(func.count()).where(Webhook.tenant_id == tenant.id, Webhook.deleted_at.is_(None)))
     if active >= MAX_WEBHOOKS_PER_TENANT:
         raise Problem(409, f"a tenant may have at most {MAX_WEBHOOKS_PER_TENANT} webhooks; delete one first")
@@ -101,7 +92,7 @@ def create_webhook(
 )
 def list_webhooks(tenant_id: TenantId, session: SessionDep, user: CurrentUser, page: Page) -> list[schemas.Webhook]:
     """The tenant's webhooks, oldest first, without their secrets."""
-    tenant = _tenant(session, user, tenant_id, "read webhooks")
+    tenant = tenant_for(session, user, tenant_id, Role.IT_MANAGER, Role.ADMIN, action="read webhooks")
     rows = session.scalars(
         page.apply(
             select(Webhook)
@@ -124,7 +115,7 @@ def delete_webhook(
 ) -> Response:
     """Stop telling this endpoint of events; deliveries still being retried are dropped, and its secret is
     forgotten."""
-    tenant = _tenant(session, user, tenant_id, "delete webhooks")
+    tenant = tenant_for(session, user, tenant_id, Role.IT_MANAGER, Role.ADMIN, action="delete webhooks")
     webhook = _webhook(session, tenant, webhook_id)
     webhook.deleted_at, webhook.secret_encrypted = utcnow(), None
     audit.record(session, tenant.id, user.id, "webhook.delete", f"webhook {webhook.id}", source_of(http_request))
@@ -144,7 +135,7 @@ def list_deliveries(
 ) -> list[schemas.WebhookDelivery]:
     """The webhook's deliveries, newest first: which event, whether it was accepted, how many attempts,
     and the last answer or error."""
-    tenant = _tenant(session, user, tenant_id, "read webhook deliveries")
+    tenant = tenant_for(session, user, tenant_id, Role.IT_MANAGER, Role.ADMIN, action="read webhook deliveries")
     webhook = _webhook(session, tenant, webhook_id)
     rows = session.scalars(
         page.apply(

@@ -1,0 +1,133 @@
+"""New clusters. Every Cluster row is built here (`new_cluster`), whether it comes from a CAD manager
+creating one within the self-service limit (`create_cluster`) or from an approved request
+(`create_approved_cluster`). The callers commit, and start the cluster's workflow once they have."""
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from core.models import CloudProvider, Cluster, ClusterRequest, ClusterService, ClusterTool, User
+from core.settings import Settings
+from services import audit, credits
+from services.store import Refused, provider_for_new_cluster
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """What a new cluster, or the request for one, asks for. Tools are {"name", "version"} and services
+    {"name", "version", "config"}, as a request keeps them; an "id" given earlier (by the request) is kept
+    on the cluster's tool or service."""
+
+    name: str
+    cloud_provider_id: uuid.UUID
+    number_of_nodes: int
+    node_type: str
+    storage_gb: int
+    tools: list[dict[str, Any]]
+    services: list[dict[str, Any]]
+
+    @classmethod
+    def of_request(cls, request: ClusterRequest) -> "ClusterSpec":
+        return cls(
+            name=request.name,
+            cloud_provider_id=request.cloud_provider_id,
+            number_of_nodes=request.number_of_nodes,
+            node_type=request.node_type,
+            storage_gb=request.storage_gb,
+            tools=request.tools,
+            services=request.services,
+        )
+
+    def rate(self) -> int:
+        """What a minute of the cluster would cost, in credit units."""
+        return credits.cluster_rate(
+            self.node_type,
+            self.number_of_nodes,
+            self.storage_gb,
+            [s["name"] for s in self.services],
+            [t["name"] for t in self.tools],
+        )
+
+    def provider_for(self, session: Session, user: User) -> CloudProvider:
+        """The cloud provider it names, which must be the user's tenant's and offer what it asks for."""
+        tools = [(t["name"], t["version"]) for t in self.tools]
+        services = [(s["name"], s["version"]) for s in self.services]
+        return provider_for_new_cluster(session, user, self.cloud_provider_id, tools, services)
+
+
+def new_cluster(
+    spec: ClusterSpec,
+    tenant_id: uuid.UUID,
+    created_by_id: uuid.UUID,
+    *,
+    cluster_id: uuid.UUID | None = None,
+    request_id: uuid.UUID | None = None,
+) -> Cluster:
+    """A `pending` cluster as `spec` asks for it, not yet added to any session."""
+    return Cluster(
+        **_given_id(cluster_id),
+        tenant_id=tenant_id,
+        name=spec.name,
+        cloud_provider_id=spec.cloud_provider_id,
+        number_of_nodes=spec.number_of_nodes,
+        node_type=spec.node_type,
+        storage_gb=spec.storage_gb,
+        created_by_id=created_by_id,
+        request_id=request_id,
+        tools=[ClusterTool(**_given_id(t.get("id")), name=t["name"], version=t["version"]) for t in spec.tools],
+        services=[
+            ClusterService(**_given_id(s.get("id")), name=s["name"], version=s["version"], config=s["config"])
+            for s in spec.services
+        ],
+    )
+
+
+def _given_id(given: uuid.UUID | str | None) -> dict[str, uuid.UUID]:
+    # Without one, the model's default makes it at the flush.
+    if given is None:
+        return {}
+    return {"id": given if isinstance(given, uuid.UUID) else uuid.UUID(given)}
+
+
+def create_cluster(session: Session, user: User, spec: ClusterSpec, settings: Settings, source: str) -> Cluster:
+    """A cluster the user creates without approval, audited, in the session's transaction. Refused above the
+    self-service limit (file a request instead), for a provider that is not the tenant's or lacks what it
+    asks for, and when the tenant's credits would not keep it running."""
+    _require_self_service(spec, settings)
+    spec.provider_for(session, user)
+    refusal = credits.shortfall(session, user.tenant_id, spec.rate(), settings.budget_min_runway_hours)
+    if refusal is not None:
+        raise Refused("Conflict", f"the cluster was not created: {refusal}")
+    cluster = new_cluster(spec, user.tenant_id, user.id)
+    session.add(cluster)
+    session.flush()
+    audit.record(
+        session, user.tenant_id, user.id, "cluster.create", f"cluster {cluster.id}", source,
+        name=cluster.name, nodes=cluster.number_of_nodes, node_type=cluster.node_type,
+    )  # fmt: skip
+    return cluster
+
+
+def _require_self_service(spec: ClusterSpec, settings: Settings) -> None:
+    if spec.number_of_nodes <= settings.self_service_max_nodes and spec.node_type in settings.self_service_node_types:
+        return
+    raise Refused(
+        "NotAllowed",
+        f"a cluster of {spec.number_of_nodes} x {spec.node_type} is above the self-service limit "
+        f"(at most {settings.self_service_max_nodes} nodes of {', '.join(settings.self_service_node_types)}); "
+        "file a request with POST /api/v1/requests for an IT manager to approve",
+    )
+
+
+def create_approved_cluster(session: Session, request: ClusterRequest, cluster_id: uuid.UUID) -> Cluster:
+    """The cluster an approval makes of `request`, with the id its workflow chose, in the decision's transaction.
+    Its creator is the requester; its tools and services keep the ids the request gave them."""
+    spec = ClusterSpec.of_request(request)
+    cluster = new_cluster(
+        spec, request.tenant_id, request.requested_by_id, cluster_id=cluster_id, request_id=request.id
+    )
+    session.add(cluster)
+    session.flush()
+    return cluster

@@ -1,0 +1,50 @@
+"""Cluster requests as the domain writes them: filing one (`file_request`) and the notes written on it
+(`add_note`). Decisions are the request workflow's (activities/requests.py). The callers commit."""
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.models import ClusterRequest, RequestNote, User
+from services import outbox
+from services.clusters import ClusterSpec
+
+
+def file_request(
+    session: Session, user: User, spec: ClusterSpec, webhooks: outbox.Outbox
+) -> tuple[ClusterRequest, list[uuid.UUID]]:
+    """A `pending` request of the user for the cluster `spec` asks for, in the session's transaction, and
+    the webhook deliveries of its request.filed event (told through `webhooks`), to start once it commits.
+    Refused for a provider that is not the tenant's or lacks what it asks for."""
+    spec.provider_for(session, user)
+    request = ClusterRequest(
+        tenant_id=user.tenant_id,
+        name=spec.name,
+        cloud_provider_id=spec.cloud_provider_id,
+        number_of_nodes=spec.number_of_nodes,
+        node_type=spec.node_type,
+        storage_gb=spec.storage_gb,
+        # Ids given now stay with each tool and service on the cluster the request becomes.
+        tools=[{"id": str(uuid.uuid4()), **t} for t in spec.tools],
+        services=[{"id": str(uuid.uuid4()), **s} for s in spec.services],
+        requested_by_id=user.id,
+    )
+    session.add(request)
+    session.flush()
+    # request.filed, with the request (services/outbox.py); delivered once its workflow has started.
+    deliveries = webhooks.emit(session, user.tenant_id, "request.filed", outbox.request_filed(request))
+    return request, deliveries
+
+
+def add_note(
+    session: Session, request: ClusterRequest, by: User, text: str, key: uuid.UUID | None = None
+) -> RequestNote:
+    """A note by `by` on the request. The same note written again under its `key` (made by the request's
+    workflow, so an activity's retry brings the same one) is the note written first."""
+    if key is not None and (written := session.scalar(select(RequestNote).where(RequestNote.key == key))) is not None:
+        return written
+    note = RequestNote(request_id=request.id, by_id=by.id, note=text, key=key)
+    session.add(note)
+    session.flush()
+    return note
