@@ -1,5 +1,5 @@
 """Who sees what, as the API answers it: the rules are the domain's (services/store.py); here a row the
-caller may not see becomes a 404, and a refusal the problem its kind maps to.
+caller may not see becomes a 404, and a caller in the wrong role a 403.
 
 Objects of another tenant, or ones the caller may not see, are answered with 404, never 403,
 so that nobody learns that they exist.
@@ -9,14 +9,10 @@ import uuid
 
 from sqlalchemy.orm import Session
 
-from api.deps import refusals_answered, require_role
+from api.deps import require_role
 from api.errors import Problem
-from core.models import CloudProvider, Cluster, ClusterRequest, Tenant, User
+from core.models import Cluster, ClusterRequest, Tenant, User
 from services import audit, store
-
-# Rules of the domain that some routes still import from here (api/routes/providers.py, cluster_items.py).
-from services.store import may_see_credentials as may_see_credentials
-from services.store import providers_visible_to as providers_visible_to
 
 
 def tenant_for(session: Session, user: User, tenant_id: uuid.UUID, *roles: str, action: str) -> Tenant:
@@ -41,13 +37,6 @@ def cluster_for(session: Session, user: User, cluster_id: uuid.UUID) -> Cluster:
     if cluster is None:
         raise Problem(404, f"there is no cluster {cluster_id} that you can see")
     return cluster
-
-
-def require_offered(provider: CloudProvider, tools: list[tuple[str, str]], services: list[tuple[str, str]]) -> None:
-    """A 422 for a tool or service version that the provider's kind does not install, naming the versions
-    it does."""
-    with refusals_answered():
-        store.require_offered(provider, tools, services)
 
 
 def require_creator(user: User, cluster: Cluster, action: str) -> None:

@@ -1,10 +1,9 @@
 """Typed dependencies for the routes (the database session, the caller, the Temporal client), and what
-routes do alike around the domain's calls: answering its refusals, and putting a body in its terms."""
+routes do alike around the domain's calls: putting a body in its terms."""
 
 import asyncio
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
@@ -17,11 +16,10 @@ from api.errors import Problem
 from api.schemas import ClusterIn, RequestIn
 from core.credentials import CredentialBox
 from core.models import Cluster, ClusterRequest, User
-from core.refusals import REFUSALS
 from core.settings import Settings
 from core.temporal import connect
-from services.clusters import ClusterSpec
-from services.store import Refused
+from services.clusters import ClusterAsk
+from services.outbox import Outbox
 
 T = TypeVar("T")
 Made = TypeVar("Made", ClusterRequest, Cluster)
@@ -66,6 +64,10 @@ def get_credentials(request: Request) -> CredentialBox:
     return request.app.state.credentials
 
 
+def get_outbox(request: Request) -> Outbox:
+    return request.app.state.outbox
+
+
 async def read_then_release(session: Session, read: Callable[..., T], *args: Any) -> T:
     """`read(session, *args)` in the thread pool, then end the session's transaction (what it read stays loaded):
     the connection goes back to the pool before the route waits on a workflow, which can take seconds.
@@ -84,6 +86,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 CredentialsDep = Annotated[CredentialBox, Depends(get_credentials)]
+OutboxDep = Annotated[Outbox, Depends(get_outbox)]
 
 # Declared for the OpenAPI document; the token itself is checked by api.auth.Authentication.
 _bearer = HTTPBearer(auto_error=False, description="An API token from `hpcinfra users create`")
@@ -106,9 +109,9 @@ def require_role(user: User, *roles: str, action: str) -> None:
         raise Problem(403, f"only {' or '.join(roles)} users may {action}; you are {user.role}")
 
 
-def spec_of(body: RequestIn | ClusterIn) -> ClusterSpec:
+def ask_of(body: RequestIn | ClusterIn) -> ClusterAsk:
     """What a new request or cluster asks for, in the domain's terms."""
-    return ClusterSpec(
+    return ClusterAsk(
         name=body.name,
         cloud_provider_id=body.cloud_provider_id,
         number_of_nodes=body.size.number_of_nodes,
@@ -117,12 +120,3 @@ def spec_of(body: RequestIn | ClusterIn) -> ClusterSpec:
         tools=[t.model_dump() for t in body.tools],
         services=[s.model_dump() for s in body.services],
     )
-
-
-@contextmanager
-def refusals_answered() -> Iterator[None]:
-    """A refusal of the domain (services.store.Refused) answered with the status of its kind."""
-    try:
-        yield
-    except Refused as e:
-        raise Problem(REFUSALS[e.kind], e.message) from None

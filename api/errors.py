@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.credentials import UndecryptableSecret
 from core.observability import path_templates
+from core.refusals import REFUSALS, Refused
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
@@ -251,6 +252,10 @@ def install(app: FastAPI) -> None:
             if allowed:
                 detail += f"; allowed: {', '.join(allowed)}"
         return problem_response(exc.status_code, detail, instance=request.url.path, headers=headers)
+
+    @app.exception_handler(Refused)
+    async def _refused(request: Request, exc: Refused) -> JSONResponse:
+        return problem_response(REFUSALS[exc.kind], exc.message, instance=request.url.path)
 
     @app.exception_handler(UndecryptableSecret)
     async def _undecryptable(request: Request, exc: UndecryptableSecret) -> JSONResponse:

@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api import idempotency
-from api.deps import read_then_release, refusals_answered
+from api.deps import read_then_release
 from api.errors import Problem
 from core import starts
 from core.models import Cluster, ClusterRequest, User
@@ -127,8 +127,7 @@ async def create_and_start(
 def _commit_created(
     what: str, session: Session, http_request: Request, create: Callable[[], tuple[Made, list[uuid.UUID]]]
 ) -> tuple[Made, list[uuid.UUID]]:
-    with refusals_answered():
-        row, deliveries = create()
+    row, deliveries = create()  # a Refused is answered by its handler (api/errors.py)
     idempotency.record_created(session, http_request, f"{what} {row.id}")
     session.commit()
     return row, deliveries

@@ -1,4 +1,6 @@
-"""Turning an activity's failure inside an update handler into the update's answer."""
+"""The refusals: the domain's "no" to something a person can correct, each kind with the HTTP status the
+API answers it with; the exception the domain raises for one (Refused); and turning an activity's
+failure inside an update handler into the update's answer."""
 
 from temporalio.exceptions import ActivityError, ApplicationError
 
@@ -22,3 +24,15 @@ def as_update_failure(error: ActivityError, what: str) -> ApplicationError:
     if isinstance(cause, ApplicationError) and cause.type in REFUSALS:
         return ApplicationError(cause.message, type=cause.type)
     return ApplicationError(f"{what} could not be recorded", type="NotRecorded")
+
+
+class Refused(Exception):
+    """A domain rule says no, for a reason the caller can act on (the message says which). `kind` is one of
+    the refusals the workflows raise too (core/refusals.py), so every caller answers it the same way."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        if kind not in REFUSALS:
+            raise ValueError(f"unknown refusal {kind!r}; the refusals are {', '.join(REFUSALS)}")
+        super().__init__(message)
+        self.kind = kind
+        self.message = message

@@ -9,13 +9,14 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from core.models import CloudProvider, Cluster, ClusterRequest, ClusterService, ClusterTool, User
+from core.refusals import Refused
 from core.settings import Settings
 from services import audit, credits
-from services.store import Refused, provider_for_new_cluster
+from services.store import provider_for_new_cluster
 
 
 @dataclass(frozen=True)
-class ClusterSpec:
+class ClusterAsk:
     """What a new cluster, or the request for one, asks for. Tools are {"name", "version"} and services
     {"name", "version", "config"}, as a request keeps them; an "id" given earlier (by the request) is kept
     on the cluster's tool or service."""
@@ -29,7 +30,7 @@ class ClusterSpec:
     services: list[dict[str, Any]]
 
     @classmethod
-    def of_request(cls, request: ClusterRequest) -> "ClusterSpec":
+    def of_request(cls, request: ClusterRequest) -> "ClusterAsk":
         return cls(
             name=request.name,
             cloud_provider_id=request.cloud_provider_id,
@@ -58,28 +59,28 @@ class ClusterSpec:
 
 
 def new_cluster(
-    spec: ClusterSpec,
+    ask: ClusterAsk,
     tenant_id: uuid.UUID,
     created_by_id: uuid.UUID,
     *,
     cluster_id: uuid.UUID | None = None,
     request_id: uuid.UUID | None = None,
 ) -> Cluster:
-    """A `pending` cluster as `spec` asks for it, not yet added to any session."""
+    """A `pending` cluster as `ask` says, not yet added to any session."""
     return Cluster(
         **_given_id(cluster_id),
         tenant_id=tenant_id,
-        name=spec.name,
-        cloud_provider_id=spec.cloud_provider_id,
-        number_of_nodes=spec.number_of_nodes,
-        node_type=spec.node_type,
-        storage_gb=spec.storage_gb,
+        name=ask.name,
+        cloud_provider_id=ask.cloud_provider_id,
+        number_of_nodes=ask.number_of_nodes,
+        node_type=ask.node_type,
+        storage_gb=ask.storage_gb,
         created_by_id=created_by_id,
         request_id=request_id,
-        tools=[ClusterTool(**_given_id(t.get("id")), name=t["name"], version=t["version"]) for t in spec.tools],
+        tools=[ClusterTool(**_given_id(t.get("id")), name=t["name"], version=t["version"]) for t in ask.tools],
         services=[
             ClusterService(**_given_id(s.get("id")), name=s["name"], version=s["version"], config=s["config"])
-            for s in spec.services
+            for s in ask.services
         ],
     )
 
@@ -91,16 +92,16 @@ def _given_id(given: uuid.UUID | str | None) -> dict[str, uuid.UUID]:
     return {"id": given if isinstance(given, uuid.UUID) else uuid.UUID(given)}
 
 
-def create_cluster(session: Session, user: User, spec: ClusterSpec, settings: Settings, source: str) -> Cluster:
+def create_cluster(session: Session, user: User, ask: ClusterAsk, settings: Settings, source: str) -> Cluster:
     """A cluster the user creates without approval, audited, in the session's transaction. Refused above the
     self-service limit (file a request instead), for a provider that is not the tenant's or lacks what it
     asks for, and when the tenant's credits would not keep it running."""
-    _require_self_service(spec, settings)
-    spec.provider_for(session, user)
-    refusal = credits.shortfall(session, user.tenant_id, spec.rate(), settings.budget_min_runway_hours)
+    _require_self_service(ask, settings)
+    ask.provider_for(session, user)
+    refusal = credits.shortfall(session, user.tenant_id, ask.rate(), settings.budget_min_runway_hours)
     if refusal is not None:
         raise Refused("Conflict", f"the cluster was not created: {refusal}")
-    cluster = new_cluster(spec, user.tenant_id, user.id)
+    cluster = new_cluster(ask, user.tenant_id, user.id)
     session.add(cluster)
     session.flush()
     audit.record(
@@ -110,12 +111,12 @@ def create_cluster(session: Session, user: User, spec: ClusterSpec, settings: Se
     return cluster
 
 
-def _require_self_service(spec: ClusterSpec, settings: Settings) -> None:
-    if spec.number_of_nodes <= settings.self_service_max_nodes and spec.node_type in settings.self_service_node_types:
+def _require_self_service(ask: ClusterAsk, settings: Settings) -> None:
+    if ask.number_of_nodes <= settings.self_service_max_nodes and ask.node_type in settings.self_service_node_types:
         return
     raise Refused(
         "NotAllowed",
-        f"a cluster of {spec.number_of_nodes} x {spec.node_type} is above the self-service limit "
+        f"a cluster of {ask.number_of_nodes} x {ask.node_type} is above the self-service limit "
         f"(at most {settings.self_service_max_nodes} nodes of {', '.join(settings.self_service_node_types)}); "
         "file a request with POST /api/v1/requests for an IT manager to approve",
     )
@@ -124,10 +125,8 @@ def _require_self_service(spec: ClusterSpec, settings: Settings) -> None:
 def create_approved_cluster(session: Session, request: ClusterRequest, cluster_id: uuid.UUID) -> Cluster:
     """The cluster an approval makes of `request`, with the id its workflow chose, in the decision's transaction.
     Its creator is the requester; its tools and services keep the ids the request gave them."""
-    spec = ClusterSpec.of_request(request)
-    cluster = new_cluster(
-        spec, request.tenant_id, request.requested_by_id, cluster_id=cluster_id, request_id=request.id
-    )
+    ask = ClusterAsk.of_request(request)
+    cluster = new_cluster(ask, request.tenant_id, request.requested_by_id, cluster_id=cluster_id, request_id=request.id)
     session.add(cluster)
     session.flush()
     return cluster

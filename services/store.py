@@ -1,8 +1,8 @@
 """Who may see and do what, for the API, the activities and the admin commands alike: the queries that scope
-rows to a user, the per-role checks, and `Refused`, the domain's "no" to something a caller can correct.
+rows to a user, and the per-role checks.
 
 Nothing here speaks HTTP: the API turns a row that is not visible into a 404 (never a 403, so that nobody
-learns that it exists) and a `Refused` into the status of its kind (api/access.py, api/deps.py).
+learns that it exists; api/access.py) and a refusal (core.refusals.Refused) into the status of its kind.
 """
 
 import uuid
@@ -13,21 +13,9 @@ from sqlalchemy.orm import Session
 from core import catalog
 from core.enums import Role
 from core.models import CloudProvider, Cluster, ClusterRequest, Tenant, User
-from core.refusals import REFUSALS
+from core.refusals import Refused
 
 APPROVER_ROLES = (Role.IT_MANAGER, Role.ADMIN)
-
-
-class Refused(Exception):
-    """A domain rule says no, for a reason the caller can act on (the message says which). `kind` is one of
-    the refusals the workflows raise too (core/refusals.py), so every caller answers it the same way."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        if kind not in REFUSALS:
-            raise ValueError(f"unknown refusal {kind!r}; the refusals are {', '.join(REFUSALS)}")
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
 
 
 def parse_uuid(value: str) -> uuid.UUID | None:

@@ -11,9 +11,7 @@ from api.access import (
     NO_STORE,
     audit_credentials_read,
     cluster_for,
-    may_see_credentials,
     require_creator,
-    require_offered,
 )
 from api.deps import CredentialsDep, CurrentUser, SessionDep, TemporalDep, read_then_release, source_of
 from api.errors import Problem, problems
@@ -22,6 +20,7 @@ from api.workflow_calls import UPDATE_TIMEOUT, update
 from core.enums import ClusterStatus, ServiceStatus
 from core.messages import Registration, ServiceRequest, ToolRequest, cluster_workflow_id
 from core.models import CloudProvider, Cluster, ClusterService, ClusterTool, User
+from services import store
 from workflows.cluster import ClusterWorkflow
 
 router = APIRouter(prefix="/clusters/{clusterId}", tags=["clusters"])
@@ -107,7 +106,7 @@ def get_service(
     if service is None:
         raise Problem(404, f"cluster {cluster_id} has no service {service_id}")
     secret = None
-    if may_see_credentials(user, cluster) and service.credentials_encrypted:
+    if store.may_see_credentials(user, cluster) and service.credentials_encrypted:
         secret = credentials.open(service.credentials_encrypted)
         if service.status == ServiceStatus.RUNNING:
             audit_credentials_read(session, user, cluster, [service.name], source_of(http_request))
@@ -124,7 +123,7 @@ async def _available_for_creator(
     def read(session: Session) -> Cluster:
         cluster = cluster_for(session, user, cluster_id)
         require_creator(user, cluster, f"add {what}")
-        require_offered(session.get_one(CloudProvider, cluster.cloud_provider_id), tools, services)
+        store.require_offered(session.get_one(CloudProvider, cluster.cloud_provider_id), tools, services)
         return cluster
 
     cluster = await read_then_release(session, read)

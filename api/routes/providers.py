@@ -4,7 +4,6 @@ from fastapi import APIRouter, Request
 from sqlalchemy.exc import IntegrityError
 
 from api import idempotency, schemas
-from api.access import providers_visible_to
 from api.deps import CurrentUser, SessionDep, SettingsDep, require_role
 from api.errors import Problem, problems
 from api.pagination import Page
@@ -12,6 +11,7 @@ from core.enums import Role
 from core.models import CloudProvider, Tenant
 from core.providers import ON_PLATFORM_MACHINES, check_account
 from services.accounts import AccountError, create_provider
+from services.store import providers_visible_to
 
 router = APIRouter(prefix="/cloud-providers", tags=["providers"])
 
