@@ -18,6 +18,7 @@ from core.credentials import credential_box
 from core.db import make_engine, make_session_factory
 from core.settings import Settings, get_settings
 from services.credits import keep_standing_rates
+from services.outbox import Outbox
 from services.resume import resume_workflows
 
 API_PREFIX = "/api/v1"
@@ -55,6 +56,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessions = make_session_factory(engine, hooks=[keep_standing_rates])
         app.state.temporal = TemporalConnection(settings)
         app.state.credentials = credential_box(settings)
+        # No starter: a route starts the deliveries of what it made once that thing's workflow has started
+        # (api/workflow_calls.create_and_start), so that no receiver hears of a request taken back.
+        app.state.outbox = Outbox(None, settings.budget_min_runway_hours)
         # What is loaded by now lives as long as the app: keep it out of the garbage collector's
         # full collections, which otherwise pause requests for tens of milliseconds.
         gc.freeze()

@@ -8,26 +8,26 @@ from sqlalchemy.orm import Session
 
 from core.models import ClusterRequest, RequestNote, User
 from services import outbox
-from services.clusters import ClusterSpec
+from services.clusters import ClusterAsk
 
 
 def file_request(
-    session: Session, user: User, spec: ClusterSpec, webhooks: outbox.Outbox
+    session: Session, user: User, ask: ClusterAsk, webhooks: outbox.Outbox
 ) -> tuple[ClusterRequest, list[uuid.UUID]]:
-    """A `pending` request of the user for the cluster `spec` asks for, in the session's transaction, and
+    """A `pending` request of the user for the cluster `ask` describes, in the session's transaction, and
     the webhook deliveries of its request.filed event (told through `webhooks`), to start once it commits.
     Refused for a provider that is not the tenant's or lacks what it asks for."""
-    spec.provider_for(session, user)
+    ask.provider_for(session, user)
     request = ClusterRequest(
         tenant_id=user.tenant_id,
-        name=spec.name,
-        cloud_provider_id=spec.cloud_provider_id,
-        number_of_nodes=spec.number_of_nodes,
-        node_type=spec.node_type,
-        storage_gb=spec.storage_gb,
+        name=ask.name,
+        cloud_provider_id=ask.cloud_provider_id,
+        number_of_nodes=ask.number_of_nodes,
+        node_type=ask.node_type,
+        storage_gb=ask.storage_gb,
         # Ids given now stay with each tool and service on the cluster the request becomes.
-        tools=[{"id": str(uuid.uuid4()), **t} for t in spec.tools],
-        services=[{"id": str(uuid.uuid4()), **s} for s in spec.services],
+        tools=[{"id": str(uuid.uuid4()), **t} for t in ask.tools],
+        services=[{"id": str(uuid.uuid4()), **s} for s in ask.services],
         requested_by_id=user.id,
     )
     session.add(request)

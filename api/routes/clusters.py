@@ -17,10 +17,10 @@ from api.deps import (
     SessionDep,
     SettingsDep,
     TemporalDep,
+    ask_of,
     read_then_release,
     require_role,
     source_of,
-    spec_of,
 )
 from api.errors import Problem, problems
 from api.estimates import Estimates
@@ -79,10 +79,10 @@ async def create_cluster(
     in the background: poll `GET /clusters/{clusterId}` until it is `available` (or `error`). A
     tenant whose credits would not last is refused with a 409."""
     require_role(user, Role.CAD_MANAGER, action="create clusters")
-    spec = spec_of(body)
+    ask = ask_of(body)
     cluster = await create_and_start(
         "cluster", session, user, http_request, temporal, settings,
-        create=lambda: (clusters.create_cluster(session, user, spec, settings, source_of(http_request)), []),
+        create=lambda: (clusters.create_cluster(session, user, ask, settings, source_of(http_request)), []),
         find=cluster_for,
         workflow=lambda cluster: starts.cluster(str(cluster.id), str(cluster.tenant_id)),
     )  # fmt: skip

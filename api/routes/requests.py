@@ -12,13 +12,14 @@ from api.access import request_for
 from api.deps import (
     CredentialsDep,
     CurrentUser,
+    OutboxDep,
     SessionDep,
     SettingsDep,
     TemporalDep,
+    ask_of,
     read_then_release,
     require_role,
     source_of,
-    spec_of,
 )
 from api.errors import Problem, problems
 from api.estimates import Estimates
@@ -29,7 +30,7 @@ from core import starts
 from core.enums import RequestStatus, Role
 from core.messages import Decision, decision_text, request_workflow_id
 from core.models import ClusterRequest
-from services import outbox, requests
+from services import requests
 from services.store import may_decide, requests_visible_to
 from workflows.request import RequestWorkflow
 
@@ -72,6 +73,7 @@ async def create_request(
     user: CurrentUser,
     temporal: TemporalDep,
     settings: SettingsDep,
+    webhooks: OutboxDep,
     http_request: Request,
 ) -> schemas.ClusterRequest:
     """File a request for a cluster (CAD managers); it waits for an IT manager's decision. The server
@@ -79,13 +81,10 @@ async def create_request(
     type, tools and services come from `GET /catalog`; `cloudProviderId` is one of the tenant's
     providers (`GET /cloud-providers`)."""
     require_role(user, Role.CAD_MANAGER, action="file cluster requests")
-    spec, expires_after = spec_of(body), settings.request_expiry.total_seconds()
-    # No starter: the request's deliveries are started once its workflow has (create_and_start), so that
-    # no receiver hears of a request taken back.
-    webhooks = outbox.Outbox(None, settings.budget_min_runway_hours)
+    ask, expires_after = ask_of(body), settings.request_expiry.total_seconds()
     request = await create_and_start(
         "request", session, user, http_request, temporal, settings,
-        create=lambda: requests.file_request(session, user, spec, webhooks),
+        create=lambda: requests.file_request(session, user, ask, webhooks),
         find=request_for,
         workflow=lambda request: starts.request(str(request.id), str(request.tenant_id), expires_after),
     )  # fmt: skip
