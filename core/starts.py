@@ -2,7 +2,7 @@
 
 Every starter goes through here: the API (a new request or cluster), the resume (what should run and
 may not), the outbox (webhook deliveries), and the workflows themselves for their children (a request
-starts its cluster, a cluster its metering): `workflow.start_child_workflow(s.workflow, s.arg, id=s.id, ...)`.
+starts its cluster, a cluster its metering: `start_child`).
 The type names are the ones the workflow classes are registered under (`@workflow.defn(name=...)`),
 so running workflows keep working whatever the classes are called.
 
@@ -16,8 +16,10 @@ counts as started too).
 from dataclasses import dataclass
 from typing import Any
 
+from temporalio import workflow
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from core import search_attributes
 from core.enums import ClusterStatus, RequestStatus
@@ -87,6 +89,23 @@ def delivery(delivery_id: str, retry_initial: float, retry_maximum: float, give_
         delivery_workflow_id(delivery_id),
         TypedSearchAttributes.empty,
     )
+
+
+async def start_child(start: Start, *, labelled: bool) -> None:
+    """From inside a workflow: start `start` as a child that outlives its parent (ABANDON: a cluster outlives
+    its request, a metering its cluster's run). One already running counts as started (the resume was
+    first, or it still runs from earlier). `labelled`: whether the parent's run gives its child search
+    attributes (not a run replayed from before they existed)."""
+    try:
+        await workflow.start_child_workflow(
+            start.workflow,
+            start.arg,
+            id=start.id,
+            parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            search_attributes=start.search_attributes if labelled else None,
+        )
+    except WorkflowAlreadyStartedError:
+        pass
 
 
 async def start(client: Client, task_queue: str, start: Start, *, repair: bool) -> WorkflowHandle:

@@ -14,7 +14,7 @@ import asyncio
 from dataclasses import dataclass
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from activities.clusters import ClusterActivities
@@ -222,17 +222,8 @@ class ClusterWorkflow:
         metered from the worker's start (worker.resume_metering)."""
         if not workflow.patched("metering"):
             return  # a history from before metering existed replays as it ran
-        try:
-            child = starts.metering(self._cluster_id, self._tenant_id)
-            await workflow.start_child_workflow(
-                child.workflow,
-                child.arg,
-                id=child.id,
-                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                search_attributes=child.search_attributes if _labelled() else None,
-            )
-        except WorkflowAlreadyStartedError:
-            pass  # still metering from an earlier time it was available
+        # Perhaps still metering from an earlier time it was available.
+        await starts.start_child(starts.metering(self._cluster_id, self._tenant_id), labelled=_labelled())
 
     async def _fail_provisioning(self, reason: str) -> None:
         """Compensate a failed provisioning, so that nothing of it keeps costing, then report `error`."""

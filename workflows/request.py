@@ -9,7 +9,7 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.requests import RequestActivities
@@ -46,19 +46,8 @@ class RequestWorkflow:
             await self._expire(expires_after)
 
         if self._state.status == RequestStatus.APPROVED and self._state.cluster_id:
-            cluster_id = self._state.cluster_id
-            try:
-                child = starts.cluster(cluster_id, self._tenant_id)
-                await workflow.start_child_workflow(
-                    child.workflow,
-                    child.arg,
-                    id=child.id,
-                    # The cluster outlives the request that asked for it.
-                    parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                    search_attributes=child.search_attributes if _labelled() else None,
-                )
-            except WorkflowAlreadyStartedError:
-                pass  # started by the resume sweep (services/resume.py), as when this run was long held up
+            # Already started by the resume sweep (services/resume.py) when this run was long held up.
+            await starts.start_child(starts.cluster(self._state.cluster_id, self._tenant_id), labelled=_labelled())
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._state
 
