@@ -23,6 +23,7 @@ from temporalio.exceptions import ApplicationError
 from core import webhooks
 from core.credentials import CredentialBox
 from core.db import transaction
+from core.enums import DeliveryStatus
 from core.models import Webhook, WebhookDelivery, utcnow
 from core.webhooks import DeliveryFailure, DeliveryOutcome, DeliveryRef
 from services.addresses import AddressRefused, CheckedTransport, HostUnresolved, ReceiverAddresses
@@ -93,7 +94,7 @@ class WebhookActivities:
             raise ApplicationError(error, type="WebhookNotAccepted") from None
         if 200 <= code < 300:
             await asyncio.to_thread(self._attempted, ref.delivery_id, attempt, code, None)
-            return DeliveryOutcome("delivered", attempt, code)
+            return DeliveryOutcome(DeliveryStatus.DELIVERED, attempt, code)
         error = f"the receiver answered {code} {phrase}".strip()
         await asyncio.to_thread(self._attempted, ref.delivery_id, attempt, code, error)
         raise ApplicationError(error, type="WebhookNotAccepted")
@@ -104,27 +105,27 @@ class WebhookActivities:
         with transaction(self.sessions) as session:
             delivery = session.get(WebhookDelivery, uuid.UUID(failure.delivery_id))
             if delivery is None:
-                return DeliveryOutcome("dropped", 0)
-            if delivery.status != "pending":
+                return DeliveryOutcome(DeliveryStatus.DROPPED, 0)
+            if delivery.status != DeliveryStatus.PENDING:
                 return DeliveryOutcome(delivery.status, delivery.attempts, delivery.last_status_code)
-            delivery.status, delivery.finished_at = "failed", utcnow()
+            delivery.status, delivery.finished_at = DeliveryStatus.FAILED, utcnow()
             known = delivery.last_error is None or delivery.last_error in failure.reason
             last = "" if known else f"; the last attempt: {delivery.last_error}"
             delivery.last_error = (failure.reason + last)[:ERROR_CHARS]
-            return DeliveryOutcome("failed", delivery.attempts, delivery.last_status_code)
+            return DeliveryOutcome(DeliveryStatus.FAILED, delivery.attempts, delivery.last_status_code)
 
     def _prepare(self, delivery_id: str) -> _Prepared | DeliveryOutcome:
         with self.sessions() as session:
             delivery = session.get(WebhookDelivery, uuid.UUID(delivery_id))
             if delivery is None:
                 # Taken back with the act it told of (see outbox.withdraw): nothing to send.
-                return DeliveryOutcome("dropped", 0)
-            if delivery.status != "pending":
+                return DeliveryOutcome(DeliveryStatus.DROPPED, 0)
+            if delivery.status != DeliveryStatus.PENDING:
                 return DeliveryOutcome(delivery.status, delivery.attempts, delivery.last_status_code)
             webhook = session.get_one(Webhook, delivery.webhook_id)
             event = delivery.event
             if webhook.deleted_at is not None or webhook.secret_encrypted is None:
-                status = "dropped"
+                status = DeliveryStatus.DROPPED
             else:
                 return _Prepared(
                     url=webhook.url,
@@ -146,7 +147,7 @@ class WebhookActivities:
             delivery.last_attempt_at = utcnow()
             delivery.last_status_code, delivery.last_error = code, error[:ERROR_CHARS] if error else None
             if error is None:
-                delivery.status, delivery.finished_at = "delivered", utcnow()
+                delivery.status, delivery.finished_at = DeliveryStatus.DELIVERED, utcnow()
 
 
 def _failure(error: Exception) -> str:

@@ -11,12 +11,12 @@ from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
 from api import examples as ex
 from api.examples import examples
 from api.schemas import Input, Model
-from core import models
+from core import enums, models
 from core.webhooks import EVENT_TYPES
 
 # The event names, as core.webhooks defines them (Literal of a tuple is a Literal of its items).
 EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
-DeliveryStatus = Literal["pending", "delivered", "failed", "dropped"]
+DeliveryStatus = Literal[tuple(s.value for s in enums.DeliveryStatus)]  # type: ignore[valid-type]
 
 
 def _webhook_url(value: str) -> str:

@@ -1,5 +1,5 @@
 """The statuses and roles the platform stores and answers with, one StrEnum each: of cluster requests,
-clusters, their tools and services, and users' roles.
+clusters, their tools and services, webhook deliveries, and users' roles.
 
 A member is its string (`RequestStatus.PENDING == "pending"`) and is stored, sent through Temporal,
 put in search attributes and answered by the API as that plain string, so the values below are the
@@ -7,8 +7,7 @@ ones in the database, in recorded workflow histories and in the API reference: n
 The API's schemas (api/schemas.py) derive their Literals from these. Workflow code imports this
 module, so it imports nothing that does I/O.
 
-Not here: the outcomes of steps in a cluster's log (started, succeeded, failed, retrying), webhook
-delivery statuses, and the request's `expired` search-attribute label (core/search_attributes.py;
+Not here: the outcomes of steps in a cluster's log (started, succeeded, failed, retrying), and the request's `expired` search-attribute label (core/search_attributes.py;
 an expired request is stored as `rejected`).
 """
 
@@ -51,3 +50,13 @@ class Role(StrEnum):
     CAD_MANAGER = "cad_manager"
     IT_MANAGER = "it_manager"
     ADMIN = "admin"
+
+
+class DeliveryStatus(StrEnum):
+    """A webhook delivery's: pending until it is delivered, it has failed for good (retries given up), or
+    it is dropped (its webhook was deleted first)."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    DROPPED = "dropped"

@@ -23,7 +23,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from core import starts
 from core.credentials import CredentialBox
-from core.enums import ClusterStatus
+from core.enums import ClusterStatus, DeliveryStatus
 from core.models import (
     BalanceAlert,
     Cluster,
@@ -75,7 +75,7 @@ def _write(
             return list(
                 session.scalars(
                     select(WebhookDelivery.id).where(
-                        WebhookDelivery.event_id == earlier, WebhookDelivery.status == "pending"
+                        WebhookDelivery.event_id == earlier, WebhookDelivery.status == DeliveryStatus.PENDING
                     )
                 )
             )
@@ -108,7 +108,9 @@ def withdraw(session: Session, delivery_ids: list[uuid.UUID]) -> None:
 
 def undelivered(sessions: sessionmaker[Session], since: datetime | None = None) -> list[uuid.UUID]:
     """Deliveries written (from `since` on) but never attempted: their workflow may never have been started."""
-    query = select(WebhookDelivery.id).where(WebhookDelivery.status == "pending", WebhookDelivery.attempts == 0)
+    query = select(WebhookDelivery.id).where(
+        WebhookDelivery.status == DeliveryStatus.PENDING, WebhookDelivery.attempts == 0
+    )
     if since is not None:
         query = query.where(WebhookDelivery.created_at >= since)
     with sessions() as session:
