@@ -14,8 +14,8 @@ from core.models import ClusterRequest
 from services import audit, credits
 from services.clusters import create_approved_cluster
 from services.outbox import Outbox, request_decided
+from services.permissions import find_user, may_decide, may_see_request
 from services.requests import add_note
-from services.store import find_user, may_decide, may_see_request
 
 
 class RequestActivities:

@@ -13,6 +13,7 @@ from cli import user
 from core import credentials
 from core.db import make_engine, make_session_factory, transaction
 from core.models import ClusterService, IdempotencyKey, Webhook
+from core.refusals import Refused
 from core.settings import get_settings
 from services import accounts, credits
 from services.credits import keep_standing_rates
@@ -207,7 +208,7 @@ def providers_create(
                 config=settings_object,
                 allowed_accounts=get_settings().allowed_cloud_accounts,
             )
-    except accounts.AccountError as e:
+    except (accounts.AccountError, Refused) as e:
         _fail(str(e))
     typer.echo(f"registered {kind} provider {name} ({region}) for {tenant}")
     typer.echo(str(provider.id))

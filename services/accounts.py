@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from core.enums import Role
 from core.models import ApiToken, CloudProvider, Tenant, User
 from core.providers import KINDS, check_account
+from core.refusals import Refused
 from infra.providers import check_config
 from services import audit, credits
 from services.credits import BUDGET_POLICIES
@@ -152,8 +153,8 @@ def create_provider(
     config: dict[str, Any] | None = None,
     allowed_accounts: list[str] | tuple[str, ...] = (),
 ) -> CloudProvider:
-    """A new cloud provider for the tenant. `allowed_accounts` is the operator's HPCINFRA_ALLOWED_CLOUD_ACCOUNTS,
-    for callers that do not check the account themselves (the API does, to answer 422, not 409)."""
+    """A new cloud provider for the tenant. `allowed_accounts` is the operator's HPCINFRA_ALLOWED_CLOUD_ACCOUNTS:
+    an account it does not allow the tenant is Refused (Invalid); anything else wrong is an AccountError."""
     if kind not in KINDS:
         raise AccountError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
     name, region = name.strip(), region.strip()
@@ -161,10 +162,13 @@ def create_provider(
         raise AccountError("a cloud provider needs a name and a region")
     try:
         check_config(kind, config or {})
+    except ValueError as e:
+        raise AccountError(str(e)) from None
+    try:
         if allowed_accounts:
             check_account(kind, config or {}, session.get_one(Tenant, tenant_id).name, allowed_accounts)
     except ValueError as e:
-        raise AccountError(str(e)) from None
+        raise Refused("Invalid", str(e)) from None
     exists = session.scalar(
         select(CloudProvider).where(CloudProvider.tenant_id == tenant_id, CloudProvider.name == name)
     )

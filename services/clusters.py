@@ -12,7 +12,7 @@ from core.models import CloudProvider, Cluster, ClusterRequest, ClusterService, 
 from core.refusals import Refused
 from core.settings import Settings
 from services import audit, credits
-from services.store import provider_for_new_cluster
+from services.permissions import provider_for_new_cluster
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, event, select
+from sqlalchemy import delete, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -34,9 +34,10 @@ from core.models import (
     WebhookEvent,
     utcnow,
 )
+from core.refusals import Refused
 from core.settings import Settings
 from core.webhooks import EVENT_TYPES
-from services import credits
+from services import audit, credits
 
 log = logging.getLogger(__name__)
 
@@ -302,8 +303,44 @@ class Outbox:
         self.emit(session, tenant_id, "balance.low", data, key=f"balance.low/{tenant_id}/{alert.low_since.isoformat()}")
 
 
+# Enough for every integration a tenant runs; more is most likely a script registering in a loop.
+MAX_WEBHOOKS_PER_TENANT = 20
+
+
+def require_room_for_webhook(session: Session, tenant_id: uuid.UUID) -> None:
+    """Refuse a new webhook of a tenant that has as many as it may."""
+    active = session.scalar(select(func.count()).where(Webhook.tenant_id == tenant_id, Webhook.deleted_at.is_(None)))
+    if active >= MAX_WEBHOOKS_PER_TENANT:
+        raise Refused("Conflict", f"a tenant may have at most {MAX_WEBHOOKS_PER_TENANT} webhooks; delete one first")
+
+
+def register_webhook(
+    session: Session, box: CredentialBox, tenant_id: uuid.UUID, url: str, events: list[str], by: uuid.UUID, source: str
+) -> tuple[Webhook, str]:
+    """A webhook registered by a person (`by`, from `source`), audited; see create_webhook."""
+    webhook, secret = create_webhook(session, box, tenant_id, url, events, by)
+    audit.record(
+        session,
+        tenant_id,
+        by,
+        "webhook.create",
+        f"webhook {webhook.id}",
+        source,
+        url=webhook.url,
+        events=webhook.events,
+    )
+    return webhook, secret
+
+
+def delete_webhook(session: Session, webhook: Webhook, by: uuid.UUID, source: str) -> None:
+    """Stop telling the webhook's endpoint of events: its deliveries still being retried are dropped (the
+    delivery activity sees it deleted), and its secret is forgotten."""
+    webhook.deleted_at, webhook.secret_encrypted = utcnow(), None
+    audit.record(session, webhook.tenant_id, by, "webhook.delete", f"webhook {webhook.id}", source)
+
+
 def create_webhook(
-    session: Session, box: CredentialBox, tenant_id: uuid.UUID, url: str, events: list[str], by: uuid.UUID
+    session: Session, box: CredentialBox, tenant_id: uuid.UUID, url: str, events: list[str], by: uuid.UUID | None
 ) -> tuple[Webhook, str]:
     """A new webhook and its secret (which only the caller ever sees in clear)."""
     secret = new_secret()

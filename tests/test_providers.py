@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from api.main import create_app
 from core.db import transaction
 from core.providers import ProviderUnavailable
+from core.refusals import Refused
 from core.settings import Settings
 from harness.world import TenantWorld, make_admin, make_tenant
 from infra.providers import ProviderSettings, refuse_unallowed_account
@@ -210,7 +211,7 @@ def test_a_provider_made_by_an_admin_outside_the_api_is_held_to_the_list(db):
     tenant = make_tenant(db.sessions)
     config = {"sshCidr": SSH, "accountId": ACCOUNT}
     with transaction(db.sessions) as session:
-        with pytest.raises(accounts.AccountError, match="allows this tenant"):
+        with pytest.raises(Refused, match="allows this tenant"):
             accounts.create_provider(
                 session,
                 uuid.UUID(tenant.id),

@@ -20,7 +20,7 @@ from api.workflow_calls import UPDATE_TIMEOUT, update
 from core.enums import ClusterStatus, ServiceStatus
 from core.messages import Registration, ServiceRequest, ToolRequest, cluster_workflow_id
 from core.models import CloudProvider, Cluster, ClusterService, ClusterTool, User
-from services import store
+from services import permissions
 from workflows.cluster import ClusterWorkflow
 
 router = APIRouter(prefix="/clusters/{clusterId}", tags=["clusters"])
@@ -106,7 +106,7 @@ def get_service(
     if service is None:
         raise Problem(404, f"cluster {cluster_id} has no service {service_id}")
     secret = None
-    if store.may_see_credentials(user, cluster) and service.credentials_encrypted:
+    if permissions.may_see_credentials(user, cluster) and service.credentials_encrypted:
         secret = credentials.open(service.credentials_encrypted)
         if service.status == ServiceStatus.RUNNING:
             audit_credentials_read(session, user, cluster, [service.name], source_of(http_request))
@@ -123,7 +123,7 @@ async def _available_for_creator(
     def read(session: Session) -> Cluster:
         cluster = cluster_for(session, user, cluster_id)
         require_creator(user, cluster, f"add {what}")
-        store.require_offered(session.get_one(CloudProvider, cluster.cloud_provider_id), tools, services)
+        permissions.require_offered(session.get_one(CloudProvider, cluster.cloud_provider_id), tools, services)
         return cluster
 
     cluster = await read_then_release(session, read)

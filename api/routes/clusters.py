@@ -32,7 +32,7 @@ from core.enums import ClusterStatus, Role, ServiceStatus
 from core.messages import cluster_workflow_id
 from core.models import Cluster, ClusterEvent, User
 from services import audit, clusters
-from services.store import clusters_visible_to, may_see_credentials
+from services.permissions import clusters_visible_to, may_see_credentials
 from workflows.cluster import ClusterWorkflow
 
 router = APIRouter(prefix="/clusters", tags=["clusters"])

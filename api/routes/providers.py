@@ -9,9 +9,9 @@ from api.errors import Problem, problems
 from api.pagination import Page
 from core.enums import Role
 from core.models import CloudProvider, Tenant
-from core.providers import ON_PLATFORM_MACHINES, check_account
+from core.providers import ON_PLATFORM_MACHINES
 from services.accounts import AccountError, create_provider
-from services.store import providers_visible_to
+from services.permissions import providers_visible_to
 
 router = APIRouter(prefix="/cloud-providers", tags=["providers"])
 
@@ -54,15 +54,12 @@ def register_provider(
         raise Problem(
             422, f"tenantId {tenant_id} is not a tenant you can register providers for; leave it out for your own"
         )
-    # The accounts allowed are those of the tenant the provider will belong to, not the caller's.
     try:
-        check_account(body.kind, body.config, session.get_one(Tenant, tenant_id).name, settings.allowed_cloud_accounts)
-    except ValueError as e:
-        raise Problem(422, str(e)) from None
-    try:
+        # The accounts allowed are those of the tenant the provider will belong to, not the caller's.
         provider = create_provider(
-            session, tenant_id, name=body.name, kind=body.kind, region=body.region, config=body.config
-        )
+            session, tenant_id, name=body.name, kind=body.kind, region=body.region, config=body.config,
+            allowed_accounts=settings.allowed_cloud_accounts,
+        )  # fmt: skip
     except AccountError as e:
         raise Problem(409, str(e)) from e
     except IntegrityError as e:  # the same name, registered by a call at the same time

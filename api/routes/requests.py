@@ -31,7 +31,7 @@ from core.enums import RequestStatus, Role
 from core.messages import Decision, decision_text, request_workflow_id
 from core.models import ClusterRequest
 from services import requests
-from services.store import may_decide, requests_visible_to
+from services.permissions import may_decide, requests_visible_to
 from workflows.request import RequestWorkflow
 
 router = APIRouter(prefix="/requests", tags=["requests"])

@@ -5,7 +5,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api import idempotency
@@ -16,15 +16,13 @@ from api.errors import Problem, problems
 from api.pagination import Page
 from api.params import TenantId
 from core.enums import Role
-from core.models import Tenant, Webhook, WebhookDelivery, utcnow
-from services import audit, outbox
+from core.models import Tenant, Webhook, WebhookDelivery
+from services import outbox
 from services.addresses import AddressRefused, HostUnresolved, ReceiverAddresses, receiver_host
 
 router = APIRouter(prefix="/tenants", tags=["webhooks"])
 
 WebhookId = Annotated[uuid.UUID, Path(alias="webhookId")]
-# Enough for every integration a tenant runs; more is most likely a script registering in a loop.
-MAX_WEBHOOKS_PER_TENANT = 20
 
 
 def _check_receiver(url: str, allowed_networks: list[str]) -> None:
@@ -66,16 +64,12 @@ def create_webhook(
     """Register a webhook for the tenant's events. The answer holds its signing secret, shown only now. Its
     URL must lead to a public address, or into a network the operator allows."""
     tenant = tenant_for(session, user, tenant_id, Role.IT_MANAGER, Role.ADMIN, action="register webhooks")
-    active = session.scalar(select(func.count()).where(Webhook.tenant_id == tenant.id, Webhook.deleted_at.is_(None)))
-    if active >= MAX_WEBHOOKS_PER_TENANT:
-        raise Problem(409, f"a tenant may have at most {MAX_WEBHOOKS_PER_TENANT} webhooks; delete one first")
+    outbox.require_room_for_webhook(session, tenant.id)
     session.commit()  # the connection goes back to the pool while the receiver's name is looked up
     _check_receiver(body.url, settings.webhook_allowed_networks)
-    webhook, secret = outbox.create_webhook(session, credentials, tenant.id, body.url, body.events, user.id)
-    audit.record(
-        session, tenant.id, user.id, "webhook.create", f"webhook {webhook.id}", source_of(http_request),
-        url=webhook.url, events=webhook.events,
-    )  # fmt: skip
+    webhook, secret = outbox.register_webhook(
+        session, credentials, tenant.id, body.url, body.events, user.id, source_of(http_request)
+    )
     idempotency.record_created(session, http_request, f"webhook {webhook.id}")
     session.commit()
     # The secret is in this answer only: no cache may keep it (and Idempotency-Key keeps it encrypted).
@@ -116,9 +110,7 @@ def delete_webhook(
     """Stop telling this endpoint of events; deliveries still being retried are dropped, and its secret is
     forgotten."""
     tenant = tenant_for(session, user, tenant_id, Role.IT_MANAGER, Role.ADMIN, action="delete webhooks")
-    webhook = _webhook(session, tenant, webhook_id)
-    webhook.deleted_at, webhook.secret_encrypted = utcnow(), None
-    audit.record(session, tenant.id, user.id, "webhook.delete", f"webhook {webhook.id}", source_of(http_request))
+    outbox.delete_webhook(session, _webhook(session, tenant, webhook_id), user.id, source_of(http_request))
     session.commit()
     return Response(status_code=204)
 
