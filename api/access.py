@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from api.deps import require_role
 from api.errors import Problem
 from core.models import Cluster, ClusterRequest, Tenant, User
-from services import audit, permissions
+from services import permissions
 
 
 def tenant_for(session: Session, user: User, tenant_id: uuid.UUID, *roles: str, action: str) -> Tenant:
@@ -42,14 +42,6 @@ def cluster_for(session: Session, user: User, cluster_id: uuid.UUID) -> Cluster:
 def require_creator(user: User, cluster: Cluster, action: str) -> None:
     if not permissions.is_creator(user, cluster):
         raise Problem(403, f"only the cluster's creator may {action}")
-
-
-def audit_credentials_read(session: Session, user: User, cluster: Cluster, services: list[str], source: str) -> None:
-    """Service credentials were shown to `user`: the audit log says so (which services, never the secrets)."""
-    audit.record(
-        session, cluster.tenant_id, user.id, "credentials.read", f"cluster {cluster.id}", source, services=services
-    )
-    session.commit()
 
 
 # An answer that shows credentials: no cache (a browser's, a proxy's) may keep it.

@@ -1,6 +1,6 @@
 """Authentication at the edge: every call under /api/v1 but the health probes must carry a valid
 bearer token, checked before anything else (the body included) is looked at. Who may do what is
-decided by the routes (see api/access.py).
+decided by the domain's rules (services/permissions.py), which the routes apply (api/access.py).
 
 A bearer token is one of the platform's API tokens or, when OIDC is on (HPCINFRA_OIDC_ISSUER is set),
 a JWT from the identity provider (see api/oidc.py): a value shaped like a JWT is checked as one,

@@ -15,14 +15,13 @@ from temporalio.client import Client
 from api.errors import Problem
 from api.schemas import ClusterIn, RequestIn
 from core.credentials import CredentialBox
-from core.models import Cluster, ClusterRequest, User
+from core.models import User
 from core.settings import Settings
 from core.temporal import connect
 from services.clusters import ClusterAsk
 from services.outbox import Outbox
 
 T = TypeVar("T")
-Made = TypeVar("Made", ClusterRequest, Cluster)
 log = logging.getLogger(__name__)
 
 

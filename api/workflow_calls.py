@@ -111,7 +111,7 @@ async def create_and_start(
 ) -> Made:
     """The `what` ("request", "cluster") that `create` makes in the session's transaction (with the webhook
     deliveries that tell of it), committed with the call's Idempotency-Key, then its workflow started; taken
-    back if the workflow engine refuses the start (api/workflow_calls.py). The retry of a call that failed
+    back if the workflow engine refuses the start (start_or_take_back). The retry of a call that failed
     after its commit `find`s what that call made instead, and finishes it."""
     made = idempotency.resumed(http_request, what)
     if made is None:

@@ -28,7 +28,8 @@ def as_update_failure(error: ActivityError, what: str) -> ApplicationError:
 
 class Refused(Exception):
     """A domain rule says no, for a reason the caller can act on (the message says which). `kind` is one of
-    the refusals the workflows raise too (core/refusals.py), so every caller answers it the same way."""
+    REFUSALS, the refusals the workflows raise too, so every caller answers it the same way (the API
+    through its handler in api/errors.py)."""
 
     def __init__(self, kind: str, message: str) -> None:
         if kind not in REFUSALS:

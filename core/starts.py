@@ -108,15 +108,15 @@ async def start_child(start: Start, *, labelled: bool) -> None:
         pass
 
 
-async def start(client: Client, task_queue: str, start: Start, *, repair: bool) -> WorkflowHandle:
+async def start(client: Client, task_queue: str, what: Start, *, repair: bool) -> WorkflowHandle:
     policies: dict[str, Any] = {"id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING}
     if not repair:
         policies["id_reuse_policy"] = WorkflowIDReusePolicy.REJECT_DUPLICATE
     return await client.start_workflow(
-        start.workflow,
-        start.arg,
-        id=start.id,
+        what.workflow,
+        what.arg,
+        id=what.id,
         task_queue=task_queue,
-        search_attributes=start.search_attributes,
+        search_attributes=what.search_attributes,
         **policies,
     )

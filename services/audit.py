@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from core.models import AuditEvent, utcnow
+from core.models import AuditEvent, Cluster, User, utcnow
 
 # Where an act came from, when not from the API (which gives "api <client address>").
 CLI, TEMPORAL, PLATFORM = "cli", "temporal", "platform"
@@ -32,3 +32,8 @@ def record(
             time=utcnow(),
         )
     )
+
+
+def credentials_read(session: Session, user: User, cluster: Cluster, services: list[str], source: str) -> None:
+    """Service credentials were shown to `user`: the audit log says so (which services, never the secrets)."""
+    record(session, cluster.tenant_id, user.id, "credentials.read", f"cluster {cluster.id}", source, services=services)

@@ -1,4 +1,4 @@
-"""New clusters. Every Cluster row is built here (`new_cluster`), whether it comes from a CAD manager
+"""New clusters. Every Cluster row the platform makes is built here (`new_cluster`), whether it comes from a CAD manager
 creating one within the self-service limit (`create_cluster`) or from an approved request
 (`create_approved_cluster`). The callers commit, and start the cluster's workflow once they have."""
 
@@ -39,16 +39,6 @@ class ClusterAsk:
             storage_gb=request.storage_gb,
             tools=request.tools,
             services=request.services,
-        )
-
-    def rate(self) -> int:
-        """What a minute of the cluster would cost, in credit units."""
-        return credits.cluster_rate(
-            self.node_type,
-            self.number_of_nodes,
-            self.storage_gb,
-            [s["name"] for s in self.services],
-            [t["name"] for t in self.tools],
         )
 
     def provider_for(self, session: Session, user: User) -> CloudProvider:
@@ -96,9 +86,9 @@ def create_cluster(session: Session, user: User, ask: ClusterAsk, settings: Sett
     """A cluster the user creates without approval, audited, in the session's transaction. Refused above the
     self-service limit (file a request instead), for a provider that is not the tenant's or lacks what it
     asks for, and when the tenant's credits would not keep it running."""
-    _require_self_service(ask, settings)
+    require_self_service(ask, settings)
     ask.provider_for(session, user)
-    refusal = credits.shortfall(session, user.tenant_id, ask.rate(), settings.budget_min_runway_hours)
+    refusal = credits.shortfall(session, user.tenant_id, credits.rate_of_request(ask), settings.budget_min_runway_hours)
     if refusal is not None:
         raise Refused("Conflict", f"the cluster was not created: {refusal}")
     cluster = new_cluster(ask, user.tenant_id, user.id)
@@ -111,7 +101,8 @@ def create_cluster(session: Session, user: User, ask: ClusterAsk, settings: Sett
     return cluster
 
 
-def _require_self_service(ask: ClusterAsk, settings: Settings) -> None:
+def require_self_service(ask: ClusterAsk, settings: Settings) -> None:
+    """Refuse (NotAllowed) a cluster above the self-service limit: it needs a request and an approval."""
     if ask.number_of_nodes <= settings.self_service_max_nodes and ask.node_type in settings.self_service_node_types:
         return
     raise Refused(

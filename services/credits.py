@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any, Protocol
 
 from sqlalchemy import case, event, func, inspect, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -81,8 +82,18 @@ def rate_of(cluster: Cluster) -> int:
     )
 
 
-def rate_of_request(request: ClusterRequest) -> int:
-    """What a minute of the cluster a request asks for would cost, in units."""
+class AskedCluster(Protocol):
+    """What a request and a new cluster's ask (services.clusters.ClusterAsk) both say of a cluster."""
+
+    node_type: str
+    number_of_nodes: int
+    storage_gb: int
+    tools: list[dict[str, Any]]
+    services: list[dict[str, Any]]
+
+
+def rate_of_request(request: "ClusterRequest | AskedCluster") -> int:
+    """What a minute of the cluster a request (or a ClusterAsk: the same fields) asks for would cost, in units."""
     return cluster_rate(
         request.node_type,
         request.number_of_nodes,

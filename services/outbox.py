@@ -185,8 +185,8 @@ def install_finished(cluster_id: str, kind: str, item: Any, reason: str | None =
 async def start_deliveries(client: Client, settings: Settings, delivery_ids: Iterable[uuid.UUID]) -> int:
     """Start a delivery workflow for each id (once: a running or finished one is left alone), all at once.
     Failures are logged and left for the resume; returns how many were started now."""
-    starts = await asyncio.gather(*(_start_delivery(client, settings, d) for d in delivery_ids))
-    return sum(starts)
+    started = await asyncio.gather(*(_start_delivery(client, settings, d) for d in delivery_ids))
+    return sum(started)
 
 
 async def _start_delivery(client: Client, settings: Settings, delivery_id: uuid.UUID) -> bool:

@@ -1,5 +1,5 @@
-"""Who may see and do what, for the API, the activities and the admin commands alike: the queries that scope
-rows to a user, and the per-role checks.
+"""Who may see and do what, for the API and the activities alike: the queries that scope rows to a user,
+and the per-role checks.
 
 Nothing here speaks HTTP: the API turns a row that is not visible into a 404 (never a 403, so that nobody
 learns that it exists; api/access.py) and a refusal (core.refusals.Refused) into the status of its kind.
@@ -14,8 +14,6 @@ from core import catalog
 from core.enums import Role
 from core.models import CloudProvider, Cluster, ClusterRequest, Tenant, User
 from core.refusals import Refused
-
-APPROVER_ROLES = (Role.IT_MANAGER, Role.ADMIN)
 
 
 def parse_uuid(value: str) -> uuid.UUID | None:

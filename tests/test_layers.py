@@ -63,6 +63,12 @@ def test_a_module_imports_only_its_own_layer_and_the_layers_below(layer: str, pa
     assert not violations(layer, path, module), f"{module} ({layer}) imports {sorted(violations(layer, path, module))}"
 
 
+def test_every_top_level_package_is_a_layer_the_check_knows() -> None:
+    # A new folder, or a name left from an old layout, would otherwise be let through unchecked.
+    found = {path.parent.name for path in ROOT.glob("*/__init__.py")} | {path.stem for path in ROOT.glob("*.py")}
+    assert found <= KNOWN, f"not a known layer: {sorted(found - KNOWN)}"
+
+
 def test_the_check_sees_an_import_from_a_higher_layer_wherever_it_is_written(tmp_path: Path) -> None:
     lower = tmp_path / "lower.py"
     lower.write_text("def f():\n    from api import deps\n\nimport services.credits\nfrom workflows import cluster\n")

@@ -219,7 +219,7 @@ class ClusterWorkflow:
     async def _start_metering(self) -> None:
         """Meter the cluster while it is available (workflows/metering.py); the metering outlives this
         run (continue-as-new) and ends by itself. Clusters available before metering existed are
-        metered from the worker's start (worker.resume_metering)."""
+        metered from the worker's start (services/resume.py)."""
         if not workflow.patched("metering"):
             return  # a history from before metering existed replays as it ran
         # Perhaps still metering from an earlier time it was available.

@@ -9,7 +9,6 @@ from sqlalchemy.orm import Session
 from api import schemas
 from api.access import (
     NO_STORE,
-    audit_credentials_read,
     cluster_for,
     require_creator,
 )
@@ -20,7 +19,7 @@ from api.workflow_calls import UPDATE_TIMEOUT, update
 from core.enums import ClusterStatus, ServiceStatus
 from core.messages import Registration, ServiceRequest, ToolRequest, cluster_workflow_id
 from core.models import CloudProvider, Cluster, ClusterService, ClusterTool, User
-from services import permissions
+from services import audit, permissions
 from workflows.cluster import ClusterWorkflow
 
 router = APIRouter(prefix="/clusters/{clusterId}", tags=["clusters"])
@@ -109,7 +108,8 @@ def get_service(
     if permissions.may_see_credentials(user, cluster) and service.credentials_encrypted:
         secret = credentials.open(service.credentials_encrypted)
         if service.status == ServiceStatus.RUNNING:
-            audit_credentials_read(session, user, cluster, [service.name], source_of(http_request))
+            audit.credentials_read(session, user, cluster, [service.name], source_of(http_request))
+            session.commit()
             response.headers["Cache-Control"] = NO_STORE
     return schemas.Service.from_row(service, secret)
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api import schemas
-from api.access import NO_STORE, audit_credentials_read, cluster_for
+from api.access import NO_STORE, cluster_for
 from api.deps import (
     CredentialsDep,
     CurrentUser,
@@ -80,6 +80,8 @@ async def create_cluster(
     tenant whose credits would not last is refused with a 409."""
     require_role(user, Role.CAD_MANAGER, action="create clusters")
     ask = ask_of(body)
+    # Before anything else, so that the retry of a call that made its cluster is held to the limit of now too.
+    clusters.require_self_service(ask, settings)
     cluster = await create_and_start(
         "cluster", session, user, http_request, temporal, settings,
         create=lambda: (clusters.create_cluster(session, user, ask, settings, source_of(http_request)), []),
@@ -107,7 +109,8 @@ def get_cluster(
         secrets = {s.id: credentials.open(s.credentials_encrypted) for s in cluster.services if s.credentials_encrypted}
         shown = [s.name for s in cluster.services if s.id in secrets and s.status == ServiceStatus.RUNNING]
         if shown:
-            audit_credentials_read(session, user, cluster, shown, source_of(http_request))
+            audit.credentials_read(session, user, cluster, shown, source_of(http_request))
+            session.commit()
             response.headers["Cache-Control"] = NO_STORE
     return schemas.Cluster.from_row(cluster, Estimates(session).of_cluster(cluster), secrets)
 
