@@ -16,6 +16,7 @@ from pydantic.alias_generators import to_camel
 from api import examples as ex
 from api.examples import examples
 from core import catalog, enums, models
+from core.providers import KINDS
 from infra.providers import check_config
 from services import credits
 
@@ -26,7 +27,7 @@ ClusterStatus = Literal[tuple(s.value for s in enums.ClusterStatus)]  # type: ig
 ServiceStatus = Literal[tuple(s.value for s in enums.ServiceStatus)]  # type: ignore[valid-type]
 ToolStatus = Literal[tuple(s.value for s in enums.ToolStatus)]  # type: ignore[valid-type]
 Role = Literal[tuple(r.value for r in enums.Role)]  # type: ignore[valid-type]
-ProviderKind = Literal["sim", "local", "aws", "gcp", "azure"]
+ProviderKind = Literal[KINDS]  # type: ignore[valid-type]
 
 _CLOUD_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 
