@@ -1,15 +1,22 @@
 """How the API asks workflows to do things (a new request's or cluster's start, updates), and how their
 answers become HTTP answers."""
 
+import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
-from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -27,6 +34,8 @@ Made = TypeVar("Made", ClusterRequest, Cluster)
 
 # How long an API call waits for a workflow to take an update (a decision, a new tool, ...).
 UPDATE_TIMEOUT = timedelta(seconds=20)
+# How long an update turned away because its workflow has as many in flight as it takes waits to ask again.
+BUSY_WAIT_SECONDS = 0.2
 # Failures of an update that mean "no, and here is why", and their status: the workflows' refusals, and
 # a validator's ValueError (refused before anything is written).
 REFUSALS = {**WORKFLOW_REFUSALS, "ValueError": 409}
@@ -77,24 +86,38 @@ async def start_or_take_back(
         ) from e
 
 
-async def update(call: Awaitable[T], *, refused: str, ended: str) -> T:
-    """Await a workflow update. A refusal (a validator or the workflow saying no) is a 409 that starts
-    with `refused`; a workflow that has ended is a 409 saying `ended`; anything else is a 503."""
-    try:
-        return await call
-    except WorkflowUpdateFailedError as e:
-        cause = e.cause
-        if isinstance(cause, ApplicationError) and cause.type in REFUSALS:
-            raise Problem(REFUSALS[cause.type], f"{refused}: {cause.message}") from e
-        raise Problem(503, "the change could not be recorded; nothing changed, try again") from e
-    except WorkflowUpdateRPCTimeoutOrCancelledError as e:
-        raise Problem(
-            503, "no worker took the change in time; it may still be applied, so look again before trying again"
-        ) from e
-    except RPCError as e:
-        if e.status == RPCStatusCode.NOT_FOUND:
-            raise Problem(409, ended) from e
-        raise Problem(503, "the workflow engine is unreachable; nothing changed, try again") from e
+async def update(handle: WorkflowHandle, method: Any, *args: Any, refused: str, ended: str) -> Any:
+    """Run the update `method(*args)` on the workflow of `handle`. A refusal (a validator or the workflow
+    saying no) is a 409 that starts with `refused`; a workflow that has ended is a 409 saying `ended`;
+    anything else is a 503. A workflow takes only so many updates at a time (Temporal answers the rest
+    RESOURCE_EXHAUSTED): a burst of calls on one request or cluster waits its turn, up to UPDATE_TIMEOUT,
+    so that each gets its answer (one decision wins, the others are refused) rather than a 503."""
+    deadline = time.monotonic() + UPDATE_TIMEOUT.total_seconds()
+    while True:
+        try:
+            return await handle.execute_update(method, args=list(args), rpc_timeout=UPDATE_TIMEOUT)
+        except RPCError as e:
+            if e.status == RPCStatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline:
+                await asyncio.sleep(BUSY_WAIT_SECONDS)
+                continue
+            raise _rpc_problem(e, ended) from e
+        except WorkflowUpdateFailedError as e:
+            cause = e.cause
+            if isinstance(cause, ApplicationError) and cause.type in REFUSALS:
+                raise Problem(REFUSALS[cause.type], f"{refused}: {cause.message}") from e
+            raise Problem(503, "the change could not be recorded; nothing changed, try again") from e
+        except WorkflowUpdateRPCTimeoutOrCancelledError as e:
+            raise Problem(
+                503, "no worker took the change in time; it may still be applied, so look again before trying again"
+            ) from e
+
+
+def _rpc_problem(error: RPCError, ended: str) -> Problem:
+    if error.status == RPCStatusCode.NOT_FOUND:
+        return Problem(409, ended)
+    if error.status == RPCStatusCode.RESOURCE_EXHAUSTED:
+        return Problem(503, "too many changes are being made to this at once; nothing changed, try again")
+    return Problem(503, "the workflow engine is unreachable; nothing changed, try again")
 
 
 async def create_and_start(

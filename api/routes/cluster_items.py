@@ -15,7 +15,7 @@ from api.access import (
 from api.deps import CredentialsDep, CurrentUser, SessionDep, TemporalDep, read_then_release, source_of
 from api.errors import Problem, problems
 from api.params import ClusterId, ServiceId
-from api.workflow_calls import UPDATE_TIMEOUT, update
+from api.workflow_calls import update
 from core.enums import ClusterStatus, ServiceStatus
 from core.messages import Registration, ServiceRequest, ToolRequest, cluster_workflow_id
 from core.models import CloudProvider, Cluster, ClusterService, ClusterTool, User
@@ -135,7 +135,9 @@ async def _available_for_creator(
 async def _register(temporal, cluster: Cluster, method, wanted) -> Registration:
     handle = temporal.get_workflow_handle(cluster_workflow_id(str(cluster.id)))
     return await update(
-        handle.execute_update(method, wanted, rpc_timeout=UPDATE_TIMEOUT),
+        handle,
+        method,
+        wanted,
         refused="refused",
         ended=f"the workflow of this cluster is no longer running (see cluster-{cluster.id} in the Temporal UI)",
     )

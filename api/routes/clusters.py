@@ -26,7 +26,7 @@ from api.errors import Problem, problems
 from api.estimates import Estimates
 from api.pagination import Page
 from api.params import ClusterId
-from api.workflow_calls import UPDATE_TIMEOUT, create_and_start, update
+from api.workflow_calls import create_and_start, update
 from core import starts
 from core.enums import ClusterStatus, Role, ServiceStatus
 from core.messages import cluster_workflow_id
@@ -132,7 +132,8 @@ async def delete_cluster(
     if cluster.status not in (ClusterStatus.DELETING, ClusterStatus.DELETED):
         handle = temporal.get_workflow_handle(cluster_workflow_id(str(cluster_id)))
         await update(
-            handle.execute_update(ClusterWorkflow.delete, rpc_timeout=UPDATE_TIMEOUT),
+            handle,
+            ClusterWorkflow.delete,
             refused="the cluster cannot be deleted now",
             ended=f"the workflow of this cluster is no longer running (see cluster-{cluster_id} in the Temporal UI)",
         )
@@ -165,7 +166,8 @@ async def retry_cluster(
         raise Problem(409, f"the cluster is {cluster.status}; only a cluster in error can be retried")
     handle = temporal.get_workflow_handle(cluster_workflow_id(str(cluster_id)))
     await update(
-        handle.execute_update(ClusterWorkflow.retry, rpc_timeout=UPDATE_TIMEOUT),
+        handle,
+        ClusterWorkflow.retry,
         refused="the cluster cannot be retried",
         ended=f"the workflow of this cluster is no longer running (see cluster-{cluster_id} in the Temporal UI)",
     )

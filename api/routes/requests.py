@@ -25,7 +25,7 @@ from api.errors import Problem, problems
 from api.estimates import Estimates
 from api.pagination import Page
 from api.params import RequestId
-from api.workflow_calls import UPDATE_TIMEOUT, create_and_start, update
+from api.workflow_calls import create_and_start, update
 from core import starts
 from core.enums import RequestStatus, Role
 from core.messages import Decision, decision_text, request_workflow_id
@@ -143,7 +143,9 @@ async def decide_request(
     )
     handle = temporal.get_workflow_handle(request_workflow_id(str(request_id)))
     await update(
-        handle.execute_update(RequestWorkflow.decide, decision, rpc_timeout=UPDATE_TIMEOUT),
+        handle,
+        RequestWorkflow.decide,
+        decision,
         refused="the decision was refused",
         ended="the request's workflow has ended; it can no longer be decided",
     )
