@@ -83,10 +83,10 @@ def _given_id(given: uuid.UUID | str | None) -> dict[str, uuid.UUID]:
 
 
 def create_cluster(session: Session, user: User, ask: ClusterAsk, settings: Settings, source: str) -> Cluster:
-    """A cluster the user creates without approval, audited, in the session's transaction. Refused above the
-    self-service limit (file a request instead), for a provider that is not the tenant's or lacks what it
-    asks for, and when the tenant's credits would not keep it running."""
-    require_self_service(ask, settings)
+    """A cluster the user creates without approval, audited, in the session's transaction, once the caller has
+    held it to the self-service limit (require_self_service: the API checks it first, for a retried call
+    too). Refused for a provider that is not the tenant's or lacks what it asks for, and when the tenant's
+    credits would not keep it running."""
     ask.provider_for(session, user)
     refusal = credits.shortfall(session, user.tenant_id, credits.rate_of_request(ask), settings.budget_min_runway_hours)
     if refusal is not None:
