@@ -1,8 +1,11 @@
 """Engine and session factory for SQLite and PostgreSQL."""
 
+import fcntl
+import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,7 +45,7 @@ def make_engine(url: str) -> Engine:
             cursor.execute(f"PRAGMA busy_timeout={int(LOCK_WAIT_SECONDS * 1000)}")
             cursor.close()
 
-        _one_writer_at_a_time(engine)
+        _one_writer_at_a_time(engine, Path(database) if database and database != ":memory:" else None)
         return engine
     engine = create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
 
@@ -59,23 +62,32 @@ def make_engine(url: str) -> Engine:
 _WRITE = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
 
 
-def _one_writer_at_a_time(engine: Engine) -> None:
+def _one_writer_at_a_time(engine: Engine, database: Path | None) -> None:
     """SQLite's writers take turns by polling: a writer that finds the lock taken sleeps and looks
-    again, so with dozens of threads writing, some lose every turn for the whole busy timeout. Within a
-    process, writers queue on a lock instead, from their first write to their commit or rollback (the
-    span in which SQLite holds its write lock), and only the processes poll for SQLite's lock."""
+    again, backing off to a tenth of a second, so while other writers hand the lock on without a gap it
+    can lose every turn for the whole busy timeout. Writers queue instead, from their first write to
+    their commit or rollback (the span in which SQLite holds its write lock): within a process on a
+    lock, and the processes on a file beside the database (`<database>-writer`), which each process's
+    writer of the moment holds while it writes and looks at every millisecond while it waits."""
     turn = threading.Lock()
+    between_processes = _FileTurn(database.with_name(database.name + "-writer")) if database else None
 
     @event.listens_for(engine, "before_cursor_execute")
     def _take_turn(connection, _cursor, statement, _parameters, _context, _executemany) -> None:
         if connection.info.get("writing") or not _WRITE.match(statement):
             return
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
         if not turn.acquire(timeout=LOCK_WAIT_SECONDS):
             raise sqlite3.OperationalError("database is locked (other writers of this process held it)")
+        if between_processes and not between_processes.take(deadline):
+            turn.release()
+            raise sqlite3.OperationalError("database is locked (another process's writer held it)")
         connection.info["writing"] = True
 
     def _end_turn(info: dict) -> None:
         if info.pop("writing", False):
+            if between_processes:
+                between_processes.give_back()
             turn.release()
 
     def _end_turn_of(connection) -> None:
@@ -88,6 +100,27 @@ def _one_writer_at_a_time(engine: Engine) -> None:
     # (its info is cleared then).
     event.listen(engine, "checkin", lambda _dbapi_connection, record: _end_turn(record.info))
     event.listen(engine, "invalidate", lambda _dbapi_connection, record, _error: _end_turn(record.info))
+
+
+class _FileTurn:
+    """An exclusive lock on a file, held by at most one thread of this process at a time (the caller's
+    in-process turn sees to that), which the kernel lets go when the process ends however it ends."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def take(self, deadline: float) -> bool:
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.001)
+
+    def give_back(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
 # Something every session of a factory does on its events (SQLAlchemy `event.listen` on the factory).
