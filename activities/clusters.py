@@ -52,7 +52,7 @@ from core.providers import (
     ToolSpec,
 )
 from infra.providers import ProviderSettings, get_provider, refuse_unallowed_account
-from services import credits
+from services import credits, nodes
 from services.outbox import CLUSTER_EVENTS, Outbox, cluster_changed, install_finished
 
 T = TypeVar("T")
@@ -116,8 +116,10 @@ class ClusterActivities:
         # Metering follows availability (see services/metering.py).
         if change.status == ClusterStatus.AVAILABLE:
             cluster.metering_from, cluster.metering_to = change.time, None
+            nodes.came_up(session, cluster, change.time)
         elif cluster.status == ClusterStatus.AVAILABLE:
             cluster.metering_to = change.time
+            nodes.went_away(session, cluster, change.time)
         cluster.status = change.status
         cluster.status_reason = change.reason
         message = change.reason or f"cluster is {change.status}"
@@ -373,6 +375,8 @@ class ClusterActivities:
             ),
             services=tuple(_service_spec(s) for s in services),
             secrets={s.name: self._secret(s) for s in services} if with_secrets else {},
+            scaling=nodes.scaling_of(cluster),
+            available_since=cluster.metering_from,
         )
         try:
             if building:

@@ -4,6 +4,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -13,9 +14,10 @@ from activities.clusters import find_cluster
 from core.db import transaction
 from core.enums import ClusterStatus
 from core.messages import Collection, CollectRequest
-from core.providers import ClusterSpec, Provider, Utilisation
-from services import credits, metering
-from services.outbox import Outbox
+from core.models import Cluster
+from core.providers import ClusterSpec, PowerChange, Provider, Utilisation
+from services import credits, metering, nodes
+from services.outbox import Outbox, cluster_changed
 
 log = logging.getLogger(__name__)
 
@@ -42,41 +44,55 @@ class MeteringActivities:
 
     @activity.defn(name="CollectMetrics")
     async def collect(self, request: CollectRequest) -> Collection:
-        """Record the cluster's minutes since the last collection, up to `request.now`. Utilisation is
-        best effort: what the provider cannot give (its monitoring API down, a minute not published yet)
-        carries the reading before it forward, and the minutes are recorded and charged all the same,
-        as the cluster had what it had."""
+        """Record what the provider saw of an elastic cluster's nodes' power up to `request.now`, then the
+        cluster's minutes since the last collection. Utilisation is best effort: what the provider cannot
+        give (its monitoring API down, a minute not published yet) carries the reading before it forward,
+        and the minutes are recorded and charged all the same, as the cluster had what it had. Power is
+        not: a provider that cannot tell it fails the collection, which is retried, so that no node-minute
+        goes uncharged."""
         pending = await asyncio.to_thread(self._pending, request)
         readings: dict[datetime, Utilisation] = {}
-        if pending is not None and pending[2] is not None:
-            span, outputs, (spec, provider) = pending
-            read_from = max(span.start - LOOKBACK, span.end - LONGEST_READ)
-            try:
-                readings = await provider.utilisation(spec, outputs, read_from, span.end)
-            except Exception as e:  # noqa: BLE001 - whatever the provider's failure, the minutes are charged
-                log.warning("cluster %s: no utilisation for %s to %s: %s", request.cluster_id, read_from, span.end, e)
-        return await asyncio.to_thread(self._record, request, readings)
+        changes: list[PowerChange] = []
+        if pending is not None and pending.reader is not None:
+            spec, provider = pending.reader
+            if spec.scaling is not None and pending.power_since is not None:
+                changes = await provider.power_changes(spec, pending.outputs, pending.power_since, request.now)
+            if pending.span is not None:
+                span = pending.span
+                read_from = max(span.start - LOOKBACK, span.end - LONGEST_READ)
+                try:
+                    readings = await provider.utilisation(spec, pending.outputs, read_from, span.end)
+                except Exception as e:  # noqa: BLE001 - whatever the provider's failure, the minutes are charged
+                    log.warning(
+                        "cluster %s: no utilisation for %s to %s: %s", request.cluster_id, read_from, span.end, e
+                    )
+        return await asyncio.to_thread(self._record, request, readings, changes)
 
-    def _pending(
-        self, request: CollectRequest
-    ) -> tuple[metering.Window, dict, tuple[ClusterSpec, Provider] | None] | None:
-        """The minutes to record (None when there are none), the cluster's outputs, and its spec and
-        provider to read utilisation from (None when there is no provider to read from now)."""
+    def _pending(self, request: CollectRequest) -> "Pending | None":
+        """What there is to collect; None when there is nothing."""
         with self.sessions() as session:
             cluster = find_cluster(session, request.cluster_id)
             span = metering.window(cluster, request.now)
-            if span is None:
+            # An elastic cluster's power is read while it is available, from the end of the last minute
+            # recorded (a change already recorded is recorded once: services/nodes.py apply).
+            elastic = cluster.min_nodes is not None and cluster.status == ClusterStatus.AVAILABLE and cluster.nodes
+            since = (cluster.metered_until or cluster.metering_from) if elastic else None
+            if span is None and since is None:
                 return None
             try:
                 reader = self.describe(session, cluster, with_secrets=False)
             except Exception as e:  # noqa: BLE001 - the minutes are recorded and charged all the same
                 log.warning("cluster %s: no provider to read utilisation from: %s", request.cluster_id, e)
                 reader = None
-            return span, dict(cluster.outputs), reader
+            return Pending(span, dict(cluster.outputs), reader, since)
 
-    def _record(self, request: CollectRequest, readings: dict[datetime, Utilisation]) -> Collection:
+    def _record(
+        self, request: CollectRequest, readings: dict[datetime, Utilisation], changes: list[PowerChange]
+    ) -> Collection:
         cluster_id = uuid.UUID(request.cluster_id)
         with transaction(self.sessions) as session:
+            if changes:
+                self._apply_power(session, cluster_id, changes)
             span = metering.record(session, cluster_id, request.now, readings)
             cluster = find_cluster(session, request.cluster_id)
             balance, policy = credits.account(session, cluster.tenant_id)
@@ -93,3 +109,29 @@ class MeteringActivities:
                 finished=metering.finished(cluster),
                 stop_reason=stop_reason,
             )
+
+    def _apply_power(self, session: Session, cluster_id: uuid.UUID, changes: list[PowerChange]) -> None:
+        """The nodes' power changes, in the step log and for the tenant's webhooks (cluster.node_changed),
+        while the cluster is available: the changes a provider reports after its teardown began change nothing."""
+        cluster = session.get_one(Cluster, cluster_id, with_for_update={"of": Cluster})
+        if cluster.status != ClusterStatus.AVAILABLE:
+            return
+        for change, nodes_up in nodes.apply(session, cluster, changes):
+            if self.webhooks is not None:
+                data = {
+                    **cluster_changed(cluster),
+                    "node": change.node,
+                    "state": change.state,
+                    "at": change.at.isoformat(),
+                    "nodesUp": nodes_up,
+                }
+                key = f"cluster.node_changed/{cluster_id}/{change.node}/{change.at.isoformat()}"
+                self.webhooks.emit(session, cluster.tenant_id, "cluster.node_changed", data, key=key)
+
+
+@dataclass(frozen=True)
+class Pending:
+    span: metering.Window | None  # the minutes to record, if any
+    outputs: dict
+    reader: tuple[ClusterSpec, Provider] | None  # the spec and provider to read from, if there is one now
+    power_since: datetime | None  # for an elastic cluster: read its power changes from then on

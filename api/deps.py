@@ -118,4 +118,6 @@ def ask_of(body: RequestIn | ClusterIn) -> ClusterAsk:
         storage_gb=body.size.storage,
         tools=[t.model_dump() for t in body.tools],
         services=[s.model_dump() for s in body.services],
+        min_nodes=body.scaling.min_nodes if body.scaling else None,
+        idle_seconds=body.scaling.idle_seconds if body.scaling else None,
     )

@@ -22,20 +22,25 @@ class Estimates:
         self._standings: dict[uuid.UUID, credits.Standing] = {}
 
     def of_cluster(self, cluster: Cluster) -> CreditEstimate:
-        rate = credits.rate_of(cluster)
+        """At its rate now while it is available (an elastic cluster's follows its nodes up), else at its most."""
+        floor = credits.rate_of(cluster, cluster.min_nodes) if cluster.min_nodes is not None else None
         standing = self._standing(cluster.tenant_id)
         if cluster.status == ClusterStatus.AVAILABLE:
-            return _estimate(rate, standing, before=standing.rate - rate, after=standing.rate)
+            rate = credits.rate_of(cluster, cluster.nodes_charged)
+            return _estimate(rate, standing, before=standing.rate - rate, after=standing.rate, floor=floor)
+        rate = credits.rate_of(cluster)
         if cluster.status in _STARTING:
-            return _estimate(rate, standing, before=standing.rate, after=standing.rate + rate)
-        return _estimate(rate, standing, before=standing.rate, after=standing.rate)
+            return _estimate(rate, standing, before=standing.rate, after=standing.rate + rate, floor=floor)
+        return _estimate(rate, standing, before=standing.rate, after=standing.rate, floor=floor)
 
     def of_request(self, request: ClusterRequest) -> CreditEstimate:
+        """At its most (every node up), and for an elastic cluster at its floor too: the range it may cost."""
         rate = credits.rate_of_request(request)
+        floor = credits.rate_of_request(request, request.min_nodes) if request.min_nodes is not None else None
         standing = self._standing(request.tenant_id)
         # Once decided, the request changes nothing more: an approved one's cluster shows its own estimate.
         after = standing.rate + rate if request.status == RequestStatus.PENDING else standing.rate
-        return _estimate(rate, standing, before=standing.rate, after=after)
+        return _estimate(rate, standing, before=standing.rate, after=after, floor=floor)
 
     def _standing(self, tenant_id: uuid.UUID) -> credits.Standing:
         if tenant_id not in self._standings:
@@ -43,9 +48,10 @@ class Estimates:
         return self._standings[tenant_id]
 
 
-def _estimate(rate: int, standing: credits.Standing, *, before: int, after: int) -> CreditEstimate:
+def _estimate(rate: int, standing: credits.Standing, *, before: int, after: int, floor: int | None) -> CreditEstimate:
     return CreditEstimate(
         rate_per_hour=credits.as_rate(rate),
         runway_days_before=credits.runway_days(standing.balance, before),
         runway_days_after=credits.runway_days(standing.balance, after),
+        min_rate_per_hour=None if floor is None else credits.as_rate(floor),
     )

@@ -56,6 +56,8 @@ GRANT_IN = {"amount": 5000, "note": "budget for the next quarter"}
 # --- what the API answers ------------------------------------------------------------------------
 
 SIZE = {**SIZE_IN, "storage": 10}
+CLUSTER_SIZE = {**SIZE, "nodesUp": 4}
+SCALING = {"minNodes": 1, "idleSeconds": 600}
 NOTE = {"time": "2019-08-24T14:40:03Z", "by": IT_MANAGER, "note": NOTE_IN["note"]}
 CREDIT_ESTIMATE = {"ratePerHour": 8.502, "runwayDaysBefore": 34.7, "runwayDaysAfter": 20.3}
 REQUESTED_TOOL = {"id": TOOL_ID, **TOOL_IN}
@@ -95,7 +97,8 @@ CLUSTER = {
     "name": "rtl-regression",
     "cloudProviderId": PROVIDER_ID,
     "type": "slurm",
-    "size": SIZE,
+    "size": CLUSTER_SIZE,
+    "nodes": [{"name": f"node-{i}", "state": "up"} for i in range(4)],
     "status": "available",
     "tools": [TOOL],
     "services": [SERVICE],

@@ -18,7 +18,7 @@ from api.examples import examples
 from core import catalog, enums, models
 from core.providers import KINDS
 from infra.providers import check_config
-from services import credits
+from services import credits, nodes
 
 # The statuses and roles of core/enums.py as Literals of their values, in their order (a Literal of a tuple
 # is a Literal of its items): the OpenAPI document shows each as an inline enum of strings.
@@ -26,6 +26,7 @@ RequestStatus = Literal[tuple(s.value for s in enums.RequestStatus)]  # type: ig
 ClusterStatus = Literal[tuple(s.value for s in enums.ClusterStatus)]  # type: ignore[valid-type]
 ServiceStatus = Literal[tuple(s.value for s in enums.ServiceStatus)]  # type: ignore[valid-type]
 ToolStatus = Literal[tuple(s.value for s in enums.ToolStatus)]  # type: ignore[valid-type]
+NodeState = Literal[tuple(s.value for s in enums.NodeState)]  # type: ignore[valid-type]
 Role = Literal[tuple(r.value for r in enums.Role)]  # type: ignore[valid-type]
 ProviderKind = Literal[KINDS]  # type: ignore[valid-type]
 
@@ -308,15 +309,66 @@ class Size(Model):
     storage: int
 
 
+class ClusterSize(Size):
+    model_config = ConfigDict(json_schema_extra=examples(ex.CLUSTER_SIZE))
+
+    nodes_up: int = Field(
+        description="The nodes up now and charged (extension): all of a static cluster's while it is available; "
+        "of an elastic cluster's, its floor and those powered up for jobs."
+    )
+
+
+class ScalingIn(Input):
+    """Elastic nodes (extension): `minNodes` of the cluster's nodes are always up; the rest are powered up
+    when jobs queue for them and down once idle for `idleSeconds`, and charged only while up. Without it a
+    cluster is static: every node up while it is available."""
+
+    model_config = ConfigDict(json_schema_extra=examples(ex.SCALING))
+
+    min_nodes: Annotated[int, Field(ge=0, le=catalog.MAX_NODES, strict=True)]
+    idle_seconds: Annotated[int, Field(ge=30, le=86_400, strict=True)]
+
+
+class Scaling(Model):
+    model_config = ConfigDict(json_schema_extra=examples(ex.SCALING))
+
+    min_nodes: int
+    idle_seconds: int
+
+    @classmethod
+    def of(cls, row: models.Cluster | models.ClusterRequest) -> "Scaling | None":
+        return None if row.min_nodes is None else cls(min_nodes=row.min_nodes, idle_seconds=row.idle_seconds)
+
+
+class Node(Model):
+    name: str
+    state: NodeState
+
+
+class Sized(Input):
+    """A new request's or cluster's size and scaling, which must agree."""
+
+    size: SizeIn
+    scaling: ScalingIn | None = None
+
+    @model_validator(mode="after")
+    def _floor_within_size(self) -> "Sized":
+        if self.scaling is not None and self.scaling.min_nodes > self.size.number_of_nodes:
+            raise ValueError(
+                f"scaling.minNodes ({self.scaling.min_nodes}) must be at most size.numberOfNodes "
+                f"({self.size.number_of_nodes}), the most nodes the cluster has"
+            )
+        return self
+
+
 # --- requests ------------------------------------------------------------------------------------
 
 
-class RequestIn(Input):
+class RequestIn(Sized):
     model_config = ConfigDict(json_schema_extra=examples(ex.REQUEST_IN))
 
     name: CloudName
     cloud_provider_id: uuid.UUID
-    size: SizeIn
     tools: Annotated[list[ToolIn], AfterValidator(_tools_once)] = Field(default_factory=list, max_length=50)
     services: Annotated[list[ServiceIn], AfterValidator(_services_once)] = Field(default_factory=list, max_length=20)
 
@@ -354,6 +406,11 @@ class CreditEstimate(Model):
     rate_per_hour: float
     runway_days_before: float | None
     runway_days_after: float | None
+    min_rate_per_hour: float | None = Field(
+        default=None,
+        description="An elastic cluster's rate with only its floor (minNodes) up; ratePerHour is then its rate "
+        "now if it is available, else with every node up. Null for a static cluster.",
+    )
 
 
 class ClusterRequest(Model):
@@ -363,6 +420,7 @@ class ClusterRequest(Model):
     name: str
     cloud_provider_id: uuid.UUID
     size: Size
+    scaling: Scaling | None = Field(default=None, description="Elastic nodes (extension); null: static.")
     tools: list[RequestedTool]
     services: list[RequestedService]
     status: RequestStatus
@@ -384,6 +442,7 @@ class ClusterRequest(Model):
             name=row.name,
             cloud_provider_id=row.cloud_provider_id,
             size=Size(number_of_nodes=row.number_of_nodes, node_type=row.node_type, storage=row.storage_gb),
+            scaling=Scaling.of(row),
             tools=[RequestedTool(**t) for t in row.tools],
             services=[RequestedService(**s) for s in row.services],
             status=row.status,
@@ -401,13 +460,12 @@ class ClusterRequest(Model):
 # --- clusters ------------------------------------------------------------------------------------
 
 
-class ClusterIn(Input):
+class ClusterIn(Sized):
     model_config = ConfigDict(json_schema_extra=examples(ex.CLUSTER_IN))
 
     name: CloudName
     cloud_provider_id: uuid.UUID
     type: Literal["slurm"] = "slurm"
-    size: SizeIn
     tools: Annotated[list[ToolIn], AfterValidator(_tools_once)] = Field(default_factory=list, max_length=50)
     services: Annotated[list[ServiceIn], AfterValidator(_services_once)] = Field(default_factory=list, max_length=20)
 
@@ -419,7 +477,9 @@ class Cluster(Model):
     name: str
     cloud_provider_id: uuid.UUID
     type: Literal["slurm"]
-    size: Size
+    size: ClusterSize
+    scaling: Scaling | None = Field(default=None, description="Elastic nodes (extension); null: static.")
+    nodes: list[Node] = Field(description="The compute nodes and their power now (extension).")
     status: ClusterStatus
     status_reason: str | None = Field(default=None, description="Why the cluster is in `error` (extension).")
     tools: list[Tool]
@@ -440,12 +500,20 @@ class Cluster(Model):
     ) -> "Cluster":
         """`secrets` (service id -> decrypted credentials) only where the caller may see them."""
         secrets = secrets or {}
+        shown = nodes.nodes_of(row)
         return cls(
             id=row.id,
             name=row.name,
             cloud_provider_id=row.cloud_provider_id,
             type=row.type,
-            size=Size(number_of_nodes=row.number_of_nodes, node_type=row.node_type, storage=row.storage_gb),
+            size=ClusterSize(
+                number_of_nodes=row.number_of_nodes,
+                node_type=row.node_type,
+                storage=row.storage_gb,
+                nodes_up=sum(node.state.charged for node in shown),
+            ),
+            scaling=Scaling.of(row),
+            nodes=[Node(name=node.name, state=node.state) for node in shown],
             status=row.status,
             status_reason=row.status_reason,
             tools=[Tool.model_validate(t) for t in row.tools],

@@ -1,5 +1,5 @@
 """The statuses and roles the platform stores and answers with, one StrEnum each: of cluster requests,
-clusters, their tools and services, webhook deliveries, and users' roles.
+clusters, their nodes, tools and services, webhook deliveries, and users' roles.
 
 A member is its string (`RequestStatus.PENDING == "pending"`) and is stored, sent through Temporal,
 put in search attributes and answered by the API as that plain string, so the values below are the
@@ -29,6 +29,21 @@ class ClusterStatus(StrEnum):
     ERROR = "error"
     DELETING = "deleting"
     DELETED = "deleted"
+
+
+class NodeState(StrEnum):
+    """A compute node's power: an elastic cluster's nodes above its floor are `down` until jobs need them.
+    A node is charged from the moment it starts powering up until it is down (what a cloud bills)."""
+
+    UP = "up"
+    POWERING_UP = "powering-up"
+    DOWN = "down"
+    POWERING_DOWN = "powering-down"
+    FAILED = "failed"
+
+    @property
+    def charged(self) -> bool:
+        return self in (NodeState.UP, NodeState.POWERING_UP, NodeState.POWERING_DOWN)
 
 
 class ToolStatus(StrEnum):

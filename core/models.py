@@ -15,10 +15,12 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    case,
 )
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from core.enums import ClusterStatus, DeliveryStatus, RequestStatus, ServiceStatus, ToolStatus
+from core.enums import ClusterStatus, DeliveryStatus, NodeState, RequestStatus, ServiceStatus, ToolStatus
 
 
 def utcnow() -> datetime:
@@ -124,6 +126,9 @@ class ClusterRequest(Base):
     number_of_nodes: Mapped[int] = mapped_column(Integer)
     node_type: Mapped[str] = mapped_column(String(50))
     storage_gb: Mapped[int] = mapped_column(Integer)
+    # Elastic scaling (both or neither): the nodes always up, and how long a node idles before it is powered down.
+    min_nodes: Mapped[int | None]
+    idle_seconds: Mapped[int | None]
     # [{name, version}] and [{name, version, config}] as asked for; they become the cluster's on approval.
     tools: Mapped[list[Any]] = mapped_column(default=list)
     services: Mapped[list[Any]] = mapped_column(default=list)
@@ -171,9 +176,14 @@ class Cluster(Base):
     name: Mapped[str] = mapped_column(String(63))
     cloud_provider_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("cloud_providers.id"), index=True)
     type: Mapped[str] = mapped_column(String(20), default="slurm")
+    # The most nodes it has; all of them up while it is available, unless it is elastic (min_nodes set).
     number_of_nodes: Mapped[int] = mapped_column(Integer)
     node_type: Mapped[str] = mapped_column(String(50))
     storage_gb: Mapped[int] = mapped_column(Integer)
+    min_nodes: Mapped[int | None]
+    idle_seconds: Mapped[int | None]
+    # An elastic cluster's nodes charged now (powered in any way: services/nodes.py).
+    nodes_up: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     status: Mapped[str] = mapped_column(String(20), default=ClusterStatus.PENDING, index=True)
     status_reason: Mapped[str | None] = mapped_column(Text)
     created_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
@@ -195,6 +205,45 @@ class Cluster(Base):
     services: Mapped[list["ClusterService"]] = relationship(
         order_by="ClusterService.name", lazy="selectin", cascade="all, delete-orphan"
     )
+    # An elastic cluster's nodes, from the first time it was available; a static cluster has none here.
+    nodes: Mapped[list["ClusterNode"]] = relationship(
+        order_by="ClusterNode.position", lazy="selectin", cascade="all, delete-orphan"
+    )
+
+    @hybrid_property
+    def nodes_charged(self) -> int:
+        """The nodes charged while it is available: all of a static cluster's, those up of an elastic one's."""
+        return self.number_of_nodes if self.min_nodes is None else self.nodes_up
+
+    @nodes_charged.inplace.expression
+    @classmethod
+    def _nodes_charged(cls):
+        return case((cls.min_nodes.is_(None), cls.number_of_nodes), else_=cls.nodes_up)
+
+
+class ClusterNode(Base):
+    """A compute node of an elastic cluster: its power now, and since when."""
+
+    __tablename__ = "cluster_nodes"
+
+    cluster_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clusters.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20), default=NodeState.DOWN)
+    changed_at: Mapped[datetime]
+
+
+class NodeUptime(Base):
+    """A span in which a node of an elastic cluster was charged: from powering up to down (open while it is)."""
+
+    __tablename__ = "node_uptimes"
+    __table_args__ = (Index("ix_node_uptimes_cluster_until", "cluster_id", "up_to"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cluster_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clusters.id"))
+    node: Mapped[str] = mapped_column(String(63))
+    up_from: Mapped[datetime]
+    up_to: Mapped[datetime | None]
 
 
 class ClusterTool(Base):

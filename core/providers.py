@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from core.catalog import NodeType
+from core.enums import NodeState
 
 Progress = Callable[[str], None]
 
@@ -91,6 +92,29 @@ class ServiceSpec:
     port: int
 
 
+def node_names(number_of_nodes: int) -> list[str]:
+    """A cluster's compute nodes' names, as Slurm knows them: the first of them are its floor."""
+    return [f"node-{i}" for i in range(number_of_nodes)]
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """An elastic cluster's: `min_nodes` of its nodes are always up; the rest are powered up when jobs
+    queue for them and down once idle for `idle_seconds`."""
+
+    min_nodes: int
+    idle_seconds: int
+
+
+@dataclass(frozen=True)
+class PowerChange:
+    """A compute node's power changed, at `at` (UTC), as its provider saw it."""
+
+    node: str
+    state: NodeState
+    at: datetime
+
+
 @dataclass(frozen=True)
 class ClusterSpec:
     """What a cluster should be: its size, and the tools and services it should have now
@@ -109,11 +133,19 @@ class ClusterSpec:
     services: tuple[ServiceSpec, ...] = ()
     # The credentials of those services, by service name: never printed, never logged.
     secrets: dict[str, "ServiceSecret"] = field(default_factory=dict, repr=False, compare=False)
+    # None for a static cluster: every node up while the cluster is.
+    scaling: Scaling | None = None
+    # When it last became available (None before): where a simulated demand starts.
+    available_since: datetime | None = None
+
+    @property
+    def floor(self) -> int:
+        """How many nodes are always up (the first ones)."""
+        return self.number_of_nodes if self.scaling is None else self.scaling.min_nodes
 
     @property
     def node_names(self) -> list[str]:
-        """The compute nodes' names, as Slurm knows them."""
-        return [f"node-{i}" for i in range(self.number_of_nodes)]
+        return node_names(self.number_of_nodes)
 
 
 @dataclass(frozen=True)
@@ -177,10 +209,19 @@ class Provider(Protocol):
         has no reading for is left out (the collector carries the reading before it forward)."""
         ...
 
+    async def power_changes(
+        self, spec: ClusterSpec, outputs: dict[str, Any], since: datetime, until: datetime
+    ) -> list[PowerChange]:
+        """The changes of the elastic nodes' power in [since, until], oldest first: none for a static
+        cluster. The nodes below the floor are up whenever the cluster is, and are not in it."""
+        ...
+
 
 # Which kinds of provider there are, and which clouds' accounts a provider may name.
 KINDS = ("sim", "local", "aws", "gcp", "azure")
 CLOUDS = ("aws", "gcp", "azure")
+# The kinds whose clusters may be elastic (`scaling`); the others' are static.
+ELASTIC_KINDS = ("sim",)
 # Kinds whose clusters run on the platform's own machines: `local` starts root processes on the worker's
 # host, so only admins register it. (`sim` runs nothing: it writes a file per cluster in the data folder.)
 ON_PLATFORM_MACHINES = ("local",)

@@ -26,6 +26,7 @@ EVENT_TYPES = (
     "cluster.available",
     "cluster.failed",
     "cluster.deleted",
+    "cluster.node_changed",
     "install.finished",
     "balance.low",
 )

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from core.models import CloudProvider, Cluster, ClusterRequest, ClusterService, ClusterTool, User
+from core.providers import ELASTIC_KINDS
 from core.refusals import Refused
 from core.settings import Settings
 from services import audit, credits
@@ -28,6 +29,9 @@ class ClusterAsk:
     storage_gb: int
     tools: list[dict[str, Any]]
     services: list[dict[str, Any]]
+    # Elastic scaling (both or neither; services/nodes.py): None for a static cluster.
+    min_nodes: int | None = None
+    idle_seconds: int | None = None
 
     @classmethod
     def of_request(cls, request: ClusterRequest) -> "ClusterAsk":
@@ -39,13 +43,23 @@ class ClusterAsk:
             storage_gb=request.storage_gb,
             tools=request.tools,
             services=request.services,
+            min_nodes=request.min_nodes,
+            idle_seconds=request.idle_seconds,
         )
 
     def provider_for(self, session: Session, user: User) -> CloudProvider:
-        """The cloud provider it names, which must be the user's tenant's and offer what it asks for."""
+        """The cloud provider it names, which must be the user's tenant's and offer what it asks for (and
+        elastic nodes, if it asks for them)."""
         tools = [(t["name"], t["version"]) for t in self.tools]
         services = [(s["name"], s["version"]) for s in self.services]
-        return provider_for_new_cluster(session, user, self.cloud_provider_id, tools, services)
+        provider = provider_for_new_cluster(session, user, self.cloud_provider_id, tools, services)
+        if self.min_nodes is not None and provider.kind not in ELASTIC_KINDS:
+            raise Refused(
+                "Invalid",
+                f"clusters of {provider.kind} providers are static so far: elastic scaling is offered by "
+                f"{', '.join(ELASTIC_KINDS)} providers; leave `scaling` out for a cluster whose nodes are always up",
+            )
+        return provider
 
 
 def new_cluster(
@@ -65,6 +79,8 @@ def new_cluster(
         number_of_nodes=ask.number_of_nodes,
         node_type=ask.node_type,
         storage_gb=ask.storage_gb,
+        min_nodes=ask.min_nodes,
+        idle_seconds=ask.idle_seconds,
         created_by_id=created_by_id,
         request_id=request_id,
         tools=[ClusterTool(**_given_id(t.get("id")), name=t["name"], version=t["version"]) for t in ask.tools],

@@ -58,10 +58,15 @@ def cluster_rate(
 ) -> int:
     """What a minute of a cluster of this size with these services and tools costs, in units."""
     return (
-        number_of_nodes * per_minute(NODE_TYPES[node_type].credits_per_hour)
+        number_of_nodes * node_rate(node_type)
         + storage_gb * per_minute(STORAGE_CREDITS_PER_GB_HOUR)
         + item_rate(services, tools)
     )
+
+
+def node_rate(node_type: str) -> int:
+    """What a minute of one node of this type costs, in units."""
+    return per_minute(NODE_TYPES[node_type].credits_per_hour)
 
 
 def item_rate(services: Iterable[str] = (), tools: Iterable[str] = ()) -> int:
@@ -71,11 +76,12 @@ def item_rate(services: Iterable[str] = (), tools: Iterable[str] = ()) -> int:
     )
 
 
-def rate_of(cluster: Cluster) -> int:
-    """A cluster's cost per minute, in units, with the services it has now."""
+def rate_of(cluster: Cluster, nodes: int | None = None) -> int:
+    """A cluster's cost per minute, in units, with the services it has now and `nodes` of its nodes
+    charged: all of them unless told (what it may cost at most, which the budget guard counts)."""
     return cluster_rate(
         cluster.node_type,
-        cluster.number_of_nodes,
+        cluster.number_of_nodes if nodes is None else nodes,
         cluster.storage_gb,
         [s.name for s in cluster.services if s.status in COSTLY_SERVICE_STATUSES],
         [t.name for t in cluster.tools if t.status != ToolStatus.FAILED],
@@ -92,11 +98,12 @@ class AskedCluster(Protocol):
     services: list[dict[str, Any]]
 
 
-def rate_of_request(request: "ClusterRequest | AskedCluster") -> int:
-    """What a minute of the cluster a request (or a ClusterAsk: the same fields) asks for would cost, in units."""
+def rate_of_request(request: "ClusterRequest | AskedCluster", nodes: int | None = None) -> int:
+    """What a minute of the cluster a request (or a ClusterAsk: the same fields) asks for would cost, in
+    units, with `nodes` of its nodes up (all of them unless told)."""
     return cluster_rate(
         request.node_type,
-        request.number_of_nodes,
+        request.number_of_nodes if nodes is None else nodes,
         request.storage_gb,
         [s["name"] for s in request.services],
         [t["name"] for t in request.tools],
@@ -183,7 +190,7 @@ def standing(session: Session, tenant_id: uuid.UUID, *, committed: bool = False)
 
 # What a cluster, tool or service costs, and whether it counts, depends on these of its attributes.
 _PRICED = {
-    Cluster: ("status", "number_of_nodes", "node_type", "storage_gb", "tools", "services"),
+    Cluster: ("status", "number_of_nodes", "min_nodes", "nodes_up", "node_type", "storage_gb", "tools", "services"),
     ClusterTool: ("status", "name"),
     ClusterService: ("status", "name"),
 }
@@ -237,26 +244,29 @@ def refresh_standing_rates(session: Session, tenant_id: uuid.UUID) -> None:
         update(Tenant)
         .where(Tenant.id == tenant_id)
         .values(
-            metered_rate=_summed_rate(tenant_id, (ClusterStatus.AVAILABLE,)),
+            metered_rate=_summed_rate(tenant_id, (ClusterStatus.AVAILABLE,), Cluster.nodes_charged),
             committed_rate=_summed_rate(tenant_id, STARTED_STATUSES),
         )
         .execution_options(synchronize_session=False)
     )
 
 
-def summed_rate(session: Session, tenant_id: uuid.UUID, statuses: tuple[str, ...]) -> int:
+def summed_rate(
+    session: Session, tenant_id: uuid.UUID, statuses: tuple[str, ...], nodes=Cluster.number_of_nodes
+) -> int:
     """The sum of the rates of the tenant's clusters in `statuses`, with their tools and services."""
-    return int(session.scalar(select(_summed_rate(tenant_id, statuses))))
+    return int(session.scalar(select(_summed_rate(tenant_id, statuses, nodes))))
 
 
-def _summed_rate(tenant_id: uuid.UUID, statuses: tuple[str, ...]):
+def _summed_rate(tenant_id: uuid.UUID, statuses: tuple[str, ...], nodes=Cluster.number_of_nodes):
     """A SQL expression: the sum of the rates of the tenant's clusters in `statuses`, with their tools and
-    services, at the catalog's rates (one statement, however many clusters)."""
+    services, at the catalog's rates (one statement, however many clusters), counting the nodes `nodes`
+    says (all of each cluster's, or those charged now: Cluster.nodes_charged)."""
     chosen = select(Cluster.id).where(Cluster.tenant_id == tenant_id, Cluster.status.in_(statuses))
-    nodes = _per_minute_of(Cluster.node_type, {n.name: n.credits_per_hour for n in NODE_TYPES.values()})
+    per_node = _per_minute_of(Cluster.node_type, {n.name: n.credits_per_hour for n in NODE_TYPES.values()})
     storage = per_minute(STORAGE_CREDITS_PER_GB_HOUR)
     parts = [
-        select(func.coalesce(func.sum(Cluster.number_of_nodes * nodes + Cluster.storage_gb * storage), 0))
+        select(func.coalesce(func.sum(nodes * per_node + Cluster.storage_gb * storage), 0))
         .where(Cluster.id.in_(chosen))
         .scalar_subquery()
     ]

@@ -3,7 +3,8 @@ entry and the balance, all in one transaction, so they always agree.
 
 A cluster is metered by the minute: every minute in which it was available (from the minute it became
 available to the minute it stopped being available: teardown began, or it failed) is recorded and
-charged as a whole minute, once that minute has ended. Collection picks up where the last one
+charged as a whole minute, once that minute has ended; a node of an elastic cluster is charged for the
+minutes it was up (services/nodes.py). Collection picks up where the last one
 stopped (`Cluster.metered_until`), so minutes missed while no worker ran are recorded when one runs
 again, and a minute is never recorded twice.
 """
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 from core.catalog import NODE_TYPES
 from core.models import Cluster, MetricRollup, MetricSample
 from core.providers import Utilisation
-from services import credits
+from services import credits, nodes
 
 MINUTE = timedelta(minutes=1)
 # Rollups kept as samples arrive, coarsest last: (name, the start of the period a minute falls in).
@@ -62,10 +63,10 @@ class Allocation:
     storage_gb: int
 
     @classmethod
-    def of(cls, cluster) -> "Allocation":
-        """Of a cluster row, or of a row of its columns."""
+    def of(cls, cluster, nodes: int | None = None) -> "Allocation":
+        """Of a cluster row, or of a row of its columns, with `nodes` of its nodes up (all unless told)."""
         node_type = NODE_TYPES[cluster.node_type]
-        nodes = cluster.number_of_nodes
+        nodes = cluster.number_of_nodes if nodes is None else nodes
         return cls(nodes * node_type.vcpus, nodes * node_type.memory_gb, cluster.storage_gb)
 
 
@@ -103,13 +104,15 @@ def record(
     span = window(cluster, now)
     if span is None:
         return None
-    allocation = Allocation.of(cluster)
-    rate = credits.rate_of(cluster)
+    # Storage, tools and services cost every minute; each node, the minutes it was charged (services/nodes.py).
+    base, per_node = credits.rate_of(cluster, nodes=0), credits.node_rate(cluster.node_type)
+    charged = nodes.charged_per_minute(session, cluster, span.start, span.end)
     earlier = [minute for minute in readings if minute < span.start]
     reading = readings[max(earlier)] if earlier else last_reading(session, cluster_id)
     rows = []
-    minute = span.start
-    while minute < span.end:
+    for i, up in enumerate(charged):
+        minute = span.start + i * MINUTE
+        allocation = Allocation.of(cluster, up)
         reading = readings.get(minute, reading)
         rows.append(
             {
@@ -121,13 +124,12 @@ def record(
                 "cores": allocation.cores,
                 "memory_gb": allocation.memory_gb,
                 "storage_gb": allocation.storage_gb,
-                "credit_units": rate,
+                "credit_units": base + up * per_node,
             }
         )
-        minute += MINUTE
     session.execute(insert(MetricSample), rows)
     _roll_up(session, cluster.tenant_id, rows)
-    credits.charge(session, cluster.tenant_id, cluster_id, span.start, span.end, rate * len(rows))
+    credits.charge(session, cluster.tenant_id, cluster_id, span.start, span.end, sum(r["credit_units"] for r in rows))
     cluster.metered_until = span.end
     return span
 

@@ -193,9 +193,10 @@ def summary(session: Session, cluster: Cluster) -> Summary:
         )
     )
     metered = cluster.status == ClusterStatus.AVAILABLE
-    rate = credits.rate_of(cluster) if metered else 0
+    # What it costs and has now: an elastic cluster's follows its nodes up.
+    rate = credits.rate_of(cluster, cluster.nodes_charged) if metered else 0
     balance, policy = credits.account(session, cluster.tenant_id)
-    size = metering.Allocation.of(cluster)
+    size = metering.Allocation.of(cluster, cluster.nodes_charged if metered else None)
     return Summary(
         cpu=Use(last.cpu_percent, size.cores),
         memory=Use(last.memory_percent, size.memory_gb),

@@ -25,6 +25,8 @@ def file_request(
         number_of_nodes=ask.number_of_nodes,
         node_type=ask.node_type,
         storage_gb=ask.storage_gb,
+        min_nodes=ask.min_nodes,
+        idle_seconds=ask.idle_seconds,
         # Ids given now stay with each tool and service on the cluster the request becomes.
         tools=[{"id": str(uuid.uuid4()), **t} for t in ask.tools],
         services=[{"id": str(uuid.uuid4()), **s} for s in ask.services],

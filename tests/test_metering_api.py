@@ -128,7 +128,12 @@ def test_an_approval_the_balance_cannot_carry_for_a_day_is_refused_until_credits
     admin = make_admin(stack.db.sessions)
     request = file_request(api, tenant.cad, tenant.provider_id)  # 2 small nodes: 2.002 credits/hour
     estimate = request["estimatedCredits"]
-    assert estimate == {"ratePerHour": 2.002, "runwayDaysBefore": None, "runwayDaysAfter": round(40 / 2.002 / 24, 2)}
+    assert estimate == {
+        "ratePerHour": 2.002,
+        "runwayDaysBefore": None,
+        "runwayDaysAfter": round(40 / 2.002 / 24, 2),
+        "minRatePerHour": None,  # a static cluster's rate has no range
+    }
 
     refused = api.patch(f"/requests/{request['id']}", json={"status": "approved"}, headers=tenant.it.headers)
     assert refused.status_code == 409, refused.text

@@ -95,6 +95,12 @@ def file_request(
         list[str] | None, typer.Option("--service", help="NAME@VERSION, e.g. postgresql@16; repeatable")
     ] = None,
     storage: Annotated[int | None, typer.Option("--storage", help="shared storage in GB")] = None,
+    min_nodes: Annotated[
+        int | None, typer.Option("--min-nodes", help="elastic: nodes always up (the rest run only for jobs)")
+    ] = None,
+    idle_seconds: Annotated[
+        int, typer.Option("--idle-seconds", help="elastic: power a node down after this long idle")
+    ] = 600,
     output: OutputOption = Format.table,
 ) -> None:
     """File a request for a cluster (CAD managers); an IT manager approves or rejects it."""
@@ -110,6 +116,8 @@ def file_request(
         }
         if storage is not None:
             body["size"]["storage"] = storage
+        if min_nodes is not None:
+            body["scaling"] = {"minNodes": min_nodes, "idleSeconds": idle_seconds}
         emit(api.call("POST", "/requests", body=body), output, render_request)
 
 

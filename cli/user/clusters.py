@@ -41,6 +41,20 @@ def service_rows(services: list[dict[str, Any]]):
     return t
 
 
+def node_rows(nodes: list[dict[str, Any]]):
+    t = table("NODE", "STATE", title="nodes")
+    for node in nodes:
+        t.add_row(node["name"], node["state"])
+    return t
+
+
+def scaling(c: dict[str, Any]) -> str:
+    s = c.get("scaling")
+    if not s:
+        return "static: every node up while the cluster is available"
+    return f"elastic: {s['minNodes']} always up, the rest powered down after {s['idleSeconds']} s idle"
+
+
 def event_rows(events: list[dict[str, Any]]):
     t = table("TIME", "STEP", "STATUS", "MESSAGE", title="step log")
     for e in events:
@@ -82,9 +96,9 @@ def show_cluster(cluster_id: ClusterArg, output: OutputOption = Format.table) ->
                 ("id", c["id"]),
                 ("name", c["name"]),
                 ("status", c["status"] + (f" ({c['statusReason']})" if c.get("statusReason") else "")),
-                ("size", size(c["size"])),
+                ("size", f"{size(c['size'])}; {c['size']['nodesUp']} up now"),
+                ("scaling", scaling(c)),
                 ("head node", outputs.get("headNode")),
-                ("nodes", ", ".join(outputs.get("nodeIds") or []) or None),
                 ("cloud provider", c["cloudProviderId"]),
                 ("created by", who(c["createdBy"])),
                 ("created at", when(c["createdAt"])),
@@ -94,6 +108,7 @@ def show_cluster(cluster_id: ClusterArg, output: OutputOption = Format.table) ->
             title=f"cluster {c['name']}",
         )
     )
+    out.print(node_rows(c["nodes"]))
     if c["tools"]:
         out.print(tool_rows(c["tools"]))
     if c["services"]:

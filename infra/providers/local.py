@@ -30,6 +30,7 @@ from core.providers import (
     ClusterOutputs,
     ClusterSpec,
     FailureClass,
+    PowerChange,
     Progress,
     ProviderFailure,
     ServiceSecret,
@@ -164,6 +165,12 @@ class LocalProvider:
         """The machine keeps no history: the reading taken now stands for the window's last minute
         (and, carried forward by the collector, for minutes missed before it)."""
         return {end - timedelta(minutes=1): await asyncio.to_thread(self._utilisation, spec)}
+
+    async def power_changes(
+        self, spec: ClusterSpec, outputs: dict[str, Any], since: datetime, until: datetime
+    ) -> list[PowerChange]:
+        """Static clusters only so far (core.providers.ELASTIC_KINDS): no node changes its power."""
+        return []
 
     def _utilisation(self, spec: ClusterSpec) -> Utilisation:
         """Read from the machine itself: every node of a local cluster shares its CPUs and memory."""

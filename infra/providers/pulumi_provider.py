@@ -14,6 +14,7 @@ from core.providers import (
     ClusterOutputs,
     ClusterSpec,
     FailureClass,
+    PowerChange,
     Progress,
     ProviderFailure,
     ServiceSecret,
@@ -83,6 +84,12 @@ class PulumiProvider:
         config = self._plan(spec).config
         node_ids = list(outputs.get("nodeIds") or [])
         return await asyncio.to_thread(read_utilisation, self.cloud, spec.region, config, node_ids, outputs, start, end)
+
+    async def power_changes(
+        self, spec: ClusterSpec, outputs: dict[str, Any], since: datetime, until: datetime
+    ) -> list[PowerChange]:
+        """Static clusters only so far (core.providers.ELASTIC_KINDS): no node changes its power."""
+        return []
 
     async def _apply(self, spec: ClusterSpec, progress: Progress) -> dict[str, Any]:
         plan = self._plan(spec)

@@ -11,6 +11,14 @@ Failure injection comes from the provider's config:
 - `failTimes`: how many times each injected failure happens before the step succeeds (default: always);
 - `unhealthy: true`: every health check reports a problem;
 - `stepSeconds`: the duration of each simulated step, overriding the setting.
+
+Demand, for elastic clusters (a cluster with `scaling`): `demand` is a list of jobs, each
+`{"at": seconds after the cluster became available, "nodes": how many, "seconds": how long it runs}`,
+repeated every `demandRepeatSeconds` if set (86400: the same day every day). The nodes above the
+floor power up when the jobs running need them (the lowest-numbered first), taking `bootSeconds` to
+come up and to go down, and power down once idle for the cluster's `idleSeconds`, as Slurm's power
+saving does. Jobs beyond the cluster's nodes wait for none: a job that needs more nodes than there are
+is simply run on all of them.
 """
 
 import asyncio
@@ -23,10 +31,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.enums import NodeState
 from core.providers import (
     ClusterOutputs,
     ClusterSpec,
     FailureClass,
+    PowerChange,
     Progress,
     ProviderFailure,
     ServiceSecret,
@@ -45,6 +55,14 @@ FAILURE_CLASSES = {
 }
 
 
+class SimJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    at: float = Field(ge=0)
+    nodes: int = Field(ge=1, le=1000)
+    seconds: float = Field(gt=0, le=30 * 86400)
+
+
 class SimConfig(BaseModel):
     """The sim provider's config, as registered; anything else in it is refused."""
 
@@ -59,6 +77,9 @@ class SimConfig(BaseModel):
     failTimes: int | None = Field(default=None, ge=0)
     unhealthy: bool = False
     stepSeconds: float | None = Field(default=None, ge=0, le=60)
+    demand: list[SimJob] = Field(default=[], max_length=10_000)
+    demandRepeatSeconds: float | None = Field(default=None, ge=60, le=366 * 86400)
+    bootSeconds: float = Field(default=0, ge=0, le=3600)
 
 
 class SimProvider:
@@ -142,6 +163,26 @@ class SimProvider:
             minute += timedelta(minutes=1)
         return readings
 
+    async def power_changes(
+        self, spec: ClusterSpec, outputs: dict[str, Any], since: datetime, until: datetime
+    ) -> list[PowerChange]:
+        config = _config(spec)
+        if spec.scaling is None or spec.available_since is None or not config.demand:
+            return []
+        boot = timedelta(seconds=config.bootSeconds)
+        changes = []
+        for position, node in enumerate(spec.node_names):
+            if position < spec.floor:
+                continue
+            for up, down in _powered(config, spec, position, since, until):
+                moments = [(up, NodeState.POWERING_UP), (up + boot, NodeState.UP)]
+                if down is not None:
+                    moments += [(down, NodeState.POWERING_DOWN), (down + boot, NodeState.DOWN)]
+                for at, state in moments:
+                    if since <= at <= until and (boot or state in (NodeState.UP, NodeState.DOWN)):
+                        changes.append(PowerChange(node, state, at))
+        return sorted(changes, key=lambda change: change.at)
+
     def state(self, cluster_id: str) -> dict[str, Any]:
         """What the simulated cloud holds for a cluster, and the failures it injected (to look at)."""
         path = self.state_dir / f"{cluster_id}.json"
@@ -200,6 +241,46 @@ def simulated_use(cluster_id: str, at: datetime) -> Utilisation:
         memory_percent=round(100 * min(1.0, 0.2 + level + 0.3 * day), 1),
         storage_percent=round(min(100.0, 5 + (hours / 24) % 30), 1),
     )
+
+
+def _powered(
+    config: SimConfig, spec: ClusterSpec, position: int, since: datetime, until: datetime
+) -> list[tuple[datetime, datetime | None]]:
+    """The spans [power up, power down) of the node at `position` (from 0) that may touch [since, until]:
+    it is wanted while the jobs running need more than `position` nodes, and stays up until it has been
+    idle for the cluster's idle seconds (so two wants closer than that are one span)."""
+    origin, idle = spec.available_since, timedelta(seconds=spec.scaling.idle_seconds)
+    longest = max(job.seconds for job in config.demand) + spec.scaling.idle_seconds + 2 * config.bootSeconds
+    period = config.demandRepeatSeconds
+    if period is None:
+        rounds = [0.0]
+    else:
+        first = max(0, math.floor(((since - origin).total_seconds() - longest) / period))
+        last = math.floor((until - origin).total_seconds() / period)
+        rounds = [k * period for k in range(first, last + 1)]
+    # How many nodes the running jobs need, from each moment it changes.
+    steps: dict[datetime, int] = {}
+    for offset in rounds:
+        for job in config.demand:
+            start = origin + timedelta(seconds=offset + job.at)
+            steps[start] = steps.get(start, 0) + job.nodes
+            end = start + timedelta(seconds=job.seconds)
+            steps[end] = steps.get(end, 0) - job.nodes
+    spans: list[tuple[datetime, datetime | None]] = []
+    needed, wanted_from = 0, None
+    for moment in sorted(steps):
+        needed += steps[moment]
+        if needed > position and wanted_from is None:
+            wanted_from = moment
+        elif needed <= position and wanted_from is not None:
+            if spans and wanted_from <= spans[-1][1]:
+                spans[-1] = (spans[-1][0], moment + idle)
+            else:
+                spans.append((wanted_from, moment + idle))
+            wanted_from = None
+    if wanted_from is not None:
+        spans.append((wanted_from, None))  # wanted still: it has not powered down
+    return spans
 
 
 def _config(spec: ClusterSpec) -> SimConfig:

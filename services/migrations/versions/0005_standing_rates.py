@@ -7,7 +7,6 @@ Create Date: 2026-11-27 11:00:00
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.orm import Session
 
 revision = "0005"
 down_revision = "0004"
@@ -20,14 +19,7 @@ def upgrade() -> None:
     # batch operation would copy the table, which its foreign keys forbid once it has rows).
     op.add_column("tenants", sa.Column("metered_rate", sa.BigInteger(), nullable=False, server_default="0"))
     op.add_column("tenants", sa.Column("committed_rate", sa.BigInteger(), nullable=False, server_default="0"))
-    # Existing tenants' rates, summed as every later commit sums them (with the catalog's rates of now).
-    from services.credits import refresh_standing_rates
-
-    session = Session(bind=op.get_bind())
-    tenants = sa.table("tenants", sa.column("id", sa.Uuid()))
-    for (tenant_id,) in session.execute(sa.select(tenants.c.id)).all():
-        refresh_standing_rates(session, tenant_id)
-    session.flush()
+    # Existing tenants' rates are summed by 0009, with the columns the sums read by then.
 
 def downgrade() -> None:
     op.drop_column("tenants", "committed_rate")
