@@ -23,6 +23,7 @@ from core.settings import Settings, get_settings
 from core.temporal import connect
 from infra.providers import ProviderSettings
 from services.credits import keep_standing_rates
+from services.leases import LeasePolicy
 from services.outbox import DeliveryStarter, Outbox
 from services.resume import resume_workflows, sweep_unstarted
 from workflows.cluster import ClusterWorkflow
@@ -43,7 +44,9 @@ def build_activities(
     starter = DeliveryStarter(client, settings, asyncio.get_running_loop()) if client is not None else None
     outbox = Outbox(starter, settings.budget_min_runway_hours)
     requests = RequestActivities(sessions, settings.budget_min_runway_hours, outbox, settings.signal_decisions, box)
-    clusters = ClusterActivities(sessions, box, provider_settings(settings), outbox, settings.budget_min_runway_hours)
+    clusters = ClusterActivities(
+        sessions, box, provider_settings(settings), outbox, settings.budget_min_runway_hours, LeasePolicy.of(settings)
+    )
     metering = MeteringActivities(sessions, clusters.describe, outbox)
     webhooks = WebhookActivities(sessions, box, settings.webhook_timeout_seconds, settings.webhook_allowed_networks)
     return [
@@ -62,6 +65,8 @@ def build_activities(
         clusters.register_tool,
         clusters.register_service,
         clusters.pending_installs,
+        clusters.extend_lease,
+        clusters.note_lease,
         metering.collect,
         webhooks.deliver,
         webhooks.record_failure,

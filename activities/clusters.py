@@ -28,6 +28,9 @@ from core.messages import (
     HealthReport,
     ItemFailed,
     ItemRef,
+    Lease,
+    LeaseExtension,
+    LeaseNotice,
     Operation,
     PendingInstalls,
     ProvisionOutcome,
@@ -38,7 +41,7 @@ from core.messages import (
     StepRecord,
     ToolRequest,
 )
-from core.models import CloudProvider, Cluster, ClusterEvent, ClusterService, ClusterTool, Tenant, utcnow
+from core.models import CloudProvider, Cluster, ClusterEvent, ClusterService, ClusterTool, Tenant, User, utcnow
 from core.providers import (
     SERVICE_USER,
     ClusterSpec,
@@ -51,8 +54,10 @@ from core.providers import (
     ServiceSpec,
     ToolSpec,
 )
+from core.refusals import Refused
 from infra.providers import ProviderSettings, get_provider, refuse_unallowed_account
-from services import credits, nodes
+from services import audit, credits, nodes
+from services.leases import LeasePolicy
 from services.outbox import CLUSTER_EVENTS, Outbox, cluster_changed, install_finished
 
 T = TypeVar("T")
@@ -69,6 +74,7 @@ class ClusterActivities:
         providers: ProviderSettings,
         webhooks: Outbox | None = None,
         min_runway_hours: float = 0,
+        leases: LeasePolicy | None = None,
     ) -> None:
         self.sessions = sessions
         self.credentials = credentials
@@ -78,6 +84,8 @@ class ClusterActivities:
         # The budget guard (services/credits.py shortfall) for what raises a cluster's rate: a retry, a
         # service or a priced tool added; 0 turns it off.
         self.min_runway_hours = min_runway_hours
+        # The default lease a cluster gets once provisioned, the longest a CAD manager may extend to, the warning.
+        self.leases = leases or LeasePolicy()
 
     # --- the step log and statuses -----------------------------------------------------------
 
@@ -146,6 +154,71 @@ class ClusterActivities:
             data = install_finished(failure.cluster_id, failure.kind, item, failure.reason)
             self._tell(session, tenant_id, "install.finished", data, failure.key)
 
+    # --- leases ------------------------------------------------------------------------------
+
+    @activity.defn(name="ExtendClusterLease")
+    def extend_lease(self, extension: LeaseExtension) -> Lease:
+        """Move the lease's end to `extension.until`, if its actor may (services/leases.py), audited and in the
+        step log; a refusal is the activity's error of its kind (Invalid, NotAllowed, Conflict)."""
+        with transaction(self.sessions) as session:
+            cluster = find_cluster(session, extension.cluster_id)
+            actor = session.get_one(User, uuid.UUID(extension.actor_id))
+            if cluster.expires_at != extension.until:  # else an attempt after one that committed
+                try:
+                    if cluster.status != ClusterStatus.AVAILABLE:
+                        raise Refused(
+                            "Conflict",
+                            f"the cluster is {cluster.status}; only an available cluster's lease is extended",
+                        )
+                    self.leases.require_extension(cluster.expires_at, extension.until, actor)
+                except Refused as e:
+                    raise ApplicationError(e.message, type=e.kind, non_retryable=True) from None
+                cluster.expires_at = extension.until
+                audit.record(
+                    session, cluster.tenant_id, actor.id, "cluster.extend", f"cluster {cluster.id}",
+                    extension.source, until=extension.until.isoformat(),
+                )  # fmt: skip
+                message = f"lease extended to {extension.until.isoformat()} by {actor.email}"
+                _log_step(
+                    session,
+                    uuid.UUID(extension.key),
+                    extension.cluster_id,
+                    "lease",
+                    "extended",
+                    message,
+                    extension.time,
+                )
+            return self.leases.lease(cluster.expires_at)
+
+    @activity.defn(name="NoteClusterLease")
+    def note_lease(self, notice: LeaseNotice) -> None:
+        """A lease about to end (in the step log, and cluster.expiring for the tenant's webhooks) or ended."""
+        with transaction(self.sessions) as session:
+            cluster = find_cluster(session, notice.cluster_id)
+            end = notice.expires_at.isoformat()
+            if notice.ending:
+                message = (
+                    f"the lease ends at {end}; extend it (POST /clusters/{{clusterId}}/extend) to keep the cluster"
+                )
+                self._tell(
+                    session,
+                    cluster.tenant_id,
+                    "cluster.expiring",
+                    {**cluster_changed(cluster), "expiresAt": end},
+                    notice.key,
+                )
+            else:
+                message = f"the lease ended at {end}: tearing the cluster down"
+            _log_step(
+                session,
+                uuid.UUID(notice.key),
+                notice.cluster_id,
+                "lease",
+                "ending" if notice.ending else "ended",
+                message,
+                notice.time,
+            )
+
     # --- provider runs -------------------------------------------------------------------------
 
     @activity.defn(name="ProvisionCluster")
@@ -157,12 +230,12 @@ class ClusterActivities:
         if attempt > 1:
             await asyncio.to_thread(self._progress_line, ref.cluster_id, f"provision: attempt {attempt}", "retrying")
         outputs = await self._run(ref.cluster_id, lambda progress: provider.up(spec, progress))
-        await asyncio.to_thread(self._save_outputs, ref.cluster_id, outputs.as_dict())
+        lease = await asyncio.to_thread(self._save_outputs, ref.cluster_id, outputs.as_dict())
         n = spec.node_type
         summary = (
             f"{spec.number_of_nodes} x {n.name} nodes, {spec.storage_gb} GB storage; head node {outputs.head_node}"
         )
-        return ProvisionOutcome(outputs=outputs.as_dict(), summary=summary)
+        return ProvisionOutcome(outputs=outputs.as_dict(), summary=summary, lease=lease)
 
     @activity.defn(name="DestroyCluster")
     async def destroy(self, ref: ClusterRef) -> StepOutcome:
@@ -387,9 +460,12 @@ class ClusterActivities:
             detail = FailureDetail("provision", str(FailureClass.CONFIGURATION))
             raise ApplicationError(str(e), detail, type=PROVIDER_FAILURE, non_retryable=True) from None
 
-    def _save_outputs(self, cluster_id: str, outputs: dict[str, Any]) -> None:
+    def _save_outputs(self, cluster_id: str, outputs: dict[str, Any]) -> Lease | None:
+        """Keep what the provider made; returns the cluster's lease (the default one begins now if it has none)."""
         with transaction(self.sessions) as session:
-            find_cluster(session, cluster_id).outputs = outputs
+            cluster = find_cluster(session, cluster_id)
+            cluster.outputs = outputs
+            return self.leases.started(cluster, utcnow()) if outputs else None
 
     def _mark(self, kind: str, item_id: str, status: str) -> ClusterTool | ClusterService:
         with transaction(self.sessions) as session:

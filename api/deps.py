@@ -120,4 +120,5 @@ def ask_of(body: RequestIn | ClusterIn) -> ClusterAsk:
         services=[s.model_dump() for s in body.services],
         min_nodes=body.scaling.min_nodes if body.scaling else None,
         idle_seconds=body.scaling.idle_seconds if body.scaling else None,
+        expires_at=body.expires_at,
     )

@@ -10,7 +10,16 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from api import examples as ex
@@ -345,14 +354,19 @@ class Node(Model):
     state: NodeState
 
 
-class Sized(Input):
-    """A new request's or cluster's size and scaling, which must agree."""
+class AskIn(Input):
+    """What a new request and a new cluster both ask for: a size and a scaling, which must agree, and a lease."""
 
     size: SizeIn
     scaling: ScalingIn | None = None
+    expires_at: AwareDatetime | None = Field(
+        default=None,
+        description="When the cluster's lease ends and it is torn down (extension; RFC 3339 with a zone). "
+        "Without it, the operator's default lease from when it is available, if there is one.",
+    )
 
     @model_validator(mode="after")
-    def _floor_within_size(self) -> "Sized":
+    def _floor_within_size(self) -> "AskIn":
         if self.scaling is not None and self.scaling.min_nodes > self.size.number_of_nodes:
             raise ValueError(
                 f"scaling.minNodes ({self.scaling.min_nodes}) must be at most size.numberOfNodes "
@@ -364,7 +378,7 @@ class Sized(Input):
 # --- requests ------------------------------------------------------------------------------------
 
 
-class RequestIn(Sized):
+class RequestIn(AskIn):
     model_config = ConfigDict(json_schema_extra=examples(ex.REQUEST_IN))
 
     name: CloudName
@@ -421,6 +435,7 @@ class ClusterRequest(Model):
     cloud_provider_id: uuid.UUID
     size: Size
     scaling: Scaling | None = Field(default=None, description="Elastic nodes (extension); null: static.")
+    expires_at: datetime | None = Field(default=None, description="The end of the lease asked for (extension).")
     tools: list[RequestedTool]
     services: list[RequestedService]
     status: RequestStatus
@@ -443,6 +458,7 @@ class ClusterRequest(Model):
             cloud_provider_id=row.cloud_provider_id,
             size=Size(number_of_nodes=row.number_of_nodes, node_type=row.node_type, storage=row.storage_gb),
             scaling=Scaling.of(row),
+            expires_at=row.expires_at,
             tools=[RequestedTool(**t) for t in row.tools],
             services=[RequestedService(**s) for s in row.services],
             status=row.status,
@@ -460,7 +476,7 @@ class ClusterRequest(Model):
 # --- clusters ------------------------------------------------------------------------------------
 
 
-class ClusterIn(Sized):
+class ClusterIn(AskIn):
     model_config = ConfigDict(json_schema_extra=examples(ex.CLUSTER_IN))
 
     name: CloudName
@@ -480,6 +496,9 @@ class Cluster(Model):
     size: ClusterSize
     scaling: Scaling | None = Field(default=None, description="Elastic nodes (extension); null: static.")
     nodes: list[Node] = Field(description="The compute nodes and their power now (extension).")
+    expires_at: datetime | None = Field(
+        default=None, description="When its lease ends and it is torn down (extension); null: it runs until deleted."
+    )
     status: ClusterStatus
     status_reason: str | None = Field(default=None, description="Why the cluster is in `error` (extension).")
     tools: list[Tool]
@@ -514,6 +533,7 @@ class Cluster(Model):
             ),
             scaling=Scaling.of(row),
             nodes=[Node(name=node.name, state=node.state) for node in shown],
+            expires_at=row.expires_at,
             status=row.status,
             status_reason=row.status_reason,
             tools=[Tool.model_validate(t) for t in row.tools],
@@ -524,6 +544,12 @@ class Cluster(Model):
             outputs=row.outputs,
             estimated_credits=estimate,
         )
+
+
+class ExtendIn(Input):
+    model_config = ConfigDict(json_schema_extra=examples(ex.EXTEND_IN))
+
+    until: AwareDatetime = Field(description="The lease's new end: later than its end now (RFC 3339 with a zone).")
 
 
 class ClusterEvent(Model):

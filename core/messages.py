@@ -123,6 +123,14 @@ class Operation:
 
 
 @dataclass
+class Lease:
+    """When a cluster's lease ends, and when it warns of it (services/leases.py)."""
+
+    expires_at: datetime
+    warn_at: datetime
+
+
+@dataclass
 class ClusterState:
     """Everything the cluster workflow knows; carried across continue-as-new."""
 
@@ -130,6 +138,9 @@ class ClusterState:
     status_reason: str | None = None
     queue: list[Operation] = field(default_factory=lambda: [Operation("provision")])
     delete_requested: bool = False
+    lease: Lease | None = None
+    # The lease's warning has been given (for its end of now: an extension takes it back).
+    lease_warned: bool = False
 
 
 @dataclass
@@ -223,9 +234,32 @@ class StatusChange:
 
 
 @dataclass
+class LeaseExtension:
+    cluster_id: str
+    until: datetime
+    actor_id: str
+    source: str
+    key: str
+    time: datetime
+
+
+@dataclass
+class LeaseNotice:
+    """A lease about to end (`ending`) or ended: a step-log line, and for `ending` the cluster.expiring event."""
+
+    cluster_id: str
+    expires_at: datetime
+    ending: bool
+    key: str
+    time: datetime
+
+
+@dataclass
 class ProvisionOutcome:
     outputs: dict[str, Any]
     summary: str
+    # The cluster's lease once it is available (None: it runs until deleted). Absent from older histories.
+    lease: Lease | None = None
 
 
 @dataclass

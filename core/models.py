@@ -129,6 +129,8 @@ class ClusterRequest(Base):
     # Elastic scaling (both or neither): the nodes always up, and how long a node idles before it is powered down.
     min_nodes: Mapped[int | None]
     idle_seconds: Mapped[int | None]
+    # The end of the lease asked for (services/leases.py); None: the default lease, if any.
+    expires_at: Mapped[datetime | None]
     # [{name, version}] and [{name, version, config}] as asked for; they become the cluster's on approval.
     tools: Mapped[list[Any]] = mapped_column(default=list)
     services: Mapped[list[Any]] = mapped_column(default=list)
@@ -182,6 +184,8 @@ class Cluster(Base):
     storage_gb: Mapped[int] = mapped_column(Integer)
     min_nodes: Mapped[int | None]
     idle_seconds: Mapped[int | None]
+    # When its lease ends and it is torn down (services/leases.py); None: it runs until deleted.
+    expires_at: Mapped[datetime | None]
     # An elastic cluster's nodes charged now (powered in any way: services/nodes.py).
     nodes_up: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     status: Mapped[str] = mapped_column(String(20), default=ClusterStatus.PENDING, index=True)

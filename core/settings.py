@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     self_service_max_nodes: int = 2
     self_service_node_types: list[str] = ["small", "medium"]
 
+    # Leases (services/leases.py): the lease a cluster gets when none is asked for (0: none, it runs until
+    # deleted), the longest a CAD manager may ask for or extend to, counted from then (0: no limit; an IT
+    # manager may go beyond it), and how long before its end a cluster's lease warns (cluster.expiring).
+    lease_default_hours: float = Field(default=0, ge=0, le=366 * 24)
+    lease_max_hours: float = Field(default=0, ge=0, le=10 * 366 * 24)
+    lease_warning_minutes: float = Field(default=60, ge=0, le=7 * 24 * 60)
+
     # Credits: what a new tenant is granted, and how many hours of runway (its balance over its clusters'
     # total rate, the new one included) an approval must leave; 0 turns the check off.
     opening_credits: Decimal = Field(default=Decimal(10_000), ge=0, le=1_000_000_000, decimal_places=6)

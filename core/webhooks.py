@@ -27,6 +27,7 @@ EVENT_TYPES = (
     "cluster.failed",
     "cluster.deleted",
     "cluster.node_changed",
+    "cluster.expiring",
     "install.finished",
     "balance.low",
 )

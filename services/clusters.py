@@ -4,6 +4,7 @@ creating one within the self-service limit (`create_cluster`) or from an approve
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -13,6 +14,7 @@ from core.providers import ELASTIC_KINDS
 from core.refusals import Refused
 from core.settings import Settings
 from services import audit, credits
+from services.leases import LeasePolicy
 from services.permissions import provider_for_new_cluster
 
 
@@ -32,6 +34,8 @@ class ClusterAsk:
     # Elastic scaling (both or neither; services/nodes.py): None for a static cluster.
     min_nodes: int | None = None
     idle_seconds: int | None = None
+    # The end of the lease asked for (services/leases.py); None: the default lease, if any.
+    expires_at: datetime | None = None
 
     @classmethod
     def of_request(cls, request: ClusterRequest) -> "ClusterAsk":
@@ -45,6 +49,7 @@ class ClusterAsk:
             services=request.services,
             min_nodes=request.min_nodes,
             idle_seconds=request.idle_seconds,
+            expires_at=request.expires_at,
         )
 
     def provider_for(self, session: Session, user: User) -> CloudProvider:
@@ -81,6 +86,7 @@ def new_cluster(
         storage_gb=ask.storage_gb,
         min_nodes=ask.min_nodes,
         idle_seconds=ask.idle_seconds,
+        expires_at=ask.expires_at,
         created_by_id=created_by_id,
         request_id=request_id,
         tools=[ClusterTool(**_given_id(t.get("id")), name=t["name"], version=t["version"]) for t in ask.tools],
@@ -101,9 +107,10 @@ def _given_id(given: uuid.UUID | str | None) -> dict[str, uuid.UUID]:
 def create_cluster(session: Session, user: User, ask: ClusterAsk, settings: Settings, source: str) -> Cluster:
     """A cluster the user creates without approval, audited, in the session's transaction, once the caller has
     held it to the self-service limit (require_self_service: the API checks it first, for a retried call
-    too). Refused for a provider that is not the tenant's or lacks what it asks for, and when the tenant's
-    credits would not keep it running."""
+    too). Refused for a provider that is not the tenant's or lacks what it asks for, for a lease beyond the
+    longest a CAD manager may set, and when the tenant's credits would not keep it running."""
     ask.provider_for(session, user)
+    LeasePolicy.of(settings).require_asked(ask.expires_at)
     refusal = credits.shortfall(session, user.tenant_id, credits.rate_of_request(ask), settings.budget_min_runway_hours)
     if refusal is not None:
         raise Refused("Conflict", f"the cluster was not created: {refusal}")

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.models import ClusterRequest, RequestNote, User
-from services import outbox
+from services import leases, outbox
 from services.clusters import ClusterAsk
 
 
@@ -16,8 +16,10 @@ def file_request(
 ) -> tuple[ClusterRequest, list[uuid.UUID]]:
     """A `pending` request of the user for the cluster `ask` describes, in the session's transaction, and
     the webhook deliveries of its request.filed event (told through `webhooks`), to start once it commits.
-    Refused for a provider that is not the tenant's or lacks what it asks for."""
+    Refused for a provider that is not the tenant's or lacks what it asks for, and for a lease that ends in
+    the past (a longer lease than a CAD manager may set is for the approver to grant)."""
     ask.provider_for(session, user)
+    leases.require_future(ask.expires_at)
     request = ClusterRequest(
         tenant_id=user.tenant_id,
         name=ask.name,
@@ -27,6 +29,7 @@ def file_request(
         storage_gb=ask.storage_gb,
         min_nodes=ask.min_nodes,
         idle_seconds=ask.idle_seconds,
+        expires_at=ask.expires_at,
         # Ids given now stay with each tool and service on the cluster the request becomes.
         tools=[{"id": str(uuid.uuid4()), **t} for t in ask.tools],
         services=[{"id": str(uuid.uuid4()), **s} for s in ask.services],

@@ -134,6 +134,8 @@ def stack(db: Database, temporal_address: str, tmp_path_factory) -> Iterator[Sta
         # The tests' receivers listen on 127.0.0.1, where only an allowed network lets webhooks go; the
         # refusal of internal addresses is tested with settings that allow none (tests/test_webhooks.py).
         "HPCINFRA_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
+        # The longest lease a CAD manager may set (tests/test_leases.py); none by default.
+        "HPCINFRA_LEASE_MAX_HOURS": "720",
     }
     worker = start_worker(env, logs / "worker.log")
     api = Process([os.sys.executable, "-m", "cli", "api"], logs / "api.log", env)

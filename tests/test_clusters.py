@@ -27,7 +27,7 @@ def test_direct_creation_within_self_service_limit(api, tenant):
     assert cluster["requestId"] is None
     assert cluster["createdBy"]["id"] == tenant.cad.id
     available = wait_for_cluster(api, cluster["id"], tenant.cad.headers, "available")
-    assert available["size"] == {"numberOfNodes": 2, "nodeType": "medium", "storage": 50}
+    assert available["size"] == {"numberOfNodes": 2, "nodeType": "medium", "storage": 50, "nodesUp": 2}
     assert [c["id"] for c in api.get("/clusters", headers=tenant.it.headers).json()] == [cluster["id"]]
 
 

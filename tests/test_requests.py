@@ -57,7 +57,7 @@ def test_filed_approved_provisioned(api, tenant):
 
     cluster = wait_for_cluster(api, approved["clusterId"], tenant.cad.headers, "available")
     assert cluster["name"] == "rtl-regression"
-    assert cluster["size"] == {"numberOfNodes": 3, "nodeType": "large", "storage": 10}
+    assert cluster["size"] == {"numberOfNodes": 3, "nodeType": "large", "storage": 10, "nodesUp": 3}
     assert cluster["requestId"] == request["id"]
     assert cluster["createdBy"]["id"] == tenant.cad.id
     assert len(cluster["outputs"]["nodeIds"]) == 3

@@ -11,6 +11,7 @@ began before they existed replays without them (the "search-attributes" patch).
 """
 
 import asyncio
+import builtins
 from dataclasses import dataclass
 
 from temporalio import workflow
@@ -32,6 +33,9 @@ with workflow.unsafe.imports_passed_through():
         HealthReport,
         ItemFailed,
         ItemRef,
+        Lease,
+        LeaseExtension,
+        LeaseNotice,
         Operation,
         Registration,
         ServiceRequest,
@@ -60,13 +64,7 @@ class ClusterWorkflow:
     @workflow.run
     async def run(self, input: ClusterInput) -> ClusterState:
         while True:
-            await workflow.wait_condition(
-                lambda: (
-                    bool(self._state.queue)
-                    or self._state.delete_requested
-                    or self._history_is_long(input.history_limit)
-                )
-            )
+            await self._wait_for_work(input.history_limit)
             if self._state.delete_requested:
                 async with self._provider_busy:
                     await self._tear_down()
@@ -82,6 +80,47 @@ class ClusterWorkflow:
             await workflow.wait_condition(workflow.all_handlers_finished)
             # The search attributes go with it (the default): the tenant, the id and the status as upserted.
             workflow.continue_as_new(ClusterInput(self._cluster_id, self._state, input.history_limit, self._tenant_id))
+
+    async def _wait_for_work(self, history_limit: int) -> None:
+        """Until there is something to do; meanwhile, the lease's warning and end come due (durable timers:
+        a worker that restarts finds them; an extension moves them, as the next wait is for the new end)."""
+
+        def ready() -> bool:
+            return bool(self._state.queue) or self._state.delete_requested or self._history_is_long(history_limit)
+
+        due = self._lease_due()
+        if due is None:
+            await workflow.wait_condition(ready)
+            return
+        if due > workflow.now():
+            try:
+                await workflow.wait_condition(ready, timeout=due - workflow.now())
+                return
+            except builtins.TimeoutError:
+                pass
+        await self._lease_reached()
+
+    def _lease_due(self):
+        """When the lease next asks for something (its warning, then its end); None when it does not."""
+        lease = self._state.lease
+        if lease is None or self._state.status != ClusterStatus.AVAILABLE or self._state.delete_requested:
+            return None
+        return lease.warn_at if not self._state.lease_warned and lease.warn_at < lease.expires_at else lease.expires_at
+
+    async def _lease_reached(self) -> None:
+        lease, now = self._state.lease, workflow.now()
+        if now >= lease.expires_at:
+            await self._note_lease(ending=False)
+            await self._delete(f"the lease ended at {lease.expires_at.isoformat()}")
+        elif not self._state.lease_warned and now >= lease.warn_at:
+            self._state.lease_warned = True
+            await self._note_lease(ending=True)
+
+    async def _note_lease(self, *, ending: bool) -> None:
+        notice = LeaseNotice(
+            self._cluster_id, self._state.lease.expires_at, ending, str(workflow.uuid4()), workflow.now()
+        )
+        await workflow.execute_activity_method(ClusterActivities.note_lease, notice, **DB_WRITE)
 
     # --- what callers can ask ------------------------------------------------------------------
 
@@ -130,6 +169,23 @@ class ClusterWorkflow:
     @add_service.validator
     def _validate_add_service(self, service: ServiceRequest) -> None:
         self._require_available("services")
+
+    @workflow.update(name="extend")
+    async def extend(self, extension: LeaseExtension) -> Lease:
+        """Move the lease's end later (the activity holds it to what the caller may set); its warning
+        is given again before the new end."""
+        try:
+            lease = await workflow.execute_activity_method(ClusterActivities.extend_lease, extension, **AWAITED_WRITE)
+        except ActivityError as e:
+            raise as_update_failure(e, "the extension") from e
+        if not self._state.delete_requested:
+            self._state.lease, self._state.lease_warned = lease, False
+        return lease
+
+    @extend.validator
+    def _validate_extend(self, extension: LeaseExtension) -> None:
+        if self._state.delete_requested or self._state.status != ClusterStatus.AVAILABLE:
+            raise ValueError(f"the cluster is {self._state.status}; only an available cluster's lease can be extended")
 
     @workflow.update(name="delete")
     async def delete(self) -> None:
@@ -204,6 +260,7 @@ class ClusterWorkflow:
             await self._fail_provisioning(reason)
             return
         await self._step("provision", "succeeded", outcome.summary)
+        self._state.lease = outcome.lease
 
         report = await self._health_check()
         if not report.healthy:
@@ -268,7 +325,8 @@ class ClusterWorkflow:
             await self._set_status(ClusterStatus.ERROR, f"{reason}; delete the cluster again to retry")
             return
         await self._step("teardown", "succeeded", outcome.summary)
-        await self._set_status(ClusterStatus.DELETED)
+        # Why it went, if the platform took it down (its lease ended, the tenant's credits were spent).
+        await self._set_status(ClusterStatus.DELETED, self._state.status_reason)
 
     async def _health_check(self) -> HealthReport:
         await self._step("health-check", "started", "asking the provider")

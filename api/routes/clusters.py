@@ -29,8 +29,8 @@ from api.params import ClusterId
 from api.workflow_calls import create_and_start, update
 from core import starts
 from core.enums import ClusterStatus, Role, ServiceStatus
-from core.messages import cluster_workflow_id
-from core.models import Cluster, ClusterEvent, User
+from core.messages import LeaseExtension, cluster_workflow_id
+from core.models import Cluster, ClusterEvent, User, utcnow
 from services import audit, clusters
 from services.permissions import clusters_visible_to, may_see_credentials
 from workflows.cluster import ClusterWorkflow
@@ -169,6 +169,40 @@ async def retry_cluster(
         handle,
         ClusterWorkflow.retry,
         refused="the cluster cannot be retried",
+        ended=f"the workflow of this cluster is no longer running (see cluster-{cluster_id} in the Temporal UI)",
+    )
+    return await run_in_threadpool(_reloaded, session, user, cluster_id)
+
+
+@router.post(
+    "/{clusterId}/extend",
+    response_model=schemas.Cluster,
+    responses=problems(403, 409, 422),
+    operation_id="extendCluster",
+    summary="Extend a cluster's lease",
+)
+async def extend_cluster(
+    cluster_id: ClusterId,
+    body: schemas.ExtendIn,
+    session: SessionDep,
+    user: CurrentUser,
+    temporal: TemporalDep,
+    http_request: Request,
+) -> schemas.Cluster:
+    """Move the end of an available cluster's lease later (extension): its creator, within the longest
+    lease the operator allows (beyond it, a 403 that says to ask an IT manager); the tenant's IT managers,
+    to any time. Its warning (`cluster.expiring`) is given again before the new end."""
+    cluster = await read_then_release(session, cluster_for, user, cluster_id)  # a CAD manager sees only its own
+    if cluster.status != ClusterStatus.AVAILABLE:
+        raise Problem(409, f"the cluster is {cluster.status}; only an available cluster's lease can be extended")
+    extension = LeaseExtension(
+        str(cluster_id), body.until, str(user.id), source_of(http_request), str(uuid.uuid4()), utcnow()
+    )
+    await update(
+        temporal.get_workflow_handle(cluster_workflow_id(str(cluster_id))),
+        ClusterWorkflow.extend,
+        extension,
+        refused="the lease cannot be extended now",
         ended=f"the workflow of this cluster is no longer running (see cluster-{cluster_id} in the Temporal UI)",
     )
     return await run_in_threadpool(_reloaded, session, user, cluster_id)

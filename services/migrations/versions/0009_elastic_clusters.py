@@ -1,4 +1,5 @@
-"""Elastic clusters: scaling on requests and clusters, the nodes charged now, each node's power and uptime
+"""Elastic clusters and leases: scaling and the lease's end on requests and clusters, the nodes charged
+now, each node's power and uptime
 
 Revision ID: 0009
 Revises: 0008
@@ -23,6 +24,7 @@ def upgrade() -> None:
     for table in ("cluster_requests", "clusters"):
         op.add_column(table, sa.Column("min_nodes", sa.Integer(), nullable=True))
         op.add_column(table, sa.Column("idle_seconds", sa.Integer(), nullable=True))
+        op.add_column(table, sa.Column("expires_at", core.models.UTCDateTime(timezone=True), nullable=True))
     op.add_column("clusters", sa.Column("nodes_up", sa.Integer(), server_default="0", nullable=False))
     op.create_table(
         "cluster_nodes",
@@ -63,5 +65,6 @@ def downgrade() -> None:
     op.drop_table("cluster_nodes")
     op.drop_column("clusters", "nodes_up")
     for table in ("clusters", "cluster_requests"):
+        op.drop_column(table, "expires_at")
         op.drop_column(table, "idle_seconds")
         op.drop_column(table, "min_nodes")
