@@ -167,8 +167,9 @@ def test_the_walkthrough_with_the_cli_alone(run, api, tenant: TenantWorld):
     assert error_line(run(cad, "clusters", "watch", cluster_id)) == "error: the cluster is deleted"
 
 
-def test_an_elastic_cluster_s_scaling_and_nodes_in_the_cli(run, api, tenant: TenantWorld):
-    """Filed with a floor of 1 of 2 nodes; no job asks for the second, so it stays down."""
+def test_an_elastic_cluster_s_scaling_nodes_and_lease_in_the_cli(run, api, tenant: TenantWorld):
+    """Filed with a floor of 1 of 2 nodes; no job asks for the second, so it stays down. It has no lease
+    until its creator gives it one."""
     cad, it = tenant.cad, tenant.it
     filed = json.loads(ok(run(cad, "requests", "file", f"el-{uuid.uuid4().hex[:6]}", "--provider", "sim",
                               "--nodes", "2", "--node-type", "small", "--min-nodes", "1", "--idle-seconds", "90",
@@ -179,7 +180,13 @@ def test_an_elastic_cluster_s_scaling_and_nodes_in_the_cli(run, api, tenant: Ten
     wait_for_cluster(api, cluster_id, cad.headers, "available")
     shown = ok(run(cad, "clusters", "show", cluster_id))
     assert "2 x small, 10 GB; 1 up now" in shown and "elastic: 1 always up" in shown
-    assert re.search(r"node-0\s+up", shown) and re.search(r"node-1\s+down", shown), shown
+    assert re.search(r"node-0\W+up\b", shown) and re.search(r"node-1\W+down\b", shown), shown
+    assert "never: it runs until deleted" in shown
+    extended = ok(run(cad, "clusters", "extend", cluster_id, "--until", "3h"))
+    assert "its lease ends at" in extended
+    ends = datetime.fromisoformat(api.get(f"/clusters/{cluster_id}", headers=cad.headers).json()["expiresAt"])
+    assert timedelta(hours=2, minutes=59) < ends - datetime.now(UTC) <= timedelta(hours=3)
+    assert "'soon' is neither a time" in run(cad, "clusters", "extend", cluster_id, "--until", "soon").output
 
 
 def test_api_errors_are_one_line_with_the_problem_and_change_nothing(run, api, tenant: TenantWorld):

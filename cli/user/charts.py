@@ -31,23 +31,27 @@ def bar(value: float, largest: float, width: int = 24) -> str:
     return "█" * full + (" ▏▎▍▌▋▊▉"[rest] if rest else "")
 
 
-def moment(value: str | None, option: str) -> str | None:
-    """A time for `--start`/`--end` in RFC 3339: as given (a date, or a time without a zone, is UTC),
-    or `30m`, `24h`, `7d`, `2w` ago."""
+def moment(value: str | None, option: str, *, ahead: bool = False) -> str | None:
+    """A time for `--start`/`--end` (or, `ahead`, `--until`) in RFC 3339: as given (a date, or a time
+    without a zone, is UTC), or `30m`, `24h`, `7d`, `2w` ago (ahead: from now)."""
     if value is None:
         return None
     match = _AGO.fullmatch(value.strip())
+    way = "from now" if ahead else "ago"
     try:
         if match is None:
             return parse_time(value.strip()).isoformat()
-        return (datetime.now(UTC) - timedelta(**{_UNITS[match[2]]: int(match[1])})).isoformat()
+        span = timedelta(**{_UNITS[match[2]]: int(match[1])})
+        return (datetime.now(UTC) + (span if ahead else -span)).isoformat()
     except ValueError:
         raise typer.BadParameter(
-            f"{value!r} is neither a time such as 2026-11-27T09:00:00Z or 2026-11-27, nor 30m, 24h, 7d or 2w ago",
+            f"{value!r} is neither a time such as 2026-11-27T09:00:00Z or 2026-11-27, nor 30m, 24h, 7d or 2w {way}",
             param_hint=f"'{option}'",
         ) from None
     except OverflowError:
-        raise typer.BadParameter(f"{value!r} is too far back", param_hint=f"'{option}'") from None
+        raise typer.BadParameter(
+            f"{value!r} is too far {'ahead' if ahead else 'back'}", param_hint=f"'{option}'"
+        ) from None
 
 
 def parse_time(value: str) -> datetime:

@@ -98,6 +98,7 @@ def show_cluster(cluster_id: ClusterArg, output: OutputOption = Format.table) ->
                 ("status", c["status"] + (f" ({c['statusReason']})" if c.get("statusReason") else "")),
                 ("size", f"{size(c['size'])}; {c['size']['nodesUp']} up now"),
                 ("scaling", scaling(c)),
+                ("lease ends", when(c["expiresAt"]) if c.get("expiresAt") else "never: it runs until deleted"),
                 ("head node", outputs.get("headNode")),
                 ("cloud provider", c["cloudProviderId"]),
                 ("created by", who(c["createdBy"])),
@@ -169,6 +170,21 @@ def credentials(cluster_id: ClusterArg, output: OutputOption = Format.table) -> 
     out = console()
     for s in shown:
         out.print(details(sorted(s["credentials"].items()), title=f"{s['name']} {s['version']} ({s['status']})"))
+
+
+@app.command("extend")
+def extend(
+    cluster_id: ClusterArg,
+    until: Annotated[str, typer.Option("--until", help="RFC 3339 time, or 8h, 2d, 1w from now")],
+    output: OutputOption = Format.table,
+) -> None:
+    """Move the end of a cluster's lease later (its creator within the longest lease, IT managers beyond)."""
+    with connect() as api:
+        emit(
+            api.call("POST", f"/clusters/{cluster_id}/extend", body={"until": moment(until, "--until", ahead=True)}),
+            output,
+            lambda c: typer.echo(f"cluster {c['name']}: its lease ends at {when(c['expiresAt'])}"),
+        )
 
 
 @app.command("delete")
