@@ -221,7 +221,7 @@ class Provider(Protocol):
 KINDS = ("sim", "local", "aws", "gcp", "azure")
 CLOUDS = ("aws", "gcp", "azure")
 # The kinds whose clusters may be elastic (`scaling`); the others' are static.
-ELASTIC_KINDS = ("sim",)
+ELASTIC_KINDS = ("sim", "local")
 # Kinds whose clusters run on the platform's own machines: `local` starts root processes on the worker's
 # host, so only admins register it. (`sim` runs nothing: it writes a file per cluster in the data folder.)
 ON_PLATFORM_MACHINES = ("local",)

@@ -22,6 +22,7 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -112,6 +113,10 @@ BODIES: dict[str, Callable[[str], dict[str, Any]]] = {
         "config": {"databaseName": "x"},
     },
     "POST /tenants/{tenantId}/credits": lambda provider: {"amount": 100, "note": "a grant that must not land"},
+    # Ten days from now: within the longest lease a CAD manager may set on the shared stack (720 hours).
+    "POST /clusters/{clusterId}/extend": lambda provider: {
+        "until": (datetime.now(UTC) + timedelta(days=10)).isoformat()
+    },
     # An event tenant A never has (its balance lasts years), to an address where nothing listens.
     "POST /tenants/{tenantId}/webhooks": lambda provider: {"url": "http://127.0.0.1:9/hook", "events": ["balance.low"]},
 }

@@ -203,15 +203,17 @@ def test_a_scaling_that_does_not_fit_is_refused_and_changes_nothing(api, tenant,
 
 
 def test_a_provider_without_elastic_nodes_refuses_scaling(api, db):
-    """A local provider's clusters are static so far: asking one for scaling says so, and makes nothing."""
-    tenant = make_tenant(db.sessions, extra_providers={"box": {"kind": "local", "config": {}}})
+    """A cloud provider's clusters are static so far: asking one for scaling says so, and makes nothing."""
+    tenant = make_tenant(
+        db.sessions, extra_providers={"aws-east": {"kind": "aws", "config": {"sshCidr": "198.51.100.0/24"}}}
+    )
     body = {
         "name": "static-only",
-        "cloudProviderId": tenant.providers["box"],
+        "cloudProviderId": tenant.providers["aws-east"],
         "size": {"numberOfNodes": 1, "nodeType": "small"},
         "scaling": {"minNodes": 0, "idleSeconds": 60},
     }
     answer = api.post("/requests", json=body, headers=tenant.cad.headers)
     assert answer.status_code == 422, answer.text
-    assert "clusters of local providers are static so far" in answer.json()["detail"]
+    assert "clusters of aws providers are static so far" in answer.json()["detail"]
     assert api.get("/requests", headers=tenant.cad.headers).json() == []

@@ -19,9 +19,10 @@ import pytest
 from temporalio.client import Client
 
 from core.catalog import NODE_TYPES
-from core.providers import ClusterSpec, FailureClass, ProviderFailure, ServiceSecret, ServiceSpec
-from harness.servers import port_open
+from core.providers import ClusterSpec, FailureClass, ProviderFailure, Scaling, ServiceSecret, ServiceSpec
+from harness.servers import port_open, wait_until
 from harness.world import make_tenant, request_body, wait_for_cluster
+from infra.providers import local_processes as processes
 from infra.providers.local import LocalProvider, check_prerequisites
 from infra.providers.local_services import POSTGRES_ROOT, REDIS_ROOT, REDIS_USER
 from tests.conftest import restart_worker
@@ -141,6 +142,46 @@ def test_a_real_two_node_cluster_with_a_tool_and_a_database(api, stack):
     assert not (POSTGRES_ROOT / cluster_id).exists()
 
 
+@needs_local
+def test_an_elastic_local_cluster_on_the_stack_is_charged_for_the_minutes_its_node_ran(api, stack):
+    """No node always up: a job powers the one node up, it powers down 30 s after, and the cluster's step
+    log, nodes and metered minutes follow (the power is read with each metering collection, once a minute)."""
+    if stack.db.kind != "sqlite":
+        pytest.skip("the power of a local cluster's nodes does not depend on the database: checked once, on SQLite")
+    tenant = make_tenant(stack.db.sessions, extra_providers={"here": {"kind": "local"}})
+    body = {
+        **request_body(tenant.providers["here"], size={"numberOfNodes": 1, "nodeType": "small"}, tools=[]),
+        "scaling": {"minNodes": 0, "idleSeconds": 30},
+    }
+    created = api.post("/clusters", json=body, headers=tenant.cad.headers)
+    assert created.status_code == 201, created.text
+    cluster = wait_for_cluster(api, created.json()["id"], tenant.cad.headers, "available", timeout=60)
+    assert cluster["nodes"] == [{"name": "node-0", "state": "down"}] and cluster["size"]["nodesUp"] == 0
+    env = {**os.environ, "SLURM_CONF": cluster["outputs"]["slurmConf"]}
+    done = Path(cluster["outputs"]["sharedStorage"]) / "done"
+    subprocess.run(["sbatch", "-N1", "--wrap", f"touch {done}"], env=env, check=True, timeout=30, capture_output=True)
+    wait_until(done.exists, timeout=120, what="the job, on the node powered up for it")
+
+    def powered(cluster_id=cluster["id"]):
+        events = api.get(f"/clusters/{cluster_id}/events", headers=tenant.cad.headers).json()
+        states = [e["status"] for e in events if e["step"] == "node"]
+        return states if states[-1:] == ["down"] else None
+
+    assert wait_until(powered, timeout=180, every=2, what="node-0 up and down again") == [
+        "powering-up", "up", "powering-down", "down",
+    ]  # fmt: skip
+    shown = api.get(f"/clusters/{cluster['id']}", headers=tenant.cad.headers).json()
+    assert shown["nodes"] == [{"name": "node-0", "state": "down"}] and shown["size"]["nodesUp"] == 0
+    minutes = api.get(
+        f"/clusters/{cluster['id']}/metrics", params={"interval": "minute", "start": cluster["createdAt"]},
+        headers=tenant.cad.headers,
+    ).json()["metrics"]  # fmt: skip
+    cores = [point["cpu"]["allocatedCores"] for point in minutes]
+    assert NODE_TYPES["small"].vcpus in cores, cores  # a minute the node was up is charged with its cores
+    assert api.delete(f"/clusters/{cluster['id']}", headers=tenant.cad.headers).status_code == 202
+    wait_for_cluster(api, cluster["id"], tenant.cad.headers, "deleted", timeout=60)
+
+
 def _slurm_ports(folder: Path) -> list[int]:
     conf = (folder / "slurm.conf").read_text()
     return [int(word.split("=")[1]) for word in conf.split() if word.startswith(("SlurmctldPort=", "Port="))]
@@ -191,6 +232,48 @@ def test_utilisation_is_read_from_the_real_cluster(tmp_path):
         asyncio.run(provider.destroy(spec, lambda line: None))
     assert 0 <= used.cpu_percent <= 100 and 0 < used.memory_percent < 100
     assert empty.storage_percent < 1 and 9 < used.storage_percent < 11  # 100 MB of 1 GB
+
+
+@needs_local
+def test_an_elastic_local_cluster_powers_a_node_up_for_a_job_and_down_once_idle(tmp_path):
+    """Slurm's power saving with real daemons: a job on both nodes of a cluster whose floor is one makes
+    slurmctld start the second node's slurmd; the job runs on both; 30 s after it ends the slurmd is
+    stopped; the floor's never is. The power log has each change, for the metering to charge."""
+    spec = ClusterSpec(
+        str(uuid.uuid4()), "acme", "elastic", "here", 2, NODE_TYPES["small"], 1, scaling=Scaling(1, idle_seconds=30)
+    )
+    provider = LocalProvider(tmp_path / "local")
+    home = tmp_path / "local" / spec.cluster_id
+    conf = str(home / "slurm.conf")
+    began = datetime.now(UTC)
+    try:
+        asyncio.run(provider.up(spec, lambda line: None))
+        assert processes.alive(home / "slurmd-node-0.pid", conf) and not processes.alive(
+            home / "slurmd-node-1.pid", conf
+        )
+        done = home / "shared" / "done"
+        subprocess.run(
+            ["sbatch", "-N", "2", "--wrap", f"srun true && date +%s.%N > {done}"], env=provider._env(spec), check=True,
+            capture_output=True,
+        )  # fmt: skip
+        wait_until(lambda: done.exists() and done.read_text().strip(), timeout=120, what="the job on both nodes")
+        ended = datetime.fromtimestamp(float(done.read_text()), UTC)
+        assert processes.alive(home / "slurmd-node-1.pid", conf)
+
+        def powered_down():
+            changes = asyncio.run(provider.power_changes(spec, {}, began, datetime.now(UTC)))
+            return changes if changes[-1].state == "down" else None
+
+        changes = wait_until(powered_down, timeout=120, every=1, what="node-1 to power down")
+        assert not processes.alive(home / "slurmd-node-1.pid", conf)
+        assert processes.alive(home / "slurmd-node-0.pid", conf)
+    finally:
+        asyncio.run(provider.destroy(spec, lambda line: None))
+    assert [(c.node, c.state) for c in changes] == [
+        ("node-1", "powering-up"), ("node-1", "up"), ("node-1", "powering-down"), ("node-1", "down"),
+    ]  # fmt: skip
+    assert changes[1].at <= ended and changes[2].at >= ended + timedelta(seconds=29)
+    assert not home.exists()
 
 
 def uids_of(pid: int) -> list[int]:

@@ -53,6 +53,7 @@ OPERATION_IDS = {
     "GET /clusters/{clusterId}": "getCluster",
     "DELETE /clusters/{clusterId}": "deleteCluster",
     "POST /clusters/{clusterId}/retry": "retryCluster",
+    "POST /clusters/{clusterId}/extend": "extendCluster",
     "GET /clusters/{clusterId}/events": "listClusterEvents",
     "GET /clusters/{clusterId}/tools": "listClusterTools",
     "POST /clusters/{clusterId}/tools": "addClusterTool",

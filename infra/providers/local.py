@@ -2,7 +2,8 @@
 
 Each cluster gets a folder under the data folder holding its slurm.conf, state, logs, shared storage
 and services; one slurmctld and `numberOfNodes` slurmd processes (`slurmd -N <node>`) on free ports
-form the cluster. The daemons run on their own, so they outlive the worker that started them. Tools
+form the cluster. An elastic cluster's nodes above its floor are Slurm cloud nodes, whose slurmd its
+slurmctld starts when jobs need them and stops once they are idle (infra/providers/local_power.py). The daemons run on their own, so they outlive the worker that started them. Tools
 are installed from Debian's packages (or PyPI, into the cluster's own Python environment) and count
 as installed only once their smoke test has passed as a Slurm job. PostgreSQL and Redis are real
 instances of their own, on their own ports, with the credentials the platform generated.
@@ -40,6 +41,7 @@ from core.providers import (
     cluster_environment,
     threadsafe,
 )
+from infra.providers import local_power as power
 from infra.providers import local_processes as processes
 from infra.providers import local_services as services
 from infra.providers.local_smoke import SMOKE_FILES, SMOKE_TESTS
@@ -77,7 +79,8 @@ class LocalProvider:
             (SPOOL_ROOT / spec.cluster_id).mkdir(parents=True, exist_ok=True)
             ports = {"slurmctld": processes.free_port(), **{node: processes.free_port() for node in spec.node_names}}
             layout.write_text(json.dumps({"ports": ports}))
-            (home / "slurm.conf").write_text(_slurm_conf(spec, home, ports))
+            programs = power.write_programs(home) if spec.scaling else {}
+            (home / "slurm.conf").write_text(_slurm_conf(spec, home, ports, programs))
         progress(f"slurm.conf: {home / 'slurm.conf'}")
         (home / "shared").mkdir(exist_ok=True)
         progress(f"storage: {spec.storage_gb} GB shared folder at {home / 'shared'} (measured, not enforced)")
@@ -94,7 +97,8 @@ class LocalProvider:
                 "head-node",
             )
         progress(f"head-node: slurmctld on port {json.loads(layout.read_text())['ports']['slurmctld']}")
-        for node in spec.node_names:
+        # The floor: an elastic cluster's other nodes start powered down, and slurmctld powers them up.
+        for node in spec.node_names[: spec.floor]:
             if not processes.alive(home / f"slurmd-{node}.pid", conf):
                 processes.start_daemon(
                     ["slurmd", "-f", conf, "-N", node],
@@ -105,7 +109,8 @@ class LocalProvider:
                     "compute-nodes",
                 )
         self._wait_idle(spec, env)
-        progress(f"compute-nodes: {spec.number_of_nodes} node(s) idle in partition {PARTITION}")
+        elastic = f", {spec.number_of_nodes - spec.floor} powered down until jobs need them" if spec.scaling else ""
+        progress(f"compute-nodes: {spec.floor} node(s) idle in partition {PARTITION}{elastic}")
         return ClusterOutputs(
             head_node=f"localhost (SLURM_CONF={home / 'slurm.conf'})",
             node_ids=spec.node_names,
@@ -169,8 +174,10 @@ class LocalProvider:
     async def power_changes(
         self, spec: ClusterSpec, outputs: dict[str, Any], since: datetime, until: datetime
     ) -> list[PowerChange]:
-        """Static clusters only so far (core.providers.ELASTIC_KINDS): no node changes its power."""
-        return []
+        """What the cluster's power programs wrote (infra/providers/local_power.py)."""
+        if spec.scaling is None:
+            return []
+        return await asyncio.to_thread(power.read_log, self._home(spec), since, until)
 
     def _utilisation(self, spec: ClusterSpec) -> Utilisation:
         """Read from the machine itself: every node of a local cluster shares its CPUs and memory."""
@@ -313,7 +320,8 @@ class LocalProvider:
         return cluster_environment(SLURM_CONF=str(self._home(spec) / "slurm.conf"))
 
     def _daemons(self, spec: ClusterSpec) -> list[str]:
-        return ["slurmctld"] + [f"slurmd-{node}" for node in spec.node_names]
+        """The daemons that run whenever the cluster is up: an elastic cluster's other nodes come and go."""
+        return ["slurmctld"] + [f"slurmd-{node}" for node in spec.node_names[: spec.floor]]
 
     def _cancel_jobs(self, spec: ClusterSpec, timeout: float = 30) -> None:
         env = self._env(spec)
@@ -333,6 +341,7 @@ class LocalProvider:
         return {node: states.get(node, "missing").rstrip("*~#!%$@^-") for node in spec.node_names}
 
     def _wait_idle(self, spec: ClusterSpec, env: dict[str, str]) -> None:
+        """Until every node is idle: the floor up, an elastic cluster's others powered down (idle~)."""
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
             states = self._node_states(spec, env)
@@ -399,13 +408,13 @@ def _munge_answers() -> bool:
 # --- processes ---------------------------------------------------------------------------------
 
 
-def _slurm_conf(spec: ClusterSpec, home: Path, ports: dict[str, int]) -> str:
+def _slurm_conf(spec: ClusterSpec, home: Path, ports: dict[str, int], programs: dict[str, Path]) -> str:
     node = spec.node_type
     host = socket.gethostname()
     nodes = "\n".join(
         f"NodeName={name} NodeHostname={host} NodeAddr=127.0.0.1 Port={ports[name]} "
-        f"CPUs={node.vcpus} RealMemory={node.memory_gb * 1024} State=UNKNOWN"
-        for name in spec.node_names
+        f"CPUs={node.vcpus} RealMemory={node.memory_gb * 1024} State={'UNKNOWN' if i < spec.floor else 'CLOUD'}"
+        for i, name in enumerate(spec.node_names)
     )
     return f"""# The {spec.name} cluster ({spec.cluster_id}), made by hpcinfra's local provider.
 ClusterName=c{spec.cluster_id.replace("-", "")[:12]}
@@ -432,6 +441,26 @@ SlurmctldPidFile={home}/slurmctld.pid
 SlurmdPidFile={home}/slurmd-%n.pid
 SlurmctldLogFile={home}/log/slurmctld.log
 SlurmdLogFile={home}/log/slurmd-%n.log
-{nodes}
+{_power_saving(spec, programs)}{nodes}
 PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
+"""
+
+
+def _power_saving(spec: ClusterSpec, programs: dict[str, Path]) -> str:
+    """An elastic cluster's power saving: its nodes above the floor (State=CLOUD) are powered up by
+    slurmctld when jobs need them and down once idle for the cluster's idle seconds."""
+    if spec.scaling is None:
+        return ""
+    floor = spec.node_names[: spec.floor]
+    return f"""# Elastic: nodes above the floor are powered up for jobs and down once idle (infra/providers/local_power.py).
+ResumeProgram={programs["resume"]}
+SuspendProgram={programs["suspend"]}
+PrologSlurmctld={programs["prolog"]}
+SuspendTime={spec.scaling.idle_seconds}
+ResumeTimeout=90
+SuspendTimeout=30
+ResumeRate=0
+SuspendRate=0
+{"SuspendExcNodes=" + ",".join(floor) + chr(10) if floor else ""}# Without it, powered-down cloud nodes are hidden from sinfo and scontrol.
+PrivateData=cloud
 """
