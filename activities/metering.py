@@ -125,7 +125,7 @@ class MeteringActivities:
                     "at": change.at.isoformat(),
                     "nodesUp": nodes_up,
                 }
-                key = f"cluster.node_changed/{cluster_id}/{change.node}/{change.at.isoformat()}"
+                key = f"cluster.node_changed/{cluster_id}/{change.node}/{change.state}/{change.at.isoformat()}"
                 self.webhooks.emit(session, cluster.tenant_id, "cluster.node_changed", data, key=key)
 
 
