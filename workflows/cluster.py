@@ -96,7 +96,7 @@ class ClusterWorkflow:
             try:
                 await workflow.wait_condition(ready, timeout=due - workflow.now())
                 return
-            except builtins.TimeoutError:
+            except builtins.TimeoutError:  # the wait's (asyncio's); `TimeoutError` here is Temporal's
                 pass
         await self._lease_reached()
 
