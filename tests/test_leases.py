@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 from core.models import Cluster, WebhookEvent
+from harness.servers import wait_until
 from harness.world import request_body, wait_for_cluster
 from services.leases import LeasePolicy
 from tests.conftest import start_worker, wait_for_worker
@@ -29,10 +30,17 @@ def test_a_lease_warns_then_tears_the_cluster_down_even_across_a_killed_worker(a
         headers=tenant.it.headers,
     )
     assert hook.status_code == 201, hook.text
-    created = create(api, tenant, expiresAt=at(timedelta(seconds=15)))
+    created = create(api, tenant, expiresAt=at(timedelta(seconds=25)))
     assert created.status_code == 201, created.text
     cluster = wait_for_cluster(api, created.json()["id"], tenant.cad.headers, "available")
     assert datetime.fromisoformat(cluster["expiresAt"]) == datetime.fromisoformat(created.json()["expiresAt"])
+
+    def lease_lines():
+        events = api.get(f"/clusters/{cluster['id']}/events", headers=tenant.cad.headers).json()
+        return [e["status"] for e in events if e["step"] == "lease"]
+
+    # The lease is shorter than the warning's lead (60 minutes): the warning comes at once.
+    assert wait_until(lease_lines, what="the lease's warning") == ["ending"]
 
     # The worker dies (SIGKILL) while the workflow waits for the lease's end; another one takes over.
     stack.worker.kill()
@@ -41,8 +49,7 @@ def test_a_lease_warns_then_tears_the_cluster_down_even_across_a_killed_worker(a
 
     gone = wait_for_cluster(api, cluster["id"], tenant.cad.headers, "deleted", timeout=90)
     assert gone["statusReason"].startswith("the lease ended at ")
-    lines = [e for e in api.get(f"/clusters/{cluster['id']}/events", headers=tenant.cad.headers).json()]
-    assert [e["status"] for e in lines if e["step"] == "lease"] == ["ending", "ended"]
+    assert lease_lines() == ["ending", "ended"]
     with stack.db.sessions() as session:
         told = session.scalars(select(WebhookEvent).where(WebhookEvent.tenant_id == uuid.UUID(tenant.id))).all()
     assert [(e.type, e.data["clusterId"]) for e in told] == [("cluster.expiring", cluster["id"])]
