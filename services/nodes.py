@@ -60,22 +60,24 @@ def came_up(session: Session, cluster: Cluster, at: datetime) -> None:
     """The cluster became available at `at`: its floor is up (charged from then), the rest down."""
     if cluster.min_nodes is None:
         return
-    existing = {node.name: node for node in cluster.nodes}
+    existing, spans = {node.name: node for node in cluster.nodes}, _open_spans(session, cluster)
     for position, name in enumerate(node_names(cluster.number_of_nodes)):
         node = existing.get(name)
         if node is None:
             node = ClusterNode(name=name, position=position, changed_at=at)
             cluster.nodes.append(node)
         state = NodeState.UP if position < cluster.min_nodes else NodeState.DOWN
-        _set(session, cluster, node, state, at)
-    cluster.nodes_up = sum(NodeState(node.state).charged for node in cluster.nodes)
+        _set(session, cluster, spans, node, state, at)
+    _count_charged(cluster)
 
 
 def went_away(session: Session, cluster: Cluster, at: datetime) -> None:
     """The cluster stopped being available at `at`: none of its nodes is charged from then on."""
-    for node in cluster.nodes:
-        _set(session, cluster, node, NodeState.DOWN, at)
-    cluster.nodes_up = 0
+    if cluster.nodes:  # a static cluster keeps no spans
+        spans = _open_spans(session, cluster)
+        for node in cluster.nodes:
+            _set(session, cluster, spans, node, NodeState.DOWN, at)
+    _count_charged(cluster)
 
 
 def apply(session: Session, cluster: Cluster, changes: Iterable[PowerChange]) -> list[tuple[PowerChange, int]]:
@@ -83,7 +85,7 @@ def apply(session: Session, cluster: Cluster, changes: Iterable[PowerChange]) ->
     with the nodes charged once it was made (a
     change older than the node's last one, or to the state it is in, as when a collection is retried,
     changes nothing; nor do changes of nodes below the floor, which are up whenever the cluster is)."""
-    by_name = {node.name: node for node in cluster.nodes}
+    by_name, spans = {node.name: node for node in cluster.nodes}, _open_spans(session, cluster)
     applied = []
     for change in changes:
         node = by_name.get(change.node)
@@ -91,26 +93,35 @@ def apply(session: Session, cluster: Cluster, changes: Iterable[PowerChange]) ->
             continue
         if node.state == change.state:
             continue
-        _set(session, cluster, node, change.state, change.at)
+        _set(session, cluster, spans, node, change.state, change.at)
         _log(session, cluster, change)
-        cluster.nodes_up = sum(NodeState(node.state).charged for node in cluster.nodes)
-        applied.append((change, cluster.nodes_up))
+        applied.append((change, _count_charged(cluster)))
     return applied
 
 
-def _set(session: Session, cluster: Cluster, node: ClusterNode, state: NodeState, at: datetime) -> None:
-    """Move a node to `state` at `at`, opening or closing its charged span."""
-    session.flush()
-    span = session.scalar(
-        select(NodeUptime).where(
-            NodeUptime.cluster_id == cluster.id, NodeUptime.node == node.name, NodeUptime.up_to.is_(None)
-        )
-    )
+def _open_spans(session: Session, cluster: Cluster) -> dict[str, NodeUptime]:
+    """The cluster's charged spans still open, by node: one query, however many nodes change."""
+    query = select(NodeUptime).where(NodeUptime.cluster_id == cluster.id, NodeUptime.up_to.is_(None))
+    return {span.node: span for span in session.scalars(query)}
+
+
+def _set(
+    session: Session, cluster: Cluster, spans: dict[str, NodeUptime], node: ClusterNode, state: NodeState, at: datetime
+) -> None:
+    """Move a node to `state` at `at`, opening or closing its charged span (kept in `spans`)."""
+    span = spans.get(node.name)
     if state.charged and span is None:
-        session.add(NodeUptime(cluster_id=cluster.id, node=node.name, up_from=at))
+        spans[node.name] = NodeUptime(cluster_id=cluster.id, node=node.name, up_from=at)
+        session.add(spans[node.name])
     elif not state.charged and span is not None:
         span.up_to = at
+        del spans[node.name]
     node.state, node.changed_at = state, at
+
+
+def _count_charged(cluster: Cluster) -> int:
+    cluster.nodes_up = sum(NodeState(node.state).charged for node in cluster.nodes)
+    return cluster.nodes_up
 
 
 def _log(session: Session, cluster: Cluster, change: PowerChange) -> None:
