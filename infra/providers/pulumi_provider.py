@@ -26,6 +26,7 @@ from core.providers import (
 from infra.clouds import aws, azure, gcp
 from infra.clouds.monitoring import read_utilisation
 from infra.clouds.plan import ClusterPlan
+from infra.clouds.power import read_power
 from infra.clouds.runner import StackRunner, stack_name
 
 PROGRAMS: dict[str, Callable[[ClusterPlan], None]] = {"aws": aws.build, "gcp": gcp.build, "azure": azure.build}
@@ -88,8 +89,8 @@ class PulumiProvider:
     async def power_changes(
         self, spec: ClusterSpec, outputs: dict[str, Any], since: datetime, until: datetime
     ) -> list[PowerChange]:
-        """Static clusters only so far (core.providers.ELASTIC_KINDS): no node changes its power."""
-        return []
+        """From the cloud's list of the cluster's instances (infra/clouds/power.py); none for a static cluster."""
+        return await asyncio.to_thread(read_power, self.cloud, self._plan(spec), outputs, since, until)
 
     async def _apply(self, spec: ClusterSpec, progress: Progress) -> dict[str, Any]:
         plan = self._plan(spec)
