@@ -5,6 +5,7 @@ whose detail is a FailureDetail (step, failure class); only the retryable classe
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -35,6 +36,8 @@ from core.messages import (
     PendingInstalls,
     ProvisionOutcome,
     Registration,
+    ResizeAsk,
+    ResizeRef,
     ServiceRequest,
     StatusChange,
     StepOutcome,
@@ -50,13 +53,14 @@ from core.providers import (
     Provider,
     ProviderFailure,
     ProviderUnavailable,
+    Scaling,
     ServiceSecret,
     ServiceSpec,
     ToolSpec,
 )
 from core.refusals import Refused
 from infra.providers import ProviderSettings, get_provider, refuse_unallowed_account
-from services import audit, credits, nodes
+from services import audit, clusters, credits, nodes
 from services.leases import LeasePolicy
 from services.outbox import CLUSTER_EVENTS, Outbox, cluster_changed, install_finished
 
@@ -218,6 +222,68 @@ class ClusterActivities:
                 message,
                 notice.time,
             )
+
+    # --- resizing ----------------------------------------------------------------------------
+
+    @activity.defn(name="AdmitClusterResize")
+    def admit_resize(self, ask: ResizeAsk) -> bool:
+        """Hold a resize to what its actor may ask (services/clusters.py admit_resize), audited and in the step
+        log; whether there is anything to do. A refusal is the activity's error of its kind."""
+        with transaction(self.sessions) as session:
+            cluster = find_cluster(session, ask.cluster_id)
+            actor = session.get_one(User, uuid.UUID(ask.actor_id))
+            try:
+                changes = clusters.admit_resize(
+                    session, cluster, actor, ask.to, self.min_runway_hours, approved=ask.request_id is not None
+                )
+            except Refused as e:
+                raise ApplicationError(e.message, type=e.kind, non_retryable=True) from None
+            if changes:
+                audit.record(
+                    session, cluster.tenant_id, actor.id, "cluster.resize", f"cluster {cluster.id}", ask.source,
+                    nodes=ask.to.number_of_nodes, min_nodes=ask.to.min_nodes, request=ask.request_id,
+                )  # fmt: skip
+                by = (
+                    f"approved by {actor.email} in request {ask.request_id}"
+                    if ask.request_id
+                    else f"asked by {actor.email}"
+                )
+                message = f"to {ask.to.describe()}, {by}"
+                _log_step(session, uuid.UUID(ask.key), ask.cluster_id, "resize", "asked", message, ask.time)
+            return changes
+
+    @activity.defn(name="DrainClusterNodes")
+    async def drain_nodes(self, ref: ResizeRef) -> list[str]:
+        """Before a resize that removes nodes: they take no new jobs; returns those still running one."""
+        spec, provider = await asyncio.to_thread(self.load, ref.cluster_id)
+        outputs = await asyncio.to_thread(self._outputs, ref.cluster_id)
+        removed = spec.node_names[ref.to.number_of_nodes :]
+        return await _heartbeating(provider.drain(spec, outputs, removed)) if removed else []
+
+    @activity.defn(name="ResizeCluster")
+    async def resize(self, ref: ResizeRef) -> StepOutcome:
+        """Bring the cluster to its new size through its provider (the nodes it loses drained first), then
+        keep the size, the scaling and the nodes' power in one transaction. A retried attempt finds the
+        provider already done, or finishes it."""
+        spec, provider = await asyncio.to_thread(self.load, ref.cluster_id, building=True)
+        to = ref.to
+        scaling = None if to.min_nodes is None else Scaling(to.min_nodes, to.idle_seconds)
+        resized = replace(spec, number_of_nodes=to.number_of_nodes, scaling=scaling)
+        outputs = await self._run(ref.cluster_id, lambda progress: provider.up(resized, progress))
+        await asyncio.to_thread(self._save_size, ref, outputs.as_dict())
+        return StepOutcome(f"{to.describe()}; head node {outputs.head_node}")
+
+    def _save_size(self, ref: ResizeRef, outputs: dict[str, Any]) -> None:
+        with transaction(self.sessions) as session:
+            cluster = find_cluster(session, ref.cluster_id)
+            cluster.number_of_nodes = ref.to.number_of_nodes
+            cluster.min_nodes, cluster.idle_seconds = ref.to.min_nodes, ref.to.idle_seconds
+            cluster.outputs = outputs
+            nodes.resized(session, cluster, utcnow())
+
+    def _outputs(self, cluster_id: str) -> dict[str, Any]:
+        with self.sessions() as session:
+            return dict(find_cluster(session, cluster_id).outputs)
 
     # --- provider runs -------------------------------------------------------------------------
 

@@ -8,11 +8,11 @@ from temporalio.exceptions import ApplicationError
 
 from core.credentials import CredentialBox
 from core.db import transaction
-from core.enums import RequestStatus
-from core.messages import DecisionRecord, NoteRecord, RequestState, decision_text
-from core.models import ClusterRequest
+from core.enums import ClusterStatus, RequestStatus
+from core.messages import DecisionRecord, NoteRecord, RequestState, Resize, ResizeAsk, decision_text
+from core.models import Cluster, ClusterRequest
 from services import audit, credits
-from services.clusters import create_approved_cluster
+from services.clusters import create_approved_cluster, resize_shortfall
 from services.outbox import Outbox, request_decided
 from services.permissions import find_user, may_decide, may_see_request
 from services.requests import add_note
@@ -73,22 +73,25 @@ class RequestActivities:
                     f"the request is already {request.status}", type="AlreadyDecided", non_retryable=True
                 )
 
+            resized = session.get(Cluster, request.resizes_cluster_id) if request.resizes_cluster_id else None
             if record.status == RequestStatus.APPROVED:
-                rate = credits.rate_of_request(request)
-                refusal = credits.shortfall(session, request.tenant_id, rate, self.min_runway_hours)
+                refusal = self._shortfall(session, request, resized)
                 if refusal is not None:
                     raise ApplicationError(f"not approved: {refusal}", type="Conflict", non_retryable=True)
             request.status = record.status
             request.approved_by_id = decider.id if decider else None
             request.approved_at = record.decided_at
             request.rejection_reason = record.rejection_reason
-            if record.status == RequestStatus.APPROVED:
+            if record.status == RequestStatus.APPROVED and resized is not None:
+                request.cluster_id = resized.id
+            elif record.status == RequestStatus.APPROVED:
                 assert record.cluster_id is not None
                 request.cluster_id = create_approved_cluster(session, request, uuid.UUID(record.cluster_id)).id
             action = "request.approve" if record.status == RequestStatus.APPROVED else "request.reject"
             if decider is None:
                 action = "request.expire"
-            detail = {"cluster": record.cluster_id} if record.cluster_id else {"reason": record.rejection_reason}
+            approved = record.status == RequestStatus.APPROVED
+            detail = {"cluster": str(request.cluster_id)} if approved else {"reason": record.rejection_reason}
             if claimed:
                 # Who sent it is not known, only whom it names.
                 detail["claimed"] = True
@@ -102,6 +105,19 @@ class RequestActivities:
                     session, request.tenant_id, "request.decided", data, key=f"request.decided/{request.id}"
                 )
             return _outcome(request)
+
+    def _shortfall(self, session: Session, request: ClusterRequest, resized: Cluster | None) -> str | None:
+        """Why the tenant's credits would not last with the cluster approved (or its growth, for a resize)."""
+        if resized is None:
+            rate = credits.rate_of_request(request)
+            return credits.shortfall(session, request.tenant_id, rate, self.min_runway_hours)
+        if resized.status != ClusterStatus.AVAILABLE:
+            raise ApplicationError(
+                f"the cluster this request resizes is {resized.status}; only an available cluster is resized",
+                type="Conflict",
+                non_retryable=True,
+            )
+        return resize_shortfall(session, resized, request.number_of_nodes, self.min_runway_hours)
 
     def _proven(self, record: DecisionRecord) -> bool:
         text = decision_text(
@@ -132,4 +148,20 @@ class RequestActivities:
 
 
 def _outcome(request: ClusterRequest) -> RequestState:
-    return RequestState(status=request.status, cluster_id=str(request.cluster_id) if request.cluster_id else None)
+    resize = None
+    if request.resizes_cluster_id is not None and request.status == RequestStatus.APPROVED:
+        to = Resize(request.number_of_nodes, request.min_nodes, request.idle_seconds)
+        # Keyed by the request: the step line of its resize is written once.
+        key = str(uuid.uuid5(request.id, "resize"))
+        resize = ResizeAsk(
+            str(request.cluster_id),
+            to,
+            str(request.approved_by_id),
+            "request",
+            key,
+            request.approved_at,
+            str(request.id),
+        )
+    return RequestState(
+        status=request.status, cluster_id=str(request.cluster_id) if request.cluster_id else None, resize=resize
+    )

@@ -121,4 +121,5 @@ def ask_of(body: RequestIn | ClusterIn) -> ClusterAsk:
         min_nodes=body.scaling.min_nodes if body.scaling else None,
         idle_seconds=body.scaling.idle_seconds if body.scaling else None,
         expires_at=body.expires_at,
+        resizes_cluster_id=getattr(body, "resizes_cluster_id", None),
     )

@@ -59,6 +59,7 @@ SIZE = {**SIZE_IN, "storage": 10}
 CLUSTER_SIZE = {**SIZE, "nodesUp": 4}
 SCALING = {"minNodes": 1, "idleSeconds": 600}
 EXTEND_IN = {"until": "2019-09-24T14:40:03Z"}
+RESIZE_IN = {"size": {"numberOfNodes": 4}, "scaling": {"minNodes": 0, "idleSeconds": 600}}
 NOTE = {"time": "2019-08-24T14:40:03Z", "by": IT_MANAGER, "note": NOTE_IN["note"]}
 CREDIT_ESTIMATE = {"ratePerHour": 8.502, "runwayDaysBefore": 34.7, "runwayDaysAfter": 20.3}
 REQUESTED_TOOL = {"id": TOOL_ID, **TOOL_IN}

@@ -367,12 +367,16 @@ class AskIn(Input):
 
     @model_validator(mode="after")
     def _floor_within_size(self) -> "AskIn":
-        if self.scaling is not None and self.scaling.min_nodes > self.size.number_of_nodes:
-            raise ValueError(
-                f"scaling.minNodes ({self.scaling.min_nodes}) must be at most size.numberOfNodes "
-                f"({self.size.number_of_nodes}), the most nodes the cluster has"
-            )
+        _require_floor_within(self.scaling, self.size.number_of_nodes)
         return self
+
+
+def _require_floor_within(scaling: ScalingIn | None, number_of_nodes: int) -> None:
+    if scaling is not None and scaling.min_nodes > number_of_nodes:
+        raise ValueError(
+            f"scaling.minNodes ({scaling.min_nodes}) must be at most size.numberOfNodes "
+            f"({number_of_nodes}), the most nodes the cluster has"
+        )
 
 
 # --- requests ------------------------------------------------------------------------------------
@@ -383,6 +387,11 @@ class RequestIn(AskIn):
 
     name: CloudName
     cloud_provider_id: uuid.UUID
+    resizes_cluster_id: uuid.UUID | None = Field(
+        default=None,
+        description="A running cluster of yours this request resizes, beyond the self-service limit (extension): "
+        "its name, provider and node type as they are, a new size.numberOfNodes and scaling, no tools or services.",
+    )
     tools: Annotated[list[ToolIn], AfterValidator(_tools_once)] = Field(default_factory=list, max_length=50)
     services: Annotated[list[ServiceIn], AfterValidator(_services_once)] = Field(default_factory=list, max_length=20)
 
@@ -446,7 +455,10 @@ class ClusterRequest(Model):
     notes: list[Note]
     rejection_reason: str | None = Field(default=None, description="Why the request was rejected.")
     cluster_id: uuid.UUID | None = Field(
-        default=None, description="The cluster an approved request became (extension)."
+        default=None, description="The cluster an approved request became, or resized (extension)."
+    )
+    resizes_cluster_id: uuid.UUID | None = Field(
+        default=None, description="The cluster the request resizes (extension); null: it asks for a new one."
     )
     estimated_credits: CreditEstimate
 
@@ -469,6 +481,7 @@ class ClusterRequest(Model):
             notes=[Note.model_validate(n) for n in row.notes],
             rejection_reason=row.rejection_reason,
             cluster_id=row.cluster_id,
+            resizes_cluster_id=row.resizes_cluster_id,
             estimated_credits=estimate,
         )
 
@@ -544,6 +557,25 @@ class Cluster(Model):
             outputs=row.outputs,
             estimated_credits=estimate,
         )
+
+
+class ResizeSizeIn(Input):
+    number_of_nodes: NodeCount
+
+
+class ResizeIn(Input):
+    """A running cluster's new size (extension): its most nodes, and its scaling. Without `scaling` the
+    cluster keeps its own; `"scaling": null` makes it static (every node always up)."""
+
+    model_config = ConfigDict(json_schema_extra=examples(ex.RESIZE_IN))
+
+    size: ResizeSizeIn
+    scaling: ScalingIn | None = None
+
+    @model_validator(mode="after")
+    def _floor_within_size(self) -> "ResizeIn":
+        _require_floor_within(self.scaling, self.size.number_of_nodes)
+        return self
 
 
 class ExtendIn(Input):

@@ -104,6 +104,8 @@ class DecisionRecord:
 class RequestState:
     status: str
     cluster_id: str | None = None
+    # An approved request that resizes its cluster: what its workflow tells the cluster's.
+    resize: "ResizeAsk | None" = None
 
 
 # --- the cluster workflow --------------------------------------------------------------------
@@ -114,12 +116,27 @@ INSTALL_STEP = {"tool": "install-tool", "service": "start-service"}
 
 
 @dataclass
+class Resize:
+    """The size a cluster is resized to: its most nodes, and its scaling (min_nodes None: static)."""
+
+    number_of_nodes: int
+    min_nodes: int | None = None
+    idle_seconds: int | None = None
+
+    def describe(self) -> str:
+        if self.min_nodes is None:
+            return f"{self.number_of_nodes} node(s), always up"
+        return f"{self.min_nodes} to {self.number_of_nodes} node(s), idle ones down after {self.idle_seconds} s"
+
+
+@dataclass
 class Operation:
     """Work queued on a cluster, run one at a time by its workflow."""
 
-    kind: str  # "provision", "install_tool" or "start_service"
+    kind: str  # "provision", "install_tool", "start_service" or "resize"
     item_id: str | None = None  # the tool or service, for installs
     label: str = ""  # what a person reads in the step log, e.g. "iverilog 12.0"
+    resize: Resize | None = None  # what a resize makes of the cluster
 
 
 @dataclass
@@ -241,6 +258,25 @@ class LeaseExtension:
     source: str
     key: str
     time: datetime
+
+
+@dataclass
+class ResizeAsk:
+    """A resize asked for: by `actor_id` through the API, or approved in the request `request_id`."""
+
+    cluster_id: str
+    to: Resize
+    actor_id: str
+    source: str
+    key: str
+    time: datetime
+    request_id: str | None = None
+
+
+@dataclass
+class ResizeRef:
+    cluster_id: str
+    to: Resize
 
 
 @dataclass

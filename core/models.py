@@ -141,8 +141,10 @@ class ClusterRequest(Base):
     approved_by_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
     approved_at: Mapped[datetime | None]
     rejection_reason: Mapped[str | None] = mapped_column(Text)
-    # The cluster an approval created (the cluster row points back with its request_id).
+    # The cluster an approval created (the cluster row points back with its request_id), or resized.
     cluster_id: Mapped[uuid.UUID | None]
+    # A request that resizes a running cluster (its size and scaling) instead of making one.
+    resizes_cluster_id: Mapped[uuid.UUID | None]
 
     requested_by: Mapped[User] = relationship(foreign_keys=[requested_by_id], lazy="joined")
     approved_by: Mapped[User | None] = relationship(foreign_keys=[approved_by_id], lazy="joined")

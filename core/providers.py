@@ -137,6 +137,8 @@ class ClusterSpec:
     scaling: Scaling | None = None
     # When it last became available (None before): where a simulated demand starts.
     available_since: datetime | None = None
+    # The nodes a resize is about to remove, which take no new jobs meanwhile (Provider.drain).
+    draining: tuple[str, ...] = ()
 
     @property
     def floor(self) -> int:
@@ -216,12 +218,15 @@ class Provider(Protocol):
         cluster. The nodes below the floor are up whenever the cluster is, and are not in it."""
         ...
 
+    async def drain(self, spec: ClusterSpec, outputs: dict[str, Any], nodes: list[str]) -> list[str]:
+        """Give `nodes` (about to be removed by a resize) no new jobs; returns those still running jobs,
+        which the caller asks about again later (none: all of them may go). Asking again changes nothing."""
+        ...
+
 
 # Which kinds of provider there are, and which clouds' accounts a provider may name.
 KINDS = ("sim", "local", "aws", "gcp", "azure")
 CLOUDS = ("aws", "gcp", "azure")
-# The kinds whose clusters may be elastic (`scaling`); the others' are static.
-ELASTIC_KINDS = ("sim", "local")
 # Kinds whose clusters run on the platform's own machines: `local` starts root processes on the worker's
 # host, so only admins register it. (`sim` runs nothing: it writes a file per cluster in the data folder.)
 ON_PLATFORM_MACHINES = ("local",)

@@ -5,15 +5,18 @@ creating one within the self-service limit (`create_cluster`) or from an approve
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from types import EllipsisType
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from core.enums import ClusterStatus, Role
+from core.messages import Resize
 from core.models import CloudProvider, Cluster, ClusterRequest, ClusterService, ClusterTool, User
-from core.providers import ELASTIC_KINDS
+from core.providers import Scaling
 from core.refusals import Refused
 from core.settings import Settings
-from services import audit, credits
+from services import audit, credits, nodes
 from services.leases import LeasePolicy
 from services.permissions import provider_for_new_cluster
 
@@ -36,6 +39,8 @@ class ClusterAsk:
     idle_seconds: int | None = None
     # The end of the lease asked for (services/leases.py); None: the default lease, if any.
     expires_at: datetime | None = None
+    # A request may resize a running cluster instead (its size and scaling only).
+    resizes_cluster_id: uuid.UUID | None = None
 
     @classmethod
     def of_request(cls, request: ClusterRequest) -> "ClusterAsk":
@@ -50,21 +55,14 @@ class ClusterAsk:
             min_nodes=request.min_nodes,
             idle_seconds=request.idle_seconds,
             expires_at=request.expires_at,
+            resizes_cluster_id=request.resizes_cluster_id,
         )
 
     def provider_for(self, session: Session, user: User) -> CloudProvider:
-        """The cloud provider it names, which must be the user's tenant's and offer what it asks for (and
-        elastic nodes, if it asks for them)."""
+        """The cloud provider it names, which must be the user's tenant's and offer what it asks for."""
         tools = [(t["name"], t["version"]) for t in self.tools]
         services = [(s["name"], s["version"]) for s in self.services]
-        provider = provider_for_new_cluster(session, user, self.cloud_provider_id, tools, services)
-        if self.min_nodes is not None and provider.kind not in ELASTIC_KINDS:
-            raise Refused(
-                "Invalid",
-                f"clusters of {provider.kind} providers are static so far: elastic scaling is offered by "
-                f"{', '.join(ELASTIC_KINDS)} providers; leave `scaling` out for a cluster whose nodes are always up",
-            )
-        return provider
+        return provider_for_new_cluster(session, user, self.cloud_provider_id, tools, services)
 
 
 def new_cluster(
@@ -124,15 +122,19 @@ def create_cluster(session: Session, user: User, ask: ClusterAsk, settings: Sett
     return cluster
 
 
-def require_self_service(ask: ClusterAsk, settings: Settings) -> None:
-    """Refuse (NotAllowed) a cluster above the self-service limit: it needs a request and an approval."""
-    if ask.number_of_nodes <= settings.self_service_max_nodes and ask.node_type in settings.self_service_node_types:
+def require_self_service(
+    number_of_nodes: int, node_type: str, settings: Settings, resizes: uuid.UUID | None = None
+) -> None:
+    """Refuse (NotAllowed) a cluster above the self-service limit: it needs a request and an approval (one
+    that `resizes` the cluster, for a resize)."""
+    if number_of_nodes <= settings.self_service_max_nodes and node_type in settings.self_service_node_types:
         return
+    naming = f" naming resizesClusterId {resizes}" if resizes else ""
     raise Refused(
         "NotAllowed",
-        f"a cluster of {ask.number_of_nodes} x {ask.node_type} is above the self-service limit "
+        f"a cluster of {number_of_nodes} x {node_type} is above the self-service limit "
         f"(at most {settings.self_service_max_nodes} nodes of {', '.join(settings.self_service_node_types)}); "
-        "file a request with POST /api/v1/requests for an IT manager to approve",
+        f"file a request with POST /api/v1/requests{naming} for an IT manager to approve",
     )
 
 
@@ -144,3 +146,75 @@ def create_approved_cluster(session: Session, request: ClusterRequest, cluster_i
     session.add(cluster)
     session.flush()
     return cluster
+
+
+# --- resizing --------------------------------------------------------------------------------
+
+
+def require_resizable(session: Session, user: User, ask: ClusterAsk) -> Cluster:
+    """The cluster a request resizes, which must be the user's, available, and named as it is: the same
+    name, provider and node type, with no tools, services or lease (a resize changes the number of nodes
+    and the scaling alone). Refused (Invalid) otherwise."""
+    cluster = session.get(Cluster, ask.resizes_cluster_id)
+    if cluster is None or cluster.tenant_id != user.tenant_id or cluster.created_by_id != user.id:
+        raise Refused("Invalid", f"resizesClusterId {ask.resizes_cluster_id} is not a cluster you created")
+    if cluster.status != ClusterStatus.AVAILABLE:
+        raise Refused("Invalid", f"the cluster to resize is {cluster.status}; only an available cluster is resized")
+    differs = [
+        f"{field} {given!r} is not the cluster's ({kept!r})"
+        for field, given, kept in (
+            ("name", ask.name, cluster.name),
+            ("cloudProviderId", str(ask.cloud_provider_id), str(cluster.cloud_provider_id)),
+            ("size.nodeType", ask.node_type, cluster.node_type),
+        )
+        if given != kept
+    ]
+    if ask.tools or ask.services or ask.expires_at:
+        differs.append("tools, services and expiresAt are not for a resize (add them to the cluster, or extend it)")
+    if differs:
+        reasons = "; ".join(differs)
+        raise Refused("Invalid", f"a request that resizes a cluster changes only its size and scaling: {reasons}")
+    return cluster
+
+
+def resize_of(cluster: Cluster, number_of_nodes: int, scaling: Scaling | None | EllipsisType) -> Resize:
+    """What a resize asks of `cluster`: `scaling` ... keeps the cluster's (its floor held to the new size), None
+    makes it static. Refused (Invalid) when the cluster's floor would be above its new size."""
+    if scaling is ...:
+        scaling = nodes.scaling_of(cluster)
+    if scaling is None:
+        return Resize(number_of_nodes)
+    if scaling.min_nodes > number_of_nodes:
+        raise Refused(
+            "Invalid",
+            f"scaling.minNodes ({scaling.min_nodes}) must be at most size.numberOfNodes ({number_of_nodes}); "
+            "give a lower scaling.minNodes with the new size",
+        )
+    return Resize(number_of_nodes, scaling.min_nodes, scaling.idle_seconds)
+
+
+def admit_resize(
+    session: Session, cluster: Cluster, actor: User, to: Resize, min_runway_hours: float, *, approved: bool
+) -> bool:
+    """Hold a resize of `cluster` to what may be: an available cluster, by its creator or an IT manager (or
+    `approved` in a request), and with the tenant's credits lasting if it grows. Whether it changes anything (the same size again does not). The API holds a CAD
+    manager to the self-service limit first (require_self_service)."""
+    if cluster.status != ClusterStatus.AVAILABLE:
+        raise Refused("Conflict", f"the cluster is {cluster.status}; only an available cluster can be resized")
+    if Resize(cluster.number_of_nodes, cluster.min_nodes, cluster.idle_seconds) == to:
+        return False
+    if not approved and actor.role == Role.CAD_MANAGER and cluster.created_by_id != actor.id:
+        raise Refused("NotAllowed", "only the cluster's creator or an IT manager may resize it")
+    refusal = None if approved else resize_shortfall(session, cluster, to.number_of_nodes, min_runway_hours)
+    if refusal is not None:
+        raise Refused("Conflict", f"the cluster was not resized: {refusal}")
+    return True
+
+
+def resize_shortfall(session: Session, cluster: Cluster, number_of_nodes: int, min_runway_hours: float) -> str | None:
+    """Why the tenant's credits would not last once `cluster` grows to `number_of_nodes` (the budget guard on
+    what it may cost at most); None when they would, or it does not grow."""
+    growth = credits.rate_of(cluster, nodes=number_of_nodes) - credits.rate_of(cluster)
+    if growth <= 0:
+        return None
+    return credits.shortfall(session, cluster.tenant_id, growth, min_runway_hours, "this resize")

@@ -80,6 +80,29 @@ def went_away(session: Session, cluster: Cluster, at: datetime) -> None:
     _count_charged(cluster)
 
 
+def resized(session: Session, cluster: Cluster, at: datetime) -> None:
+    """The cluster, available, was resized at `at` (its size and scaling already the new ones): a node it no
+    longer has stops being charged; of an elastic one's, a new node is down and its floor is up."""
+    spans = _open_spans(session, cluster)
+    names = set(node_names(cluster.number_of_nodes))
+    for node in list(cluster.nodes):
+        if node.name not in names or cluster.min_nodes is None:  # a static cluster keeps no rows
+            _set(session, cluster, spans, node, NodeState.DOWN, at)
+            cluster.nodes.remove(node)
+    if cluster.min_nodes is None:
+        _count_charged(cluster)
+        return
+    existing = {node.name: node for node in cluster.nodes}
+    for position, name in enumerate(node_names(cluster.number_of_nodes)):
+        node = existing.get(name)
+        if node is None:
+            node = ClusterNode(name=name, position=position, state=NodeState.DOWN, changed_at=at)
+            cluster.nodes.append(node)
+        if position < cluster.min_nodes:
+            _set(session, cluster, spans, node, NodeState.UP, at)
+    _count_charged(cluster)
+
+
 def apply(session: Session, cluster: Cluster, changes: Iterable[PowerChange]) -> list[tuple[PowerChange, int]]:
     """Record what the provider saw of the elastic nodes' power; returns the changes that were new, each
     with the nodes charged once it was made (a

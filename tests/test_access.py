@@ -117,6 +117,8 @@ BODIES: dict[str, Callable[[str], dict[str, Any]]] = {
     "POST /clusters/{clusterId}/extend": lambda provider: {
         "until": (datetime.now(UTC) + timedelta(days=10)).isoformat()
     },
+    # One node fewer than request_body's two: within the self-service limit, and never guarded.
+    "PATCH /clusters/{clusterId}": lambda provider: {"size": {"numberOfNodes": 1}},
     # An event tenant A never has (its balance lasts years), to an address where nothing listens.
     "POST /tenants/{tenantId}/webhooks": lambda provider: {"url": "http://127.0.0.1:9/hook", "events": ["balance.low"]},
 }

@@ -202,18 +202,19 @@ def test_a_scaling_that_does_not_fit_is_refused_and_changes_nothing(api, tenant,
         assert api.get(path, headers=tenant.cad.headers).json() == []
 
 
-def test_a_provider_without_elastic_nodes_refuses_scaling(api, db):
-    """A cloud provider's clusters are static so far: asking one for scaling says so, and makes nothing."""
+def test_a_request_for_an_elastic_cloud_cluster_keeps_its_scaling(api, db):
+    """Cloud clusters are elastic too (their programs: tests/test_cloud_programs.py): the request says so."""
     tenant = make_tenant(
         db.sessions, extra_providers={"aws-east": {"kind": "aws", "config": {"sshCidr": "198.51.100.0/24"}}}
     )
     body = {
-        "name": "static-only",
+        "name": "elastic-aws",
         "cloudProviderId": tenant.providers["aws-east"],
-        "size": {"numberOfNodes": 1, "nodeType": "small"},
-        "scaling": {"minNodes": 0, "idleSeconds": 60},
+        "size": {"numberOfNodes": 4, "nodeType": "small"},
+        "scaling": {"minNodes": 0, "idleSeconds": 600},
     }
     answer = api.post("/requests", json=body, headers=tenant.cad.headers)
-    assert answer.status_code == 422, answer.text
-    assert "clusters of aws providers are static so far" in answer.json()["detail"]
-    assert api.get("/requests", headers=tenant.cad.headers).json() == []
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["scaling"] == {"minNodes": 0, "idleSeconds": 600}
+    estimate = answer.json()["estimatedCredits"]
+    assert estimate["minRatePerHour"] < estimate["ratePerHour"]

@@ -11,6 +11,7 @@ import pwd
 import socket
 import subprocess
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -159,7 +160,13 @@ def test_an_elastic_local_cluster_on_the_stack_is_charged_for_the_minutes_its_no
     assert cluster["nodes"] == [{"name": "node-0", "state": "down"}] and cluster["size"]["nodesUp"] == 0
     env = {**os.environ, "SLURM_CONF": cluster["outputs"]["slurmConf"]}
     done = Path(cluster["outputs"]["sharedStorage"]) / "done"
-    subprocess.run(["sbatch", "-N1", "--wrap", f"touch {done}"], env=env, check=True, timeout=30, capture_output=True)
+    subprocess.run(
+        ["sbatch", "-N1", "--output=/dev/null", "--wrap", f"touch {done}"],
+        env=env,
+        check=True,
+        timeout=30,
+        capture_output=True,
+    )
     wait_until(done.exists, timeout=120, what="the job, on the node powered up for it")
 
     def powered(cluster_id=cluster["id"]):
@@ -253,8 +260,8 @@ def test_an_elastic_local_cluster_powers_a_node_up_for_a_job_and_down_once_idle(
         )
         done = home / "shared" / "done"
         subprocess.run(
-            ["sbatch", "-N", "2", "--wrap", f"srun true && date +%s.%N > {done}"], env=provider._env(spec), check=True,
-            capture_output=True,
+            ["sbatch", "-N", "2", "--output=/dev/null", "--wrap", f"srun true && date +%s.%N > {done}"],
+            env=provider._env(spec), check=True, capture_output=True,
         )  # fmt: skip
         wait_until(lambda: done.exists() and done.read_text().strip(), timeout=120, what="the job on both nodes")
         ended = datetime.fromtimestamp(float(done.read_text()), UTC)
@@ -273,6 +280,43 @@ def test_an_elastic_local_cluster_powers_a_node_up_for_a_job_and_down_once_idle(
         ("node-1", "powering-up"), ("node-1", "up"), ("node-1", "powering-down"), ("node-1", "down"),
     ]  # fmt: skip
     assert changes[1].at <= ended and changes[2].at >= ended + timedelta(seconds=29)
+    assert not home.exists()
+
+
+@needs_local
+def test_a_local_cluster_grows_and_shrinks_without_killing_a_job(tmp_path):
+    """A resize with real daemons: growing adds node-1's slurmd to a restarted slurmctld; shrinking first
+    drains node-1, which finishes its job, and only then stops its slurmd and leaves it out of Slurm."""
+    one = ClusterSpec(str(uuid.uuid4()), "acme", "resized", "here", 1, NODE_TYPES["small"], 1)
+    two = replace(one, number_of_nodes=2)
+    provider = LocalProvider(tmp_path / "local")
+    home = tmp_path / "local" / one.cluster_id
+    conf, env = str(home / "slurm.conf"), provider._env(one)
+    try:
+        asyncio.run(provider.up(one, lambda line: None))
+        asyncio.run(provider.up(two, lambda line: None))
+        assert processes.alive(home / "slurmd-node-1.pid", conf)
+        assert provider._node_states(two, env) == {"node-0": "idle", "node-1": "idle"}
+
+        done = home / "shared" / "done"
+        subprocess.run(
+            ["sbatch", "-w", "node-1", "--output=/dev/null", "--wrap", f"sleep 8 && touch {done}"],
+            env=env, check=True, capture_output=True,
+        )  # fmt: skip
+        wait_until(lambda: provider._node_states(two, env)["node-1"] in ("alloc", "mix"), what="the job on node-1")
+        assert asyncio.run(provider.drain(two, {}, ["node-1"])) == ["node-1"]
+        # Drained: a new job waits rather than start on node-1.
+        assert provider._node_states(two, env)["node-1"] == "drng"
+        wait_until(lambda: not asyncio.run(provider.drain(two, {}, ["node-1"])), timeout=60, what="node-1 idle")
+        assert done.exists()  # the job finished: it was never killed
+
+        asyncio.run(provider.up(one, lambda line: None))
+        assert not processes.alive(home / "slurmd-node-1.pid", conf)
+        assert processes.alive(home / "slurmd-node-0.pid", conf)
+        nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], env=env, capture_output=True, text=True).stdout
+        assert nodes.split() == ["node-0"]
+    finally:
+        asyncio.run(provider.destroy(two, lambda line: None))
     assert not home.exists()
 
 

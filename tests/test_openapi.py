@@ -54,6 +54,7 @@ OPERATION_IDS = {
     "DELETE /clusters/{clusterId}": "deleteCluster",
     "POST /clusters/{clusterId}/retry": "retryCluster",
     "POST /clusters/{clusterId}/extend": "extendCluster",
+    "PATCH /clusters/{clusterId}": "resizeCluster",
     "GET /clusters/{clusterId}/events": "listClusterEvents",
     "GET /clusters/{clusterId}/tools": "listClusterTools",
     "POST /clusters/{clusterId}/tools": "addClusterTool",

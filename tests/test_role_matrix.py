@@ -104,6 +104,7 @@ RULES: dict[str, Rule] = {
     "DELETE /clusters/{clusterId}":                      Rule(A,     N,         A,          A),
     "POST /clusters/{clusterId}/retry":                  Rule(A,     N,         A,          A),
     "POST /clusters/{clusterId}/extend":                 Rule(A,     N,         A,          A),
+    "PATCH /clusters/{clusterId}":                       Rule(A,     N,         A,          A),
     "GET /clusters/{clusterId}/events":                  Rule(A,     N,         A,          A),
     "GET /clusters/{clusterId}/tools":                   Rule(A,     N,         A,          A),
     "POST /clusters/{clusterId}/tools":                  Rule(A,     N,         F,          F),

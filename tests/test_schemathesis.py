@@ -265,7 +265,7 @@ def test_every_known_gap_is_still_one():
 
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
-    [("OPTIONS", "/requests", "GET, POST"), ("PUT", "/clusters/{id}", "DELETE, GET"), ("DELETE", "/me", "GET")],
+    [("OPTIONS", "/requests", "GET, POST"), ("PUT", "/clusters/{id}", "DELETE, GET, PATCH"), ("DELETE", "/me", "GET")],
 )
 def test_a_method_not_allowed_names_every_allowed_one(contract_world, http, method, path, allowed):
     """Starlette's Allow named the methods of one route of the path (`GET` for /requests, not POST)."""

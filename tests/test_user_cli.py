@@ -188,6 +188,15 @@ def test_an_elastic_cluster_s_scaling_nodes_and_lease_in_the_cli(run, api, tenan
     assert timedelta(hours=2, minutes=59) < ends - datetime.now(UTC) <= timedelta(hours=3)
     assert "'soon' is neither a time" in run(cad, "clusters", "extend", cluster_id, "--until", "soon").output
 
+    # Resized: beyond the self-service limit it takes a request; within it, static and smaller, followed by watch.
+    assert "naming resizesClusterId" in error_line(run(cad, "clusters", "resize", cluster_id, "--nodes", "3"))
+    assert "together" in error_line(run(cad, "clusters", "resize", cluster_id, "--nodes", "1", "--min-nodes", "0"))
+    assert "resizing to 1 node(s)" in ok(run(cad, "clusters", "resize", cluster_id, "--nodes", "1", "--static"))
+    watched = ok(run(cad, "clusters", "watch", cluster_id, "--nodes", "--timeout", "3", "--interval", "0.5"))
+    assert "resize: to 1 node(s), always up, asked by" in watched, watched
+    wait_until(lambda: api.get(f"/clusters/{cluster_id}", headers=cad.headers).json()["size"]["numberOfNodes"] == 1)
+    assert re.search(r"node-0\W+up\b", ok(run(cad, "clusters", "show", cluster_id)))
+
 
 def test_api_errors_are_one_line_with_the_problem_and_change_nothing(run, api, tenant: TenantWorld):
     cad, it = tenant.cad, tenant.it

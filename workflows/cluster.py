@@ -13,6 +13,7 @@ began before they existed replays without them (the "search-attributes" patch).
 import asyncio
 import builtins
 from dataclasses import dataclass
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
@@ -38,6 +39,8 @@ with workflow.unsafe.imports_passed_through():
         LeaseNotice,
         Operation,
         Registration,
+        ResizeAsk,
+        ResizeRef,
         ServiceRequest,
         StatusChange,
         StepRecord,
@@ -48,6 +51,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.activity_options import AWAITED_WRITE, DB_WRITE, PROVIDER_RUN, TEARDOWN
 
 DELETION = (ClusterStatus.DELETING, ClusterStatus.DELETED)
+# How often a resize asks whether the nodes it removes have finished their jobs.
+DRAIN_POLL = timedelta(seconds=15)
 
 
 @workflow.defn(name=starts.CLUSTER_WORKFLOW)
@@ -56,6 +61,7 @@ class ClusterWorkflow:
     def __init__(self, input: ClusterInput) -> None:
         self._cluster_id = input.cluster_id
         self._tenant_id = input.tenant_id
+        self._history_limit = input.history_limit
         self._state = input.state
         self._status_writes = asyncio.Lock()
         # One provider operation at a time per cluster: a health check waits for an install, and so on.
@@ -74,9 +80,11 @@ class ClusterWorkflow:
                 continue
             if self._state.queue:
                 async with self._provider_busy:
-                    await self._run(self._state.queue[0])
-                self._state.queue.pop(0)
-                continue
+                    finished = await self._run(self._state.queue[0])
+                if finished:
+                    self._state.queue.pop(0)
+                    continue
+                # Unfinished (a resize still waiting for jobs): it carries over into the new run.
             await workflow.wait_condition(workflow.all_handlers_finished)
             # The search attributes go with it (the default): the tenant, the id and the status as upserted.
             workflow.continue_as_new(ClusterInput(self._cluster_id, self._state, input.history_limit, self._tenant_id))
@@ -187,6 +195,32 @@ class ClusterWorkflow:
         if self._state.delete_requested or self._state.status != ClusterStatus.AVAILABLE:
             raise ValueError(f"the cluster is {self._state.status}; only an available cluster's lease can be extended")
 
+    @workflow.update(name="resize")
+    async def resize(self, ask: ResizeAsk) -> bool:
+        """Queue a resize (the activity holds it to what its actor may ask); whether it changes anything."""
+        try:
+            changes = await workflow.execute_activity_method(ClusterActivities.admit_resize, ask, **AWAITED_WRITE)
+        except ActivityError as e:
+            raise as_update_failure(e, "the resize") from e
+        if changes and not self._state.delete_requested:
+            self._state.queue.append(Operation("resize", label=ask.to.describe(), resize=ask.to))
+        return changes
+
+    @resize.validator
+    def _validate_resize(self, ask: ResizeAsk) -> None:
+        if self._state.delete_requested or self._state.status != ClusterStatus.AVAILABLE:
+            raise ValueError(f"the cluster is {self._state.status}; only an available cluster can be resized")
+
+    @workflow.signal(name="resize_approved")
+    async def resize_approved(self, ask: ResizeAsk) -> None:
+        """A resize approved in a request (its workflow sends it). A signal cannot be refused: one that does
+        not hold (the cluster is no longer available) is a failed line in the step log."""
+        try:
+            self._validate_resize(ask)
+            await self.resize(ask)
+        except (ValueError, ApplicationError) as e:
+            await self._step("resize", "failed", f"the resize approved in request {ask.request_id} was not made: {e}")
+
     @workflow.update(name="delete")
     async def delete(self) -> None:
         """Mark the cluster `deleting`; the teardown starts once the operation under way (if any) has
@@ -239,13 +273,46 @@ class ClusterWorkflow:
 
     # --- operations ----------------------------------------------------------------------------
 
-    async def _run(self, operation: Operation) -> None:
+    async def _run(self, operation: Operation) -> bool:
+        """Run an operation; whether it finished (a resize waiting for jobs may carry over to the next run)."""
         if operation.kind == "provision":
             await self._provision()
         elif operation.kind == "install_tool":
             await self._install("tool", ClusterActivities.install_tool, operation)
         elif operation.kind == "start_service":
             await self._install("service", ClusterActivities.start_service, operation)
+        elif operation.kind == "resize":
+            return await self._resize(operation)
+        return True
+
+    async def _resize(self, operation: Operation) -> bool:
+        """Drain the nodes a resize removes, waiting (a durable timer) while they still run jobs, then resize
+        through the provider. A failure leaves the cluster available at its size before; a deletion asked for
+        meanwhile ends the wait."""
+        ref = ResizeRef(self._cluster_id, operation.resize)
+        waiting_for: list[str] = []
+        try:
+            while busy := await workflow.execute_activity_method(ClusterActivities.drain_nodes, ref, **PROVIDER_RUN):
+                if self._state.delete_requested:
+                    return True
+                if busy != waiting_for:
+                    waiting_for = busy
+                    await self._step("resize", "waiting", f"{', '.join(busy)} still running jobs: removed once idle")
+                if self._history_is_long(self._history_limit):
+                    return False
+                try:
+                    await workflow.wait_condition(lambda: self._state.delete_requested, timeout=DRAIN_POLL)
+                except builtins.TimeoutError:
+                    pass
+            if self._state.delete_requested:
+                return True
+            await self._step("resize", "started", operation.label)
+            outcome = await workflow.execute_activity_method(ClusterActivities.resize, ref, **PROVIDER_RUN)
+        except ActivityError as e:
+            await self._step("resize", "failed", _failure(e, "resize").describe("the resize"))
+            return True
+        await self._step("resize", "succeeded", outcome.summary)
+        return True
 
     async def _provision(self) -> None:
         ref = ClusterRef(self._cluster_id)

@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
         NoteRecord,
         RequestInput,
         RequestState,
+        cluster_workflow_id,
     )
     from core.refusals import as_update_failure
     from workflows.activity_options import AWAITED_WRITE, DB_WRITE
@@ -45,7 +46,10 @@ class RequestWorkflow:
         except TimeoutError:
             await self._expire(expires_after)
 
-        if self._state.status == RequestStatus.APPROVED and self._state.cluster_id:
+        if self._state.status == RequestStatus.APPROVED and self._state.resize is not None:
+            cluster = workflow.get_external_workflow_handle(cluster_workflow_id(self._state.cluster_id))
+            await cluster.signal("resize_approved", self._state.resize)
+        elif self._state.status == RequestStatus.APPROVED and self._state.cluster_id:
             # Already started by the resume sweep (services/resume.py) when this run was long held up.
             await starts.start_child(starts.cluster(self._state.cluster_id, self._tenant_id), labelled=_labelled())
         await workflow.wait_condition(workflow.all_handlers_finished)

@@ -29,8 +29,9 @@ from api.params import ClusterId
 from api.workflow_calls import create_and_start, update
 from core import starts
 from core.enums import ClusterStatus, Role, ServiceStatus
-from core.messages import LeaseExtension, cluster_workflow_id
+from core.messages import LeaseExtension, ResizeAsk, cluster_workflow_id
 from core.models import Cluster, ClusterEvent, User, utcnow
+from core.providers import Scaling
 from services import audit, clusters
 from services.permissions import clusters_visible_to, may_see_credentials
 from workflows.cluster import ClusterWorkflow
@@ -81,7 +82,7 @@ async def create_cluster(
     require_role(user, Role.CAD_MANAGER, action="create clusters")
     ask = ask_of(body)
     # Before anything else, so that the retry of a call that made its cluster is held to the limit of now too.
-    clusters.require_self_service(ask, settings)
+    clusters.require_self_service(ask.number_of_nodes, ask.node_type, settings)
     cluster = await create_and_start(
         "cluster", session, user, http_request, temporal, settings,
         create=lambda: (clusters.create_cluster(session, user, ask, settings, source_of(http_request)), []),
@@ -203,6 +204,44 @@ async def extend_cluster(
         ClusterWorkflow.extend,
         extension,
         refused="the lease cannot be extended now",
+        ended=f"the workflow of this cluster is no longer running (see cluster-{cluster_id} in the Temporal UI)",
+    )
+    return await run_in_threadpool(_reloaded, session, user, cluster_id)
+
+
+@router.patch(
+    "/{clusterId}",
+    response_model=schemas.Cluster,
+    responses=problems(403, 409, 422),
+    operation_id="resizeCluster",
+    summary="Resize a running cluster",
+)
+async def resize_cluster(
+    cluster_id: ClusterId,
+    body: schemas.ResizeIn,
+    session: SessionDep,
+    user: CurrentUser,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    http_request: Request,
+) -> schemas.Cluster:
+    """Change an available cluster's most nodes and its scaling (extension): its creator, within the
+    self-service limit (beyond it, a 403 that says to file a request naming `resizesClusterId`); the
+    tenant's IT managers, to any size. Growth is held to the tenant's credits (409). Nodes a shrink removes
+    take no new jobs and go once their jobs have finished; the step log (`/events`) shows the resize."""
+    cluster = await read_then_release(session, cluster_for, user, cluster_id)  # a CAD manager sees only its own
+    if cluster.status != ClusterStatus.AVAILABLE:
+        raise Problem(409, f"the cluster is {cluster.status}; only an available cluster can be resized")
+    scaling = ... if "scaling" not in body.model_fields_set else body.scaling and Scaling(**body.scaling.model_dump())
+    to = clusters.resize_of(cluster, body.size.number_of_nodes, scaling)
+    if user.role == Role.CAD_MANAGER:
+        clusters.require_self_service(to.number_of_nodes, cluster.node_type, settings, resizes=cluster.id)
+    ask = ResizeAsk(str(cluster_id), to, str(user.id), source_of(http_request), str(uuid.uuid4()), utcnow())
+    await update(
+        temporal.get_workflow_handle(cluster_workflow_id(str(cluster_id))),
+        ClusterWorkflow.resize,
+        ask,
+        refused="the cluster cannot be resized now",
         ended=f"the workflow of this cluster is no longer running (see cluster-{cluster_id} in the Temporal UI)",
     )
     return await run_in_threadpool(_reloaded, session, user, cluster_id)

@@ -187,6 +187,41 @@ def extend(
         )
 
 
+@app.command("resize")
+def resize(
+    cluster_id: ClusterArg,
+    nodes: Annotated[int, typer.Option("--nodes", help="the most nodes the cluster has")],
+    min_nodes: Annotated[
+        int | None, typer.Option("--min-nodes", help="elastic: the nodes always up (with --idle-seconds)")
+    ] = None,
+    idle_seconds: Annotated[
+        int | None, typer.Option("--idle-seconds", help="elastic: how long a node idles before it powers down")
+    ] = None,
+    static: Annotated[bool, typer.Option("--static", help="every node always up (no scaling)")] = False,
+    output: OutputOption = Format.table,
+) -> None:
+    """Resize a running cluster (its creator within the self-service limit, IT managers beyond; above it file
+    a request naming the cluster). Without --min-nodes, --idle-seconds or --static it keeps its scaling."""
+    body: dict[str, Any] = {"size": {"numberOfNodes": nodes}}
+    if static and (min_nodes is not None or idle_seconds is not None):
+        fail("--static and --min-nodes/--idle-seconds do not go together")
+    if (min_nodes is None) != (idle_seconds is None):
+        fail("give --min-nodes and --idle-seconds together")
+    if static:
+        body["scaling"] = None
+    elif min_nodes is not None:
+        body["scaling"] = {"minNodes": min_nodes, "idleSeconds": idle_seconds}
+    with connect() as api:
+        emit(
+            api.call("PATCH", f"/clusters/{cluster_id}", body=body),
+            output,
+            lambda c: typer.echo(
+                f"cluster {c['name']}: resizing to {nodes} node(s); "
+                f"`hpcinfra clusters watch {c['id']} --nodes` follows it"
+            ),
+        )
+
+
 @app.command("delete")
 def delete(
     cluster_id: ClusterArg,
@@ -207,15 +242,19 @@ def watch(
     cluster_id: ClusterArg,
     timeout: Annotated[float, typer.Option(help="give up after this many seconds (exit code 124)")] = 1800,
     interval: Annotated[float, typer.Option(help="seconds between polls")] = 1.0,
+    nodes: Annotated[
+        bool, typer.Option("--nodes", help="once ready, go on showing nodes powering up and down, and resizes")
+    ] = False,
 ) -> None:
     """Follow a cluster's steps live until it is ready (exit 0) or has failed (exit 1).
 
     Ready: available, every tool installed, every service running. Failed: error, deleting, deleted, or a failed item.
+    With --nodes, a ready cluster is followed until --timeout (exit 0), its nodes' power changes as they come.
     """
     if timeout <= 0 or interval <= 0:
         fail("--timeout and --interval must be more than 0 seconds")
     with connect() as api:
-        code = watching.follow(api, cluster_id, timeout=timeout, interval=interval)
+        code = watching.follow(api, cluster_id, timeout=timeout, interval=interval, nodes=nodes)
     raise typer.Exit(code)
 
 

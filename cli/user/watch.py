@@ -21,6 +21,8 @@ TIMED_OUT = 124  # as timeout(1) exits
 PAGE = 500
 BUSY = {"pending", "installing", "provisioning"}  # a tool or service still on its way
 MARKS = {"succeeded": "[green]✓[/]", "failed": "[red]✗[/]", "retrying": "[yellow]↻[/]"}
+# A node's power (the step log's `node` lines), and a resize waiting for jobs.
+MARKS |= {"up": "[green]▲[/]", "powering-up": "[green]△[/]", "down": "▼", "powering-down": "▽", "waiting": "…"}
 
 
 class StepDisplay:
@@ -71,8 +73,9 @@ class StepDisplay:
         self.progress.update(self.header, total=1, completed=1)
 
 
-def follow(api: Api, cluster_id: str, *, timeout: float, interval: float) -> int:
-    """Watch until there is a verdict; returns the exit code: 0 available and settled, 1 failed, TIMED_OUT."""
+def follow(api: Api, cluster_id: str, *, timeout: float, interval: float, nodes: bool = False) -> int:
+    """Watch until there is a verdict; returns the exit code: 0 available and settled, 1 failed, TIMED_OUT.
+    With `nodes`, a settled cluster is watched on (its nodes' power, resizes) until the timeout: then 0."""
     status, reason, seen = "pending", "", 0
     deadline = time.monotonic() + timeout
     progress = Progress(
@@ -95,7 +98,10 @@ def follow(api: Api, cluster_id: str, *, timeout: float, interval: float) -> int
             if len(new) == PAGE:
                 continue  # more of the log to read before deciding
             verdict = _verdict(api, cluster_id, status, reason)
-            if verdict is None and time.monotonic() >= deadline:
+            over = time.monotonic() >= deadline
+            if verdict is not None and verdict[0] == 0 and nodes and not over:
+                verdict = None  # settled: its nodes are what is watched now
+            if verdict is None and over:
                 verdict = TIMED_OUT, f"gave up after {timeout:g} seconds; the cluster is {status}"
             if verdict is not None:
                 display.finish(verdict[0])

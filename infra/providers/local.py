@@ -51,6 +51,9 @@ PARTITION = "compute"
 # slurmd makes Unix sockets in its spool folder, whose paths may not exceed 108 bytes: keep it short.
 SPOOL_ROOT = Path("/var/spool/hpcinfra")
 READY_TIMEOUT = 90
+# Node states (sinfo %t, without their suffixes) of a node running a job.
+BUSY_STATES = ("alloc", "mix", "comp", "drng")
+DRAIN_REASON = "hpcinfra:resize"
 SMOKE_TIMEOUT = 600
 
 
@@ -81,6 +84,8 @@ class LocalProvider:
             layout.write_text(json.dumps({"ports": ports}))
             programs = power.write_programs(home) if spec.scaling else {}
             (home / "slurm.conf").write_text(_slurm_conf(spec, home, ports, programs))
+        else:
+            self._reconfigure(spec, progress)
         progress(f"slurm.conf: {home / 'slurm.conf'}")
         (home / "shared").mkdir(exist_ok=True)
         progress(f"storage: {spec.storage_gb} GB shared folder at {home / 'shared'} (measured, not enforced)")
@@ -109,6 +114,7 @@ class LocalProvider:
                     "compute-nodes",
                 )
         self._wait_idle(spec, env)
+        self._resume_drained(spec, env)
         elastic = f", {spec.number_of_nodes - spec.floor} powered down until jobs need them" if spec.scaling else ""
         progress(f"compute-nodes: {spec.floor} node(s) idle in partition {PARTITION}{elastic}")
         return ClusterOutputs(
@@ -121,6 +127,51 @@ class LocalProvider:
                 "sharedStorage": str(home / "shared"),
             },
         )
+
+    def _reconfigure(self, spec: ClusterSpec, progress: Progress) -> None:
+        """A cluster that exists, perhaps resized: its slurm.conf rewritten for the spec, the slurmd of each node
+        it no longer has stopped (drained first: `drain`), and its slurmctld restarted, since Slurm reads
+        which nodes there are only when it starts (its jobs are kept in its state folder). Unchanged, nothing."""
+        home, layout = self._home(spec), self._layout(spec)
+        ports = json.loads(layout.read_text())["ports"]
+        for node in spec.node_names:
+            ports.setdefault(node, processes.free_port())
+        programs = power.write_programs(home) if spec.scaling else {}
+        conf_path = home / "slurm.conf"
+        conf = _slurm_conf(spec, home, ports, programs)
+        if conf_path.read_text() == conf:
+            return
+        layout.write_text(json.dumps({"ports": ports}))  # a node added again later gets its port back
+        for node in set(ports) - {"slurmctld", *spec.node_names}:
+            if processes.stop(home / f"slurmd-{node}.pid", str(conf_path)):
+                progress(f"compute-nodes: {node} removed")
+        processes.stop(home / "slurmctld.pid", str(conf_path))
+        conf_path.write_text(conf)
+        progress(f"head-node: slurm.conf rewritten for {spec.number_of_nodes} node(s); restarting slurmctld")
+
+    def _resume_drained(self, spec: ClusterSpec, env: dict[str, str]) -> None:
+        """Nodes drained for a resize that did not remove them (it failed, or a later one kept them) take jobs again."""
+        drained = [node for node, state in self._node_states(spec, env).items() if state in ("drain", "drng")]
+        if drained:
+            processes.run(
+                ["scontrol", "update", f"nodename={','.join(drained)}", "state=resume"],
+                env, "take jobs on drained nodes again", "compute-nodes",
+            )  # fmt: skip
+
+    async def drain(self, spec: ClusterSpec, outputs: dict[str, Any], nodes: list[str]) -> list[str]:
+        return await asyncio.to_thread(self._drain, spec, nodes)
+
+    def _drain(self, spec: ClusterSpec, nodes: list[str]) -> list[str]:
+        """Slurm's own drain: the nodes take no new job, and those still running one are `drng`."""
+        if not nodes:
+            return []
+        env = self._env(spec)
+        processes.run(
+            ["scontrol", "update", f"nodename={','.join(nodes)}", "state=drain", f"reason={DRAIN_REASON}"],
+            env, f"drain {', '.join(nodes)}", "compute-nodes",
+        )  # fmt: skip
+        states = self._node_states(spec, env)
+        return [node for node in nodes if states.get(node) in BUSY_STATES]
 
     async def destroy(self, spec: ClusterSpec, progress: Progress) -> None:
         await asyncio.to_thread(self._destroy, spec, threadsafe(progress))
@@ -341,11 +392,12 @@ class LocalProvider:
         return {node: states.get(node, "missing").rstrip("*~#!%$@^-") for node in spec.node_names}
 
     def _wait_idle(self, spec: ClusterSpec, env: dict[str, str]) -> None:
-        """Until every node is idle: the floor up, an elastic cluster's others powered down (idle~)."""
+        """Until every node answers: the floor up, an elastic cluster's others powered down (idle~); a
+        resized cluster's nodes may be running jobs, or drained for an earlier resize."""
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
             states = self._node_states(spec, env)
-            if all(state == "idle" for state in states.values()):
+            if all(state in ("idle", "drain", *BUSY_STATES) for state in states.values()):
                 return
             if time.monotonic() > deadline:
                 raise ProviderFailure(

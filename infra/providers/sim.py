@@ -25,7 +25,7 @@ import asyncio
 import json
 import math
 import os
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -183,6 +183,14 @@ class SimProvider:
                         changes.append(PowerChange(node, state, at))
         return sorted(changes, key=lambda change: change.at)
 
+    async def drain(self, spec: ClusterSpec, outputs: dict[str, Any], nodes: list[str]) -> list[str]:
+        """The nodes whose simulated jobs still run (the demand's: jobs run on the lowest-numbered nodes)."""
+        config, now = _config(spec), datetime.now(UTC)
+        if spec.available_since is None or not config.demand:
+            return []
+        needed = next((n for moment, n in reversed(_needed(config, spec, now, now)) if moment <= now), 0)
+        return [node for node in nodes if spec.node_names.index(node) < needed]
+
     def state(self, cluster_id: str) -> dict[str, Any]:
         """What the simulated cloud holds for a cluster, and the failures it injected (to look at)."""
         path = self.state_dir / f"{cluster_id}.json"
@@ -249,27 +257,10 @@ def _powered(
     """The spans [power up, power down) of the node at `position` (from 0) that may touch [since, until]:
     it is wanted while the jobs running need more than `position` nodes, and stays up until it has been
     idle for the cluster's idle seconds (so two wants closer than that are one span)."""
-    origin, idle = spec.available_since, timedelta(seconds=spec.scaling.idle_seconds)
-    longest = max(job.seconds for job in config.demand) + spec.scaling.idle_seconds + 2 * config.bootSeconds
-    period = config.demandRepeatSeconds
-    if period is None:
-        rounds = [0.0]
-    else:
-        first = max(0, math.floor(((since - origin).total_seconds() - longest) / period))
-        last = math.floor((until - origin).total_seconds() / period)
-        rounds = [k * period for k in range(first, last + 1)]
-    # How many nodes the running jobs need, from each moment it changes.
-    steps: dict[datetime, int] = {}
-    for offset in rounds:
-        for job in config.demand:
-            start = origin + timedelta(seconds=offset + job.at)
-            steps[start] = steps.get(start, 0) + job.nodes
-            end = start + timedelta(seconds=job.seconds)
-            steps[end] = steps.get(end, 0) - job.nodes
+    idle = timedelta(seconds=spec.scaling.idle_seconds)
     spans: list[tuple[datetime, datetime | None]] = []
-    needed, wanted_from = 0, None
-    for moment in sorted(steps):
-        needed += steps[moment]
+    wanted_from = None
+    for moment, needed in _needed(config, spec, since, until, spec.scaling.idle_seconds):
         if needed > position and wanted_from is None:
             wanted_from = moment
         elif needed <= position and wanted_from is not None:
@@ -281,6 +272,33 @@ def _powered(
     if wanted_from is not None:
         spans.append((wanted_from, None))  # wanted still: it has not powered down
     return spans
+
+
+def _needed(
+    config: SimConfig, spec: ClusterSpec, since: datetime, until: datetime, margin_seconds: float = 0
+) -> list[tuple[datetime, int]]:
+    """How many nodes the running jobs need, from each moment it changes, for the rounds of the demand
+    that may touch [since, until] (`margin_seconds`: how long after its jobs a round still counts)."""
+    origin, period = spec.available_since, config.demandRepeatSeconds
+    longest = max(job.seconds for job in config.demand) + margin_seconds + 2 * config.bootSeconds
+    if period is None:
+        rounds = [0.0]
+    else:
+        first = max(0, math.floor(((since - origin).total_seconds() - longest) / period))
+        last = math.floor((until - origin).total_seconds() / period)
+        rounds = [k * period for k in range(first, last + 1)]
+    steps: dict[datetime, int] = {}
+    for offset in rounds:
+        for job in config.demand:
+            start = origin + timedelta(seconds=offset + job.at)
+            steps[start] = steps.get(start, 0) + job.nodes
+            end = start + timedelta(seconds=job.seconds)
+            steps[end] = steps.get(end, 0) - job.nodes
+    needed, timeline = 0, []
+    for moment in sorted(steps):
+        needed += steps[moment]
+        timeline.append((moment, needed))
+    return timeline
 
 
 def _config(spec: ClusterSpec) -> SimConfig:
