@@ -18,10 +18,13 @@ worker.build_activities), and drives these scenarios at the same time with the T
   compensated again, then the cluster is deleted;
 - cluster-continue-as-new-run-<n>: every run of a cluster with a small history limit (60 events): the first
   continues as new after provisioning, the second after `check_health` updates, the third is deleted;
+- cluster-resized: a cluster grown from 1 node to 2 by the `resize` update, made elastic with a floor of 0,
+  shrunk back to 1 static node (a drain that finds nothing busy), then deleted;
 - webhook-delivered-after-a-retry: a WebhookDelivery to a receiver (in this process) that answers 500, then 200;
 - webhook-given-up: a WebhookDelivery to a receiver that always answers 500, given up after a few seconds.
 
-`--only webhook` records (and writes) the webhook scenarios alone, leaving the other files as they are.
+`--only webhook` records (and writes) the webhook scenarios alone, leaving the other files as they are
+(`--only resize`: the resize scenario alone).
 
 Each history is written to tests/histories/<scenario>.json, one event a line (`WorkflowHistory.to_json`
 without the failures' stack traces, which name files of this machine; the worker and client identity is
@@ -58,7 +61,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -74,6 +77,8 @@ from core.messages import (
     Decision,
     NoteInput,
     RequestInput,
+    Resize,
+    ResizeAsk,
     ServiceRequest,
     ToolRequest,
     cluster_workflow_id,
@@ -233,6 +238,18 @@ class Recorder:
             )
         assert number >= 3, f"{number} run(s) recorded, not 3"
 
+    async def cluster_resized(self) -> None:
+        handle = await self._start_cluster("resized", ClusterInput)
+        await wait_for(handle, lambda s: s.status == "available" and not s.queue, "available")
+        cluster_id = handle.id.removeprefix("cluster-")
+        for to in (Resize(2), Resize(2, min_nodes=0, idle_seconds=60), Resize(1)):
+            ask = ResizeAsk(cluster_id, to, self.tenant.it.id, "recorder", str(uuid.uuid4()), datetime.now(UTC))
+            assert await handle.execute_update(ClusterWorkflow.resize, ask)
+            await wait_for(handle, lambda s: not s.queue, f"the resize to {to.describe()}")
+        await handle.execute_update(ClusterWorkflow.delete)
+        assert (await handle.result()).status == "deleted"
+        await self.keep("cluster-resized", handle)
+
     # --- webhooks ----------------------------------------------------------------------------
 
     async def webhook_deliveries(self, settings: Settings) -> None:
@@ -378,6 +395,7 @@ async def record(tmp: Path, only: str | None = None) -> dict[str, WorkflowHistor
                     ],
                     "cluster": [recorder.cluster_compensated_then_retried(), recorder.cluster_continues_as_new()],
                     "webhook": [recorder.webhook_deliveries(settings)],
+                    "resize": [recorder.cluster_resized()],
                 }
                 chosen = [s for kind, group in scenarios.items() for s in group if only in (None, kind)]
                 for kind, group in scenarios.items():
