@@ -174,7 +174,7 @@ class ClusterActivities:
                             "Conflict",
                             f"the cluster is {cluster.status}; only an available cluster's lease is extended",
                         )
-                    self.leases.require_extension(cluster.expires_at, extension.until, actor)
+                    self._leases_of(session, cluster).require_extension(cluster.expires_at, extension.until, actor)
                 except Refused as e:
                     raise ApplicationError(e.message, type=e.kind, non_retryable=True) from None
                 cluster.expires_at = extension.until
@@ -531,7 +531,10 @@ class ClusterActivities:
         with transaction(self.sessions) as session:
             cluster = find_cluster(session, cluster_id)
             cluster.outputs = outputs
-            return self.leases.started(cluster, utcnow()) if outputs else None
+            return self._leases_of(session, cluster).started(cluster, utcnow()) if outputs else None
+
+    def _leases_of(self, session: Session, cluster: Cluster) -> LeasePolicy:
+        return self.leases.of_tenant(session.get_one(Tenant, cluster.tenant_id))
 
     def _mark(self, kind: str, item_id: str, status: str) -> ClusterTool | ClusterService:
         with transaction(self.sessions) as session:

@@ -17,6 +17,7 @@ from core.refusals import Refused
 from core.settings import get_settings
 from services import accounts, credits
 from services.credits import keep_standing_rates
+from services.leases import LeasePolicy
 from services.migrations import upgrade
 
 app = typer.Typer(help="hpcinfra: Slurm clusters for chip-design teams.", no_args_is_help=True, add_completion=False)
@@ -91,6 +92,39 @@ def tenants_create(
         _fail(str(e))
     typer.echo(f"created tenant {name}")
     typer.echo(str(tenant.id))
+
+
+@tenants_app.command("leases")
+def tenants_leases(
+    name: str,
+    default_hours: Annotated[
+        float | None, typer.Option(min=0, help="the lease a cluster gets when it asks for none (0: none)")
+    ] = None,
+    max_hours: Annotated[
+        float | None, typer.Option(min=0, help="the longest lease a CAD manager may set or extend to (0: no limit)")
+    ] = None,
+    from_settings: Annotated[
+        bool, typer.Option("--from-settings", help="take both from the operator's settings again")
+    ] = False,
+) -> None:
+    """Set a tenant's own lease policy (hours); what is not given stays as it is."""
+    if from_settings and (default_hours is not None or max_hours is not None):
+        _fail("--from-settings and --default-hours/--max-hours do not go together")
+    try:
+        with transaction(_sessions()) as session:
+            tenant = accounts.tenant_by_name(session, name)
+            if from_settings:
+                tenant.lease_default_hours = tenant.lease_max_hours = None
+            if default_hours is not None:
+                tenant.lease_default_hours = default_hours
+            if max_hours is not None:
+                tenant.lease_max_hours = max_hours
+            policy = LeasePolicy.of(get_settings()).of_tenant(tenant)
+    except accounts.AccountError as e:
+        _fail(str(e))
+    typer.echo(
+        f"leases of {name}: default {policy.default_hours:g} h (0: none), longest {policy.max_hours:g} h (0: no limit)"
+    )
 
 
 @users_app.command("create")

@@ -63,6 +63,10 @@ class Tenant(Base):
     # metered now, and those plus the ones about to start (what the budget guard counts).
     metered_rate: Mapped[int] = mapped_column(BigInteger, default=0)
     committed_rate: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The tenant's own lease policy (services/leases.py), in hours: its default lease and the longest a CAD
+    # manager may set (0: none, no limit); None takes the operator's settings.
+    lease_default_hours: Mapped[float | None]
+    lease_max_hours: Mapped[float | None]
 
 
 class User(Base):

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from core.enums import ClusterStatus, Role
 from core.messages import Resize
-from core.models import CloudProvider, Cluster, ClusterRequest, ClusterService, ClusterTool, User
+from core.models import CloudProvider, Cluster, ClusterRequest, ClusterService, ClusterTool, Tenant, User
 from core.providers import Scaling
 from core.refusals import Refused
 from core.settings import Settings
@@ -108,7 +108,7 @@ def create_cluster(session: Session, user: User, ask: ClusterAsk, settings: Sett
     too). Refused for a provider that is not the tenant's or lacks what it asks for, for a lease beyond the
     longest a CAD manager may set, and when the tenant's credits would not keep it running."""
     ask.provider_for(session, user)
-    LeasePolicy.of(settings).require_asked(ask.expires_at)
+    LeasePolicy.of(settings).of_tenant(session.get_one(Tenant, user.tenant_id)).require_asked(ask.expires_at)
     refusal = credits.shortfall(session, user.tenant_id, credits.rate_of_request(ask), settings.budget_min_runway_hours)
     if refusal is not None:
         raise Refused("Conflict", f"the cluster was not created: {refusal}")

@@ -4,14 +4,15 @@ reason on its status: both are durable timers in its workflow (workflows/cluster
 extension moves. A cluster without a lease of its own gets the default lease, if there is one, from
 when it is first available. A lease asked for or extended by a CAD manager is held to the longest
 lease; beyond it takes an IT manager: one who extends it, or approves a request that asks for it.
+The default and the longest lease are the operator's settings, or the tenant's own where it has them.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from core.enums import Role
 from core.messages import Lease
-from core.models import Cluster, User, utcnow
+from core.models import Cluster, Tenant, User, utcnow
 from core.refusals import Refused
 from core.settings import Settings
 
@@ -28,6 +29,12 @@ class LeasePolicy:
     @classmethod
     def of(cls, settings: Settings) -> "LeasePolicy":
         return cls(settings.lease_default_hours, settings.lease_max_hours, settings.lease_warning_minutes)
+
+    def of_tenant(self, tenant: Tenant) -> "LeasePolicy":
+        """This policy, with the tenant's own default and longest lease where it has them."""
+        default = self.default_hours if tenant.lease_default_hours is None else tenant.lease_default_hours
+        longest = self.max_hours if tenant.lease_max_hours is None else tenant.lease_max_hours
+        return replace(self, default_hours=default, max_hours=longest)
 
     def lease(self, expires_at: datetime | None) -> Lease | None:
         if expires_at is None:

@@ -230,6 +230,12 @@ def test_credits_granted_and_a_budget_policy_set_from_the_command_line(stack, ap
     ]
     hpcinfra(db, "credits", "policy", "--tenant", name, "flag")
     assert api.get(f"/tenants/{tenant_id}/credits", headers=it).json()["policy"] == "flag"
+    # The tenant's own leases (tests/test_leases.py has what they do); unset, the operator's settings.
+    assert last_line(hpcinfra(db, "tenants", "leases", name, "--max-hours", "48")) == (
+        f"leases of {name}: default 0 h (0: none), longest 48 h (0: no limit)"
+    )
+    cleared = hpcinfra(db, "tenants", "leases", name, "--from-settings", HPCINFRA_LEASE_MAX_HOURS="720")
+    assert last_line(cleared).endswith("longest 720 h (0: no limit)")
 
     for args, complaint in [
         (("grant", "--tenant", name, "--amount", "lots"), "must be a number"),

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from core.models import Cluster, WebhookEvent
+from core.db import transaction
+from core.models import Cluster, Tenant, WebhookEvent
 from harness.servers import wait_until
 from harness.world import request_body, wait_for_cluster
 from services.leases import LeasePolicy
@@ -99,6 +100,27 @@ def test_a_lease_that_cannot_be_given_is_refused_and_changes_nothing(api, stack,
         headers=tenant.cad.headers,
     )  # fmt: skip
     assert filed.status_code == 201 and filed.json()["expiresAt"]
+
+
+def test_a_tenant_s_own_lease_policy_takes_the_place_of_the_settings(api, stack, tenant):
+    """Set with `hpcinfra tenants leases` (tests/test_cli.py): a default of 2 hours, at most 4 for a CAD manager."""
+    with transaction(stack.db.sessions) as session:
+        row = session.get_one(Tenant, uuid.UUID(tenant.id))
+        row.lease_default_hours, row.lease_max_hours = 2, 4
+    created = create(api, tenant)
+    assert created.status_code == 201 and created.json()["expiresAt"] is None
+    cluster = wait_for_cluster(api, created.json()["id"], tenant.cad.headers, "available")
+    assert (
+        timedelta(hours=1, minutes=59)
+        < datetime.fromisoformat(cluster["expiresAt"]) - datetime.now(UTC)
+        <= timedelta(hours=2)
+    )
+    beyond = api.post(
+        f"/clusters/{cluster['id']}/extend", json={"until": at(timedelta(hours=5))}, headers=tenant.cad.headers
+    )
+    assert beyond.status_code == 403 and "beyond the longest lease, 4 hours" in beyond.json()["detail"]
+    too_long = create(api, tenant, expiresAt=at(timedelta(hours=5)))
+    assert too_long.status_code == 403 and "4 hours" in too_long.json()["detail"]
 
 
 def test_the_default_lease_begins_when_a_cluster_is_first_available():
