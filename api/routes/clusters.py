@@ -2,12 +2,13 @@
 deleted and retried through their workflow."""
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from temporalio.client import Client
 
 from api import schemas
 from api.access import NO_STORE, cluster_for
@@ -131,13 +132,7 @@ async def delete_cluster(
     `stopped`. Deleting a cluster that is already going away changes nothing."""
     cluster = await read_then_release(session, cluster_for, user, cluster_id)
     if cluster.status not in (ClusterStatus.DELETING, ClusterStatus.DELETED):
-        handle = temporal.get_workflow_handle(cluster_workflow_id(str(cluster_id)))
-        await update(
-            handle,
-            ClusterWorkflow.delete,
-            refused="the cluster cannot be deleted now",
-            ended=f"the workflow of this cluster is no longer running (see cluster-{cluster_id} in the Temporal UI)",
-        )
+        await _ask_workflow(temporal, cluster_id, ClusterWorkflow.delete, refused="the cluster cannot be deleted now")
 
         def note() -> None:
             audit.record(
@@ -165,13 +160,7 @@ async def retry_cluster(
     cluster = await read_then_release(session, cluster_for, user, cluster_id)
     if cluster.status != ClusterStatus.ERROR:
         raise Problem(409, f"the cluster is {cluster.status}; only a cluster in error can be retried")
-    handle = temporal.get_workflow_handle(cluster_workflow_id(str(cluster_id)))
-    await update(
-        handle,
-        ClusterWorkflow.retry,
-        refused="the cluster cannot be retried",
-        ended=f"the workflow of this cluster is no longer running (see cluster-{cluster_id} in the Temporal UI)",
-    )
+    await _ask_workflow(temporal, cluster_id, ClusterWorkflow.retry, refused="the cluster cannot be retried")
     return await run_in_threadpool(_reloaded, session, user, cluster_id)
 
 
@@ -199,12 +188,8 @@ async def extend_cluster(
     extension = LeaseExtension(
         str(cluster_id), body.until, str(user.id), source_of(http_request), str(uuid.uuid4()), utcnow()
     )
-    await update(
-        temporal.get_workflow_handle(cluster_workflow_id(str(cluster_id))),
-        ClusterWorkflow.extend,
-        extension,
-        refused="the lease cannot be extended now",
-        ended=f"the workflow of this cluster is no longer running (see cluster-{cluster_id} in the Temporal UI)",
+    await _ask_workflow(
+        temporal, cluster_id, ClusterWorkflow.extend, extension, refused="the lease cannot be extended now"
     )
     return await run_in_threadpool(_reloaded, session, user, cluster_id)
 
@@ -237,14 +222,19 @@ async def resize_cluster(
     if user.role == Role.CAD_MANAGER:
         clusters.require_self_service(to.number_of_nodes, cluster.node_type, settings, resizes=cluster.id)
     ask = ResizeAsk(str(cluster_id), to, str(user.id), source_of(http_request), str(uuid.uuid4()), utcnow())
+    await _ask_workflow(temporal, cluster_id, ClusterWorkflow.resize, ask, refused="the cluster cannot be resized now")
+    return await run_in_threadpool(_reloaded, session, user, cluster_id)
+
+
+async def _ask_workflow(temporal: Client, cluster_id: uuid.UUID, method, *args: Any, refused: str) -> None:
+    """An update of the cluster's workflow (api/workflow_calls.py `update`: its refusals as answers)."""
     await update(
         temporal.get_workflow_handle(cluster_workflow_id(str(cluster_id))),
-        ClusterWorkflow.resize,
-        ask,
-        refused="the cluster cannot be resized now",
+        method,
+        *args,
+        refused=refused,
         ended=f"the workflow of this cluster is no longer running (see cluster-{cluster_id} in the Temporal UI)",
     )
-    return await run_in_threadpool(_reloaded, session, user, cluster_id)
 
 
 def _reloaded(session: Session, user: User, cluster_id: uuid.UUID) -> schemas.Cluster:
