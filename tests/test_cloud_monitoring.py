@@ -35,7 +35,7 @@ from google.cloud.monitoring_v3 import MetricServiceClient
 from google.cloud.monitoring_v3.services.metric_service.transports import MetricServiceGrpcTransport
 
 from core.providers import FailureClass, ProviderFailure, Utilisation
-from infra.clouds import monitoring
+from infra.clouds import cloud_errors
 from infra.clouds.monitoring import read_aws, read_azure, read_gcp, read_utilisation
 from infra.clouds.plan import CloudConfig
 
@@ -641,9 +641,9 @@ def test_azure_takes_pulumis_service_principal_when_azure_identity_has_none(monk
     monkeypatch.setenv("ARM_CLIENT_ID", "11111111-1111-1111-1111-111111111111")
     monkeypatch.setenv("ARM_CLIENT_SECRET", "not-a-real-secret")
     monkeypatch.setenv("ARM_TENANT_ID", "22222222-2222-2222-2222-222222222222")
-    assert isinstance(monitoring._azure_credential(), ClientSecretCredential)
+    assert isinstance(cloud_errors.azure_credential(), ClientSecretCredential)
     monkeypatch.delenv("ARM_CLIENT_SECRET")
-    assert isinstance(monitoring._azure_credential(), DefaultAzureCredential)
+    assert isinstance(cloud_errors.azure_credential(), DefaultAzureCredential)
 
 
 # --------------------------------------------------------------------------------------- entry point

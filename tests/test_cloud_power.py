@@ -569,7 +569,7 @@ def test_a_static_cluster_asks_the_cloud_nothing(cloud, tmp_path, monkeypatch):
     monkeypatch.setattr(boto3, "client", no_client)
     monkeypatch.setattr(compute_v1, "InstancesClient", no_client)
     monkeypatch.setattr(azure.mgmt.compute, "ComputeManagementClient", no_client)
-    monkeypatch.setattr(power, "_azure_credential", no_client)
+    monkeypatch.setattr(power, "azure_credential", no_client)
     static = replace(SPEC, scaling=None)
 
     assert asyncio.run(provider(cloud, tmp_path).power_changes(static, OUTPUTS, SINCE, UNTIL)) == []

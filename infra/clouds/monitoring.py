@@ -42,7 +42,6 @@ What the worker's identity needs: cloudwatch:GetMetricData (AWS); roles/monitori
 (GCP); Monitoring Reader on the cluster's resource group (Azure: it lists the group's VMs as well).
 """
 
-import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
@@ -50,6 +49,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from core.providers import FailureClass, ProviderFailure, Utilisation
+from infra.clouds.cloud_errors import (
+    aws_client,
+    aws_failure,
+    azure_credential,
+    azure_failure,
+    azure_scope,
+    gcp_default_project,
+    gcp_failure,
+    short,
+    window,
+)
 from infra.clouds.plan import CloudConfig
 
 STEP = "metrics"
@@ -77,7 +87,7 @@ def read_utilisation(
     `outputs["storageId"]` (the shared disk's ARM id) and the VMs of that group are listed to match them.
     Raises ProviderFailure("metrics", ...): an outage (throttling, 5xx, connection) or bad configuration
     (credentials, permissions, something not found)."""
-    start, end = _window(start, end)
+    start, end = window(start, end)
     if not node_ids or start >= end:
         return {}
     if cloud == "aws":
@@ -99,16 +109,8 @@ AWS_METRICS = {
 }
 AWS_QUERIES_PER_CALL = 500  # GetMetricData's limit
 AWS_INSTANCE_ID = re.compile(r"i-[0-9a-f]{8,32}")
-AWS_THROTTLED = {"Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException"}
-AWS_BAD_CREDENTIALS = {
-    "InvalidClientTokenId",
-    "UnrecognizedClientException",
-    "ExpiredToken",
-    "ExpiredTokenException",
-    "SignatureDoesNotMatch",
-    "InvalidAccessKeyId",
-    "AuthFailure",
-}
+AWS_PERMISSION = "cloudwatch:GetMetricData"
+AWS_OUTAGE_CODES = ("InternalFailure", "ServiceUnavailable")  # CloudWatch's own faults
 
 
 def read_aws(
@@ -117,10 +119,9 @@ def read_aws(
     """CloudWatch GetMetricData for the instances: one query per instance and metric (period 60 s,
     average), paged. `client` is a boto3 CloudWatch client (made from the worker's AWS environment if not
     given)."""
-    from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
-    from botocore.exceptions import ConnectionError as AwsConnectionError
+    from botocore.exceptions import BotoCoreError, ClientError
 
-    start, end = _window(start, end)
+    start, end = window(start, end)
     for instance_id in instance_ids:
         if not AWS_INSTANCE_ID.fullmatch(instance_id):
             raise ProviderFailure(STEP, f"{instance_id!r} is not an EC2 instance id (i-...): is the cluster on AWS?")
@@ -128,14 +129,7 @@ def read_aws(
     with ExitStack() as made:
         try:
             if client is None:
-                import boto3
-                from botocore.config import Config
-
-                client = boto3.client(
-                    "cloudwatch",
-                    region_name=region,
-                    config=Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=10, read_timeout=60),
-                )
+                client = aws_client("cloudwatch", region)
                 made.callback(client.close)
             per_call = AWS_QUERIES_PER_CALL // len(AWS_METRICS)
             for chunk in _chunks(list(instance_ids), per_call):
@@ -152,22 +146,14 @@ def read_aws(
                             result.get("Timestamps", []), result.get("Values", []), strict=False
                         ):
                             series[_minute(timestamp)] = float(value)
-        except ClientError as e:
-            raise _aws_failure(e) from None
-        except NoCredentialsError:
-            raise ProviderFailure(
-                STEP,
-                "CloudWatch cannot be asked: the worker has no AWS credentials (set AWS_PROFILE or "
-                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or give it an instance role)",
-                FailureClass.CONFIGURATION,
-            ) from None
-        except (AwsConnectionError, HTTPClientError) as e:
-            raise ProviderFailure(
-                STEP, f"CloudWatch in {region} could not be reached: {_short(e)}", FailureClass.OUTAGE
-            ) from None
-        except BotoCoreError as e:
-            raise ProviderFailure(
-                STEP, f"CloudWatch cannot be asked: {_short(e)}", FailureClass.CONFIGURATION
+        except (ClientError, BotoCoreError) as e:
+            raise aws_failure(
+                e,
+                step=STEP,
+                service="CloudWatch",
+                region=region,
+                permission=AWS_PERMISSION,
+                outage_codes=AWS_OUTAGE_CODES,
             ) from None
     return _combine(readings, start, end)
 
@@ -205,26 +191,10 @@ def _aws_check_status(result: dict, messages: list[dict]) -> None:
     if status == "Forbidden":
         raise ProviderFailure(
             STEP,
-            f"CloudWatch refused: {_short(said)}: give the worker's AWS identity cloudwatch:GetMetricData",
+            f"CloudWatch refused: {short(said)}: give the worker's AWS identity {AWS_PERMISSION}",
             FailureClass.CONFIGURATION,
         )
-    raise ProviderFailure(STEP, f"CloudWatch failed: {_short(said)}", FailureClass.OUTAGE)
-
-
-def _aws_failure(error: Any) -> ProviderFailure:
-    details = error.response.get("Error", {})
-    code = details.get("Code", "Unknown")
-    said = f"{code}: {details.get('Message', '')}".rstrip(": ")
-    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-    if code in AWS_THROTTLED or status == 429 or status >= 500 or code in ("InternalFailure", "ServiceUnavailable"):
-        return ProviderFailure(STEP, f"CloudWatch is unavailable or throttling: {_short(said)}", FailureClass.OUTAGE)
-    if code in AWS_BAD_CREDENTIALS:
-        hint = "check the worker's AWS credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, or its instance role)"
-    elif code.startswith("AccessDenied") or code == "UnauthorizedOperation" or status == 403:
-        hint = "give the worker's AWS identity cloudwatch:GetMetricData"
-    else:
-        hint = "the request was refused as it stands"
-    return ProviderFailure(STEP, f"CloudWatch refused: {_short(said)}: {hint}", FailureClass.CONFIGURATION)
+    raise ProviderFailure(STEP, f"CloudWatch failed: {short(said)}", FailureClass.OUTAGE)
 
 
 # ---------------------------------------------------------------------------------------------- GCP
@@ -241,7 +211,6 @@ GCP_METRICS = {
     ),
 }
 GCP_IDS_PER_FILTER = 100
-GCP_PROJECT_VARIABLES = ("GOOGLE_PROJECT", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT")
 
 
 def read_gcp(
@@ -257,14 +226,14 @@ def read_gcp(
     from google.api_core import exceptions as api_errors
     from google.cloud import monitoring_v3
 
-    start, end = _window(start, end)
+    start, end = window(start, end)
     for instance_id in instance_ids:
         if not instance_id.isdigit():
             raise ProviderFailure(STEP, f"{instance_id!r} is not a GCP instance id (digits): is the cluster on GCP?")
     readings: Readings = {kind: {} for kind in KINDS}
     with ExitStack() as made:
         try:
-            project = project or _gcp_default_project()
+            project = project or gcp_default_project(STEP, "metrics")
             if client is None:
                 client = monitoring_v3.MetricServiceClient()
                 made.callback(client.transport.close)
@@ -293,51 +262,10 @@ def read_gcp(
                         for point in series.points:
                             # An aligned point stands for the minute that ends at its end time.
                             values[_minute(point.interval.end_time) - MINUTE] = point.value.double_value * scale
-        except (api_errors.TooManyRequests, api_errors.ServerError, api_errors.RetryError) as e:
-            raise ProviderFailure(
-                STEP, f"Cloud Monitoring is unavailable or throttling: {_short(e)}", FailureClass.OUTAGE
-            ) from None
-        except api_errors.GoogleAPICallError as e:
-            if isinstance(e, api_errors.Unauthenticated):
-                hint = "check the worker's Google credentials (GOOGLE_APPLICATION_CREDENTIALS or workload identity)"
-            elif isinstance(e, api_errors.PermissionDenied | api_errors.NotFound):
-                hint = f"give the worker's service account roles/monitoring.viewer on project {project}"
-            else:
-                hint = "the request was refused as it stands"
-            raise ProviderFailure(
-                STEP, f"Cloud Monitoring refused: {_short(e)}: {hint}", FailureClass.CONFIGURATION
-            ) from None
-        except auth_errors.DefaultCredentialsError:
-            raise ProviderFailure(
-                STEP,
-                "Cloud Monitoring cannot be asked: the worker has no Google credentials (set "
-                "GOOGLE_APPLICATION_CREDENTIALS, or use workload identity)",
-                FailureClass.CONFIGURATION,
-            ) from None
-        except auth_errors.TransportError as e:
-            raise ProviderFailure(STEP, f"Google could not be reached: {_short(e)}", FailureClass.OUTAGE) from None
-        except auth_errors.GoogleAuthError as e:
-            raise ProviderFailure(
-                STEP, f"Google refused the worker's credentials: {_short(e)}", FailureClass.CONFIGURATION
-            ) from None
+        except (api_errors.GoogleAPICallError, api_errors.RetryError, auth_errors.GoogleAuthError) as e:
+            permission = f"roles/monitoring.viewer on project {project}"
+            raise gcp_failure(e, step=STEP, service="Cloud Monitoring", permission=permission) from None
     return _combine(readings, start, end)
-
-
-def _gcp_default_project() -> str:
-    for variable in GCP_PROJECT_VARIABLES:
-        if os.environ.get(variable):
-            return os.environ[variable]
-    import google.auth
-
-    _, project = google.auth.default()
-    if not project:
-        raise ProviderFailure(
-            STEP,
-            "no GCP project to read metrics from: set `project` in the provider's config, or GOOGLE_PROJECT on "
-            "the worker",
-            FailureClass.CONFIGURATION,
-        )
-    return project
 
 
 # -------------------------------------------------------------------------------------------- Azure
@@ -350,7 +278,6 @@ AZURE_METRICS = {
     "memory": (AZURE_VM_NAMESPACE, "Available Memory Percentage", lambda v: 100.0 - v, False),
     "storage": (AZURE_GUEST_NAMESPACE, "disk/used_percent", lambda v: v, False),
 }
-AZURE_SCOPE = re.compile(r"/subscriptions/(?P<subscription>[^/]+)/resourceGroups/(?P<group>[^/]+)/", re.I)
 
 
 def read_azure(
@@ -372,28 +299,16 @@ def read_azure(
     azure.mgmt.monitor MonitorManagementClient, made if not given with `credential` (else the worker's:
     DefaultAzureCredential, or a service principal from Pulumi's ARM_CLIENT_ID, ARM_CLIENT_SECRET and
     ARM_TENANT_ID when AZURE_CLIENT_ID is not set)."""
-    from azure.core.exceptions import (
-        ClientAuthenticationError,
-        HttpResponseError,
-        ServiceRequestError,
-        ServiceResponseError,
-    )
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 
-    start, end = _window(start, end)
-    scope = AZURE_SCOPE.match(str(outputs.get("storageId") or ""))
-    if scope is None:
-        raise ProviderFailure(
-            STEP,
-            "the cluster's outputs have no Azure storageId (/subscriptions/.../resourceGroups/...) to find its "
-            "VMs from: refresh or re-provision the cluster",
-        )
-    subscription, group = scope["subscription"], scope["group"]
+    start, end = window(start, end)
+    subscription, group = azure_scope(outputs, STEP)
     timespan = f"{start:%Y-%m-%dT%H:%M:%SZ}/{end:%Y-%m-%dT%H:%M:%SZ}"
     readings: Readings = {kind: {} for kind in KINDS}
     with ExitStack() as made:
         try:
             if credential is None and (compute_client is None or monitor_client is None):
-                credential = _azure_credential()
+                credential = azure_credential()
                 made.callback(credential.close)
             if compute_client is None:
                 from azure.mgmt.compute import ComputeManagementClient
@@ -431,28 +346,10 @@ def read_azure(
                     values = readings[kind].setdefault(vm_id, {})
                     for minute, value in _azure_means(response).items():
                         values[minute] = to_percent(value)
-        except ClientAuthenticationError as e:
-            raise ProviderFailure(
-                STEP,
-                f"Azure refused the worker's credentials: {_short(e)}: set AZURE_CLIENT_ID, AZURE_TENANT_ID and "
-                "AZURE_CLIENT_SECRET (or Pulumi's ARM_* ones) on the worker, or give it a managed identity",
-                FailureClass.CONFIGURATION,
-            ) from None
-        except HttpResponseError as e:
-            raise _azure_failure(e, group) from None
-        except (ServiceRequestError, ServiceResponseError) as e:
-            raise ProviderFailure(STEP, f"Azure could not be reached: {_short(e)}", FailureClass.OUTAGE) from None
+        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as e:
+            permission = f"the Monitoring Reader role on resource group {group}"
+            raise azure_failure(e, step=STEP, service="Azure Monitor", permission=permission) from None
     return _combine(readings, start, end)
-
-
-def _azure_credential() -> Any:
-    from azure.identity import ClientSecretCredential, DefaultAzureCredential
-
-    env = os.environ
-    pulumi_principal = ("ARM_TENANT_ID", "ARM_CLIENT_ID", "ARM_CLIENT_SECRET")
-    if not env.get("AZURE_CLIENT_ID") and all(env.get(name) for name in pulumi_principal):
-        return ClientSecretCredential(*(env[name] for name in pulumi_principal))
-    return DefaultAzureCredential()
 
 
 def _azure_means(response: Any) -> dict[datetime, float]:
@@ -467,28 +364,7 @@ def _azure_means(response: Any) -> dict[datetime, float]:
     return {minute: sum(values) / len(values) for minute, values in sums.items()}
 
 
-def _azure_failure(error: Any, group: str) -> ProviderFailure:
-    code = error.error.code if error.error is not None and error.error.code else (error.reason or "error")
-    status = error.status_code or 0
-    said = f"{code}: {error.error.message if error.error is not None else error.message}"
-    if status == 429 or status >= 500:
-        return ProviderFailure(STEP, f"Azure Monitor is unavailable or throttling: {_short(said)}", FailureClass.OUTAGE)
-    if status == 403:
-        hint = f"give the worker's identity the Monitoring Reader role on resource group {group}"
-    elif status == 404:
-        hint = "the cluster's resources are not where its outputs say: refresh the cluster"
-    else:
-        hint = "the request was refused as it stands"
-    return ProviderFailure(STEP, f"Azure Monitor refused: {_short(said)}: {hint}", FailureClass.CONFIGURATION)
-
-
 # ------------------------------------------------------------------------------------------- shared
-
-
-def _window(start: datetime, end: datetime) -> tuple[datetime, datetime]:
-    if start.utcoffset() is None or end.utcoffset() is None:
-        raise ValueError("start and end must be aware datetimes (UTC)")
-    return start.astimezone(UTC), end.astimezone(UTC)
 
 
 def _minute(moment: datetime) -> datetime:
@@ -517,9 +393,3 @@ def _combine(readings: Readings, start: datetime, end: datetime) -> dict[datetim
 
     minutes = sorted({m for series in readings["cpu"].values() for m in series if start <= m < end})
     return {m: Utilisation(at("cpu", m), at("memory", m), at("storage", m)) for m in minutes}
-
-
-def _short(error: object, limit: int = 400) -> str:
-    """An SDK's error as one line short enough for a person (the SDKs put no credentials in them)."""
-    text = " ".join(str(error).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -28,15 +28,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core.enums import NodeState
-from core.providers import FailureClass, PowerChange, ProviderFailure
-from infra.clouds.monitoring import (
-    AWS_BAD_CREDENTIALS,
-    AWS_THROTTLED,
-    AZURE_SCOPE,
-    _azure_credential,
-    _gcp_default_project,
-    _short,
-    _window,
+from core.providers import PowerChange, ProviderFailure
+from infra.clouds.cloud_errors import (
+    aws_client,
+    aws_failure,
+    azure_credential,
+    azure_failure,
+    azure_scope,
+    gcp_default_project,
+    gcp_failure,
+    window,
 )
 from infra.clouds.plan import ClusterPlan
 
@@ -103,29 +104,22 @@ AWS_STATES = {
 # EC2 writes when an instance was told to stop or terminate only into this text, e.g.
 # "User initiated (2025-03-04 10:03:21 GMT)".
 AWS_TRANSITION_TIME = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) GMT\)")
+AWS_OUTAGE_CODES = ("InternalError", "Unavailable")  # EC2's own faults
 
 
 def read_aws(plan: ClusterPlan, since: datetime, until: datetime, *, client: Any = None) -> list[PowerChange]:
     """EC2 DescribeInstances of the instances tagged with the cluster's id and a node, paged; pending and
     running instances from their launch, the others from the moment their transition reason gives.
     `client` is a boto3 EC2 client (made from the worker's AWS environment if not given)."""
-    from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
-    from botocore.exceptions import ConnectionError as AwsConnectionError
+    from botocore.exceptions import BotoCoreError, ClientError
 
-    since, until = _window(since, until)
+    since, until = window(since, until)
     region = plan.spec.region
     sightings = []
     with ExitStack() as made:
         try:
             if client is None:
-                import boto3
-                from botocore.config import Config
-
-                client = boto3.client(
-                    "ec2",
-                    region_name=region,
-                    config=Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=10, read_timeout=60),
-                )
+                client = aws_client("ec2", region)
                 made.callback(client.close)
             pages = client.get_paginator("describe_instances").paginate(
                 Filters=[
@@ -136,21 +130,15 @@ def read_aws(plan: ClusterPlan, since: datetime, until: datetime, *, client: Any
             for page in pages:
                 for reservation in page.get("Reservations", []):
                     sightings += [_aws_sighting(instance) for instance in reservation.get("Instances", [])]
-        except ClientError as e:
-            raise _aws_failure(e) from None
-        except NoCredentialsError:
-            raise ProviderFailure(
-                STEP,
-                "EC2 cannot be asked: the worker has no AWS credentials (set AWS_PROFILE or "
-                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or give it an instance role)",
-                FailureClass.CONFIGURATION,
+        except (ClientError, BotoCoreError) as e:
+            raise aws_failure(
+                e,
+                step=STEP,
+                service="EC2",
+                region=region,
+                permission="ec2:DescribeInstances",
+                outage_codes=AWS_OUTAGE_CODES,
             ) from None
-        except (AwsConnectionError, HTTPClientError) as e:
-            raise ProviderFailure(
-                STEP, f"EC2 in {region} could not be reached: {_short(e)}", FailureClass.OUTAGE
-            ) from None
-        except BotoCoreError as e:
-            raise ProviderFailure(STEP, f"EC2 cannot be asked: {_short(e)}", FailureClass.CONFIGURATION) from None
     return changes_of(plan, sightings, since, until)
 
 
@@ -164,22 +152,6 @@ def _aws_sighting(instance: dict) -> Sighting:
         said = AWS_TRANSITION_TIME.search(instance.get("StateTransitionReason", ""))
         moment = datetime.strptime(said[1], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC) if said else None
     return Sighting(tags[NODE_TAG], launched, state, moment)
-
-
-def _aws_failure(error: Any) -> ProviderFailure:
-    details = error.response.get("Error", {})
-    code = details.get("Code", "Unknown")
-    said = f"{code}: {details.get('Message', '')}".rstrip(": ")
-    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-    if code in AWS_THROTTLED or status == 429 or status >= 500 or code in ("InternalError", "Unavailable"):
-        return ProviderFailure(STEP, f"EC2 is unavailable or throttling: {_short(said)}", FailureClass.OUTAGE)
-    if code in AWS_BAD_CREDENTIALS:
-        hint = "check the worker's AWS credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, or its instance role)"
-    elif code.startswith("AccessDenied") or code == "UnauthorizedOperation" or status == 403:
-        hint = "give the worker's AWS identity ec2:DescribeInstances"
-    else:
-        hint = "the request was refused as it stands"
-    return ProviderFailure(STEP, f"EC2 refused: {_short(said)}: {hint}", FailureClass.CONFIGURATION)
 
 
 # ---------------------------------------------------------------------------------------------- GCP
@@ -206,13 +178,13 @@ def read_gcp(plan: ClusterPlan, since: datetime, until: datetime, *, client: Any
     from google.api_core import exceptions as api_errors
     from google.cloud import compute_v1
 
-    since, until = _window(since, until)
+    since, until = window(since, until)
     project = plan.config.project
     zone = plan.config.zone or f"{plan.spec.region}-a"
     sightings = []
     with ExitStack() as made:
         try:
-            project = project or _gcp_default_project()
+            project = project or gcp_default_project(STEP, "instances")
             if client is None:
                 client = compute_v1.InstancesClient()
                 made.callback(client.transport.close)
@@ -222,33 +194,14 @@ def read_gcp(plan: ClusterPlan, since: datetime, until: datetime, *, client: Any
             for instance in client.list(request=request, timeout=60):
                 if NODE_TAG in instance.labels:
                     sightings.append(_gcp_sighting(instance))
-        except (api_errors.TooManyRequests, api_errors.ServerError, api_errors.RetryError) as e:
-            raise ProviderFailure(
-                STEP, f"Compute Engine is unavailable or throttling: {_short(e)}", FailureClass.OUTAGE
-            ) from None
-        except api_errors.GoogleAPICallError as e:
-            if isinstance(e, api_errors.Unauthorized):
-                hint = "check the worker's Google credentials (GOOGLE_APPLICATION_CREDENTIALS or workload identity)"
-            elif isinstance(e, api_errors.Forbidden | api_errors.NotFound):
-                hint = f"give the worker's service account compute.instances.list (roles/compute.viewer) on project {project}"
-            else:
-                hint = "the request was refused as it stands"
-            raise ProviderFailure(
-                STEP, f"Compute Engine refused: {_short(e)}: {hint}", FailureClass.CONFIGURATION
-            ) from None
-        except auth_errors.DefaultCredentialsError:
-            raise ProviderFailure(
-                STEP,
-                "Compute Engine cannot be asked: the worker has no Google credentials (set "
-                "GOOGLE_APPLICATION_CREDENTIALS, or use workload identity)",
-                FailureClass.CONFIGURATION,
-            ) from None
-        except (auth_errors.TransportError, requests.RequestException) as e:
-            raise ProviderFailure(STEP, f"Google could not be reached: {_short(e)}", FailureClass.OUTAGE) from None
-        except auth_errors.GoogleAuthError as e:
-            raise ProviderFailure(
-                STEP, f"Google refused the worker's credentials: {_short(e)}", FailureClass.CONFIGURATION
-            ) from None
+        except (
+            api_errors.GoogleAPICallError,
+            api_errors.RetryError,
+            auth_errors.GoogleAuthError,
+            requests.RequestException,  # REST, unlike gRPC, lets a lost connection through as it is
+        ) as e:
+            permission = f"compute.instances.list (roles/compute.viewer) on project {project}"
+            raise gcp_failure(e, step=STEP, service="Compute Engine", permission=permission) from None
     return changes_of(plan, sightings, since, until)
 
 
@@ -301,22 +254,10 @@ def read_azure(
 
     `compute_client` is an azure.mgmt.compute ComputeManagementClient, made if not given with `credential`
     (else the worker's, as for the monitoring readers)."""
-    from azure.core.exceptions import (
-        ClientAuthenticationError,
-        HttpResponseError,
-        ServiceRequestError,
-        ServiceResponseError,
-    )
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 
-    since, until = _window(since, until)
-    scope = AZURE_SCOPE.match(str(outputs.get("storageId") or ""))
-    if scope is None:
-        raise ProviderFailure(
-            STEP,
-            "the cluster's outputs have no Azure storageId (/subscriptions/.../resourceGroups/...) to find its "
-            "VMs from: refresh or re-provision the cluster",
-        )
-    subscription, group = scope["subscription"], scope["group"]
+    since, until = window(since, until)
+    subscription, group = azure_scope(outputs, STEP)
     sightings = []
     with ExitStack() as made:
         try:
@@ -324,24 +265,16 @@ def read_azure(
                 from azure.mgmt.compute import ComputeManagementClient
 
                 if credential is None:
-                    credential = _azure_credential()
+                    credential = azure_credential()
                     made.callback(credential.close)
                 compute_client = made.enter_context(ComputeManagementClient(credential, subscription))
             for vm in compute_client.virtual_machines.list(group, expand="instanceView"):
                 tags = vm.tags or {}
                 if tags.get(CLUSTER_TAG) == plan.spec.cluster_id and NODE_TAG in tags:
                     sightings.append(_azure_sighting(vm))
-        except ClientAuthenticationError as e:
-            raise ProviderFailure(
-                STEP,
-                f"Azure refused the worker's credentials: {_short(e)}: set AZURE_CLIENT_ID, AZURE_TENANT_ID and "
-                "AZURE_CLIENT_SECRET (or Pulumi's ARM_* ones) on the worker, or give it a managed identity",
-                FailureClass.CONFIGURATION,
-            ) from None
-        except HttpResponseError as e:
-            raise _azure_failure(e, group) from None
-        except (ServiceRequestError, ServiceResponseError) as e:
-            raise ProviderFailure(STEP, f"Azure could not be reached: {_short(e)}", FailureClass.OUTAGE) from None
+        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as e:
+            permission = f"Microsoft.Compute/virtualMachines/read on resource group {group} (the Reader or Monitoring Reader role)"
+            raise azure_failure(e, step=STEP, service="Azure Compute", permission=permission) from None
     return changes_of(plan, sightings, since, until)
 
 
@@ -364,21 +297,3 @@ def _azure_sighting(vm: Any) -> Sighting:
     else:
         moment = None
     return Sighting(vm.tags[NODE_TAG], created, state, moment)
-
-
-def _azure_failure(error: Any, group: str) -> ProviderFailure:
-    code = error.error.code if error.error is not None and error.error.code else (error.reason or "error")
-    status = error.status_code or 0
-    said = f"{code}: {error.error.message if error.error is not None else error.message}"
-    if status == 429 or status >= 500:
-        return ProviderFailure(STEP, f"Azure Compute is unavailable or throttling: {_short(said)}", FailureClass.OUTAGE)
-    if status == 403:
-        hint = (
-            f"give the worker's identity Microsoft.Compute/virtualMachines/read on resource group {group} "
-            "(the Reader or Monitoring Reader role)"
-        )
-    elif status == 404:
-        hint = "the cluster's resources are not where its outputs say: refresh the cluster"
-    else:
-        hint = "the request was refused as it stands"
-    return ProviderFailure(STEP, f"Azure Compute refused: {_short(said)}: {hint}", FailureClass.CONFIGURATION)
