@@ -1,17 +1,39 @@
 """The cluster on Azure: a resource group, a virtual network and subnet with a network security group
 and a NAT gateway for outbound traffic, VMs for the head and compute nodes, a managed disk for shared
 storage (exported over NFS by the head node), and Azure Database for PostgreSQL flexible server
-inside the cluster's network, TLS only."""
+inside the cluster's network, TLS only.
+
+An elastic cluster's stack has the floor's compute nodes only: the head node creates the others in the
+cluster's resource group and deletes them, as its managed identity, whose one role is scoped to that group.
+The floor's VMs have the names the head node's programs give theirs, so that they find one whose node
+leaves a lowered floor until the stack deletes it."""
 
 import base64
+import shlex
 
 import pulumi
 import pulumi_azure_native as azure_native
-from pulumi_azure_native import compute, dbforpostgresql, network, privatedns, resources
+from pulumi_azure_native import authorization, compute, dbforpostgresql, network, privatedns, resources
 
 from core.providers import SERVICE_USER
 from infra.clouds.common import admin_key, export_outputs, install_software, service_password
-from infra.clouds.plan import ADMIN_USER, DATABASE_CIDR, HEAD_ADDRESS, NETWORK_CIDR, SUBNET_CIDR, ClusterPlan
+from infra.clouds.plan import (
+    ADMIN_USER,
+    DATABASE_CIDR,
+    HEAD_ADDRESS,
+    NETWORK_CIDR,
+    NODE_TAG,
+    POWER_STATE,
+    SUBNET_CIDR,
+    ClusterPlan,
+    PowerControl,
+    vendor_packages,
+)
+
+# Azure's built-in role: virtual machines, their disks and network interfaces, and joining a subnet
+# (what creating a node needs), without the right to change the network or its security rules.
+VIRTUAL_MACHINE_CONTRIBUTOR = "9980e02c-c2be-4d73-94e8-173b1dc7cf3c"
+IMAGE = "Debian:debian-12:12:latest"
 
 
 def build(plan: ClusterPlan) -> None:
@@ -89,7 +111,17 @@ def build(plan: ClusterPlan) -> None:
         opts=opts(),
     )
 
-    def vm(name: str, size: str, address: str, script: str, public=None, disks=None) -> compute.VirtualMachine:
+    def vm(
+        name: str,
+        size: str,
+        address: str,
+        script: pulumi.Input[str],
+        public=None,
+        disks=None,
+        vm_tags: dict[str, str] = tags,
+        identity: compute.VirtualMachineIdentityArgs | None = None,
+        vm_name: str | None = None,
+    ) -> compute.VirtualMachine:
         nic = network.NetworkInterface(
             f"{p}-{name}-nic",
             resource_group_name=rg,
@@ -108,6 +140,7 @@ def build(plan: ClusterPlan) -> None:
         )
         return compute.VirtualMachine(
             f"{p}-{name}",
+            vm_name=vm_name,
             resource_group_name=rg,
             location=location,
             hardware_profile=compute.HardwareProfileArgs(vm_size=size),
@@ -117,7 +150,9 @@ def build(plan: ClusterPlan) -> None:
             os_profile=compute.OSProfileArgs(
                 computer_name=name,
                 admin_username=ADMIN_USER,
-                custom_data=base64.b64encode(script.encode()).decode(),
+                custom_data=pulumi.Output.from_input(script).apply(
+                    lambda text: base64.b64encode(text.encode()).decode()
+                ),
                 linux_configuration=compute.LinuxConfigurationArgs(
                     disable_password_authentication=True,
                     ssh=compute.SshConfigurationArgs(
@@ -136,29 +171,66 @@ def build(plan: ClusterPlan) -> None:
                 os_disk=compute.OSDiskArgs(create_option="FromImage"),
                 data_disks=disks or [],
             ),
-            tags=tags,
+            identity=identity,
+            tags=vm_tags,
             opts=opts(),
         )
 
+    shared_disk = "/dev/disk/azure/scsi1/lun0"
+    if plan.elastic:
+        head_script = pulumi.Output.all(rg, subnet.id, key.public_key_openssh).apply(
+            lambda values: plan.head_script(shared_disk, _power_control(plan, *values))
+        )
+    else:
+        head_script = plan.head_script(shared_disk)
     head_public = _public_address(f"{p}-head", rg, location, tags, opts())
     head = vm(
         "head",
         plan.head_instance_type("azure"),
         HEAD_ADDRESS,
-        plan.head_script("/dev/disk/azure/scsi1/lun0"),
+        head_script,
         public=head_public,
         disks=[
             compute.DataDiskArgs(
                 lun=0, create_option="Attach", managed_disk=compute.ManagedDiskParametersArgs(id=storage.id)
             )
         ],
+        # The identity the head node's CLI signs in as: no secret on the machine.
+        identity=compute.VirtualMachineIdentityArgs(type=compute.ResourceIdentityType.SYSTEM_ASSIGNED)
+        if plan.elastic
+        else None,
     )
+    if plan.elastic:
+        subscription_id = (
+            subscription
+            or authorization.get_client_config(opts=pulumi.InvokeOptions(provider=explicit)).subscription_id
+        )
+        authorization.RoleAssignment(
+            f"{p}-head-manages-nodes",
+            principal_id=head.identity.apply(lambda identity: identity.principal_id),
+            principal_type=authorization.PrincipalType.SERVICE_PRINCIPAL,
+            role_definition_id=(
+                f"/subscriptions/{subscription_id}/providers/Microsoft.Authorization/roleDefinitions/"
+                f"{VIRTUAL_MACHINE_CONTRIBUTOR}"
+            ),
+            # The cluster's own resource group, never the subscription.
+            scope=group.id,
+            description=f"hpcinfra: the head node of {plan.spec.name} creates and deletes its compute nodes",
+            opts=opts(),
+        )
     nodes = [
-        vm(name, plan.instance_type("azure"), address, plan.compute_script(i))
-        for i, (name, address) in enumerate(zip(plan.node_names, plan.node_addresses, strict=True))
+        vm(
+            name,
+            plan.instance_type("azure"),
+            plan.node_addresses[i],
+            plan.compute_script(i),
+            vm_tags=plan.instance_tags(name),
+            vm_name=plan.floor_instance_name(name),
+        )
+        for i, name in enumerate(plan.floor_names)
     ]
     head_address = head_public.ip_address
-    services = install_software(plan, head_address, key, after=[head])
+    services = install_software(plan, head, head_address, key)
     postgresql = plan.service("postgresql")
     if postgresql is not None:
         database_subnet = network.Subnet(
@@ -229,6 +301,46 @@ def build(plan: ClusterPlan) -> None:
         services["postgresql"] = {"host": server.fully_qualified_domain_name, "port": postgresql.port}
 
     export_outputs(head_address, [n.vm_id for n in nodes], storage.id, services)
+
+
+def _power_control(plan: ClusterPlan, group: str, subnet: str, ssh_key: str) -> PowerControl:
+    """The resume and suspend programs' az commands: create the node's VM in the cluster's resource group
+    and subnet, with its address and tags and no public address nor security group of its own (the
+    subnet's applies), and delete it with its disk and network interface. Both return at once
+    (`--no-wait`): slurmctld waits for the node itself."""
+    where = f'--resource-group {group} --name "$name"'
+    tags = " ".join(shlex.quote(f"{key}={value}") for key, value in plan.tags.items())
+    return PowerControl(
+        cli=vendor_packages(
+            "azure-cli",
+            "microsoft",
+            "https://packages.microsoft.com/keys/microsoft.asc",
+            "https://packages.microsoft.com/repos/azure-cli/ bookworm main",
+        ),
+        environment=f"""export AZURE_CONFIG_DIR={POWER_STATE}/azure
+# As the head node's managed identity.
+az login --identity --output none
+# The provisioning state of the VM $name, empty if there is none.
+state() {{
+  az vm show {where} --query provisioningState --output tsv 2> /dev/null || true
+}}""",
+        launch=f"""  case "$(state)" in
+    "") ;;
+    # Still holding the node's name and address.
+    Deleting) az vm wait {where} --deleted ;;
+    *) return 0 ;;
+  esac
+  az vm create {where} --location {plan.spec.region} --image {IMAGE} \\
+    --size {plan.instance_type("azure")} --subnet {subnet} --private-ip-address "$address" \\
+    --public-ip-address "" --nsg "" --nic-delete-option Delete --os-disk-delete-option Delete \\
+    --admin-username {ADMIN_USER} --ssh-key-values {shlex.quote(ssh_key)} --custom-data "$boot" \\
+    --tags {tags} "{NODE_TAG}=$node" --no-wait --output none""",
+        remove=f"""  case "$(state)" in
+    # Gone, or going.
+    "" | Deleting) return 0 ;;
+  esac
+  az vm delete {where} --yes --no-wait --output none""",
+    )
 
 
 def _allow(name: str, priority: int, source: str, protocol: str, port: str) -> network.SecurityRuleArgs:

@@ -1,13 +1,15 @@
 """Providers `aws`, `gcp` and `azure`: the cluster's Pulumi program, applied by the stack runner.
 
 The whole cluster (network, nodes, storage, tools, services) is one stack described by the spec,
-so installing a tool or starting a service is a stack update, and so is stopping a service.
+so installing a tool or starting a service is a stack update, and so is stopping a service. So are a
+resize and the drain before it: the drain's update adds a command on the head node that drains the nodes
+and reports those still running jobs as the stack's output `busyNodes`.
 """
 
 import asyncio
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from core.providers import (
@@ -78,6 +80,15 @@ class PulumiProvider:
         )
         await self._apply(without, progress)
 
+    async def drain(self, spec: ClusterSpec, outputs: dict[str, Any], nodes: list[str]) -> list[str]:
+        """A stack update with the drain command for `nodes` (infra/clouds/common.py); returns those still
+        running jobs. The time of the call is in the command's triggers, so that each call runs it again."""
+        if not nodes:
+            return []
+        draining = replace(spec, draining=tuple(nodes))
+        plan = replace(self._plan(draining), drain_request=datetime.now(UTC).isoformat())
+        return busy_nodes(await self._apply(draining, lambda line: None, plan))
+
     async def utilisation(
         self, spec: ClusterSpec, outputs: dict[str, Any], start: datetime, end: datetime
     ) -> dict[datetime, Utilisation]:
@@ -92,8 +103,8 @@ class PulumiProvider:
         """From the cloud's list of the cluster's instances (infra/clouds/power.py); none for a static cluster."""
         return await asyncio.to_thread(read_power, self.cloud, self._plan(spec), outputs, since, until)
 
-    async def _apply(self, spec: ClusterSpec, progress: Progress) -> dict[str, Any]:
-        plan = self._plan(spec)
+    async def _apply(self, spec: ClusterSpec, progress: Progress, plan: ClusterPlan | None = None) -> dict[str, Any]:
+        plan = plan or self._plan(spec)
         config = self._cloud_config(spec)
         return await self._in_thread(
             spec,
@@ -137,3 +148,9 @@ class PulumiProvider:
     @staticmethod
     def _stack(spec: ClusterSpec) -> str:
         return stack_name(spec.tenant, spec.cluster_id)
+
+
+def busy_nodes(outputs: dict[str, Any]) -> list[str]:
+    """The stack's `busyNodes`, sorted: a list, or space-separated, or none (a stack made before drains)."""
+    busy = outputs.get("busyNodes") or []
+    return sorted(busy.split() if isinstance(busy, str) else busy)
