@@ -254,11 +254,14 @@ class ClusterActivities:
 
     @activity.defn(name="DrainClusterNodes")
     async def drain_nodes(self, ref: ResizeRef) -> list[str]:
-        """Before a resize that removes nodes: they take no new jobs; returns those still running one."""
+        """Before a resize, the nodes it removes and those that leave the floor (a cloud ends the machine of
+        a node that is no longer always up) take no new jobs; returns those still running one."""
         spec, provider = await asyncio.to_thread(self.load, ref.cluster_id)
         outputs = await asyncio.to_thread(self._outputs, ref.cluster_id)
-        removed = spec.node_names[ref.to.number_of_nodes :]
-        return await _heartbeating(provider.drain(spec, outputs, removed)) if removed else []
+        to = ref.to
+        floor = to.number_of_nodes if to.min_nodes is None else to.min_nodes
+        leaving = spec.node_names[floor : spec.floor] + spec.node_names[max(spec.floor, to.number_of_nodes) :]
+        return await _heartbeating(provider.drain(spec, outputs, leaving)) if leaving else []
 
     @activity.defn(name="ResizeCluster")
     async def resize(self, ref: ResizeRef) -> StepOutcome:

@@ -3,17 +3,21 @@ its creator within the self-service limit (2 nodes of small or medium here), an 
 CAD manager beyond it only through a request that names the cluster (`resizesClusterId`); growth is held
 to the tenant's credits; a shrink waits for the jobs on the nodes it removes, across a killed worker."""
 
+import asyncio
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import select
+from temporalio.testing import ActivityEnvironment
 
+from core.messages import Resize, ResizeRef
 from core.models import Cluster
 from harness.servers import wait_until
 from harness.world import make_tenant, request_body, wait_for_cluster
 from tests.conftest import start_worker, wait_for_worker
+from tests.test_elastic import Collector, elastic_cluster
 
 ONE_SMALL = {"numberOfNodes": 1, "nodeType": "small"}
 
@@ -174,3 +178,21 @@ def test_a_shrink_waits_for_the_jobs_on_the_nodes_it_removes_across_a_killed_wor
     events = api.get(f"/clusters/{cluster['id']}/events", headers=tenant.cad.headers).json()
     started = next(e for e in events if e["step"] == "resize" and e["status"] == "started")
     assert datetime.fromisoformat(started["time"]).timestamp() >= job_end
+
+
+@pytest.mark.parametrize(
+    "to, leaving",
+    [
+        (Resize(2), ["node-2", "node-3"]),  # a shrink: the nodes it removes
+        (Resize(4, min_nodes=1, idle_seconds=60), ["node-1", "node-2", "node-3"]),  # they leave the floor
+        (Resize(3, min_nodes=1, idle_seconds=60), ["node-1", "node-2", "node-3"]),  # both
+        (Resize(6), []),  # a growth takes nothing away
+    ],
+)
+def test_a_resize_drains_the_nodes_it_removes_and_those_that_leave_the_floor(db, tmp_path, to, leaving):
+    """A simulated job on all four nodes of a static cluster: which of them the resize waits for."""
+    tenant, cluster_id = elastic_cluster(db, {"demand": [{"at": 0, "nodes": 4, "seconds": 3600}]}, min_nodes=None)
+    collector = Collector(db, tmp_path)
+    collector.available(cluster_id, datetime.now(UTC) - timedelta(minutes=1))
+    busy = asyncio.run(ActivityEnvironment().run(collector.clusters.drain_nodes, ResizeRef(str(cluster_id), to)))
+    assert busy == leaving
