@@ -196,3 +196,24 @@ def test_a_resize_drains_the_nodes_it_removes_and_those_that_leave_the_floor(db,
     collector.available(cluster_id, datetime.now(UTC) - timedelta(minutes=1))
     busy = asyncio.run(ActivityEnvironment().run(collector.clusters.drain_nodes, ResizeRef(str(cluster_id), to)))
     assert busy == leaving
+
+
+def test_a_node_that_leaves_the_floor_powers_down_once_nothing_needs_it(db, tmp_path):
+    """An elastic sim cluster's floor lowered from 2 to 0 with no jobs: both nodes up until the resize, down at the
+    next collection, charged only until then."""
+    tenant, cluster_id = elastic_cluster(db, {}, nodes=2, min_nodes=2)
+    collector = Collector(db, tmp_path)
+    began = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=5)
+    collector.available(cluster_id, began)
+    to = Resize(2, min_nodes=0, idle_seconds=60)
+    asyncio.run(ActivityEnvironment().run(collector.clusters.resize, ResizeRef(str(cluster_id), to)))
+    with db.sessions() as session:
+        assert [(n.name, n.state) for n in session.get(Cluster, cluster_id).nodes] == [
+            ("node-0", "up"),
+            ("node-1", "up"),
+        ]
+    collector.collect(cluster_id, datetime.now(UTC) + timedelta(minutes=1))
+    with db.sessions() as session:
+        cluster = session.get(Cluster, cluster_id)
+        assert [(n.name, n.state) for n in cluster.nodes] == [("node-0", "down"), ("node-1", "down")]
+        assert cluster.nodes_up == 0

@@ -166,21 +166,27 @@ class SimProvider:
     async def power_changes(
         self, spec: ClusterSpec, outputs: dict[str, Any], since: datetime, until: datetime
     ) -> list[PowerChange]:
+        """Each change the demand makes in [since, until], then each node's state at `until` (which changes
+        nothing where the changes brought it there: it moves a node that left the floor in a resize)."""
         config = _config(spec)
-        if spec.scaling is None or spec.available_since is None or not config.demand:
+        if spec.scaling is None or spec.available_since is None:
             return []
         boot = timedelta(seconds=config.bootSeconds)
         changes = []
         for position, node in enumerate(spec.node_names):
             if position < spec.floor:
                 continue
-            for up, down in _powered(config, spec, position, since, until):
+            now = NodeState.DOWN
+            for up, down in _powered(config, spec, position, since, until) if config.demand else []:
                 moments = [(up, NodeState.POWERING_UP), (up + boot, NodeState.UP)]
                 if down is not None:
                     moments += [(down, NodeState.POWERING_DOWN), (down + boot, NodeState.DOWN)]
                 for at, state in moments:
-                    if since <= at <= until and (boot or state in (NodeState.UP, NodeState.DOWN)):
-                        changes.append(PowerChange(node, state, at))
+                    if at <= until and (boot or state in (NodeState.UP, NodeState.DOWN)):
+                        now = state
+                        if at >= since:
+                            changes.append(PowerChange(node, state, at))
+            changes.append(PowerChange(node, now, until))
         return sorted(changes, key=lambda change: change.at)
 
     async def drain(self, spec: ClusterSpec, outputs: dict[str, Any], nodes: list[str]) -> list[str]:
