@@ -78,6 +78,7 @@ class CloudMocks(pulumi.runtime.Mocks):
         self.resources: list[pulumi.runtime.MockResourceArgs] = []
         self.calls: list[pulumi.runtime.MockCallArgs] = []
         self.dependencies: dict[str, set[str]] = {}
+        self.ignored_changes: dict[str, list[str]] = {}
         self.exports: dict = {}
         self.busy = busy
 
@@ -90,6 +91,16 @@ class CloudMocks(pulumi.runtime.Mocks):
             outputs.update(publicKeyOpenssh="ssh-ed25519 AAAAmock", privateKeyOpenssh="mock private key")
         if args.typ == INSTANCE["aws"]:
             outputs["publicIp"] = "203.0.113.10"
+        if args.typ == INSTANCE["gcp"]:
+            outputs["networkInterfaces"] = [
+                {
+                    **nic,
+                    "accessConfigs": [{**config, "natIp": "203.0.113.10"} for config in nic.get("accessConfigs", [])],
+                }
+                for nic in args.inputs["networkInterfaces"]
+            ]
+        if args.typ == "azure-native:network:PublicIPAddress":
+            outputs["ipAddress"] = "203.0.113.10"
         if args.typ == LAUNCH_TEMPLATE:
             outputs.update(arn=f"arn:aws:ec2:eu-west-1:123456789012:launch-template/{args.name}-id", latestVersion=1)
         if args.typ == "gcp:serviceaccount/account:Account":
@@ -126,10 +137,12 @@ class CloudMocks(pulumi.runtime.Mocks):
 
 
 class DependencyMonitor(MockMonitor):
-    """Pulumi's mock monitor, noting which resources each registered resource waits for."""
+    """Pulumi's mock monitor, noting which resources each registered resource waits for, and the changes
+    of its inputs Pulumi is to ignore (as the engine gets them)."""
 
     def RegisterResource(self, request):
         self.mocks.dependencies[request.name] = {urn.rsplit("::", 1)[-1] for urn in request.dependencies}
+        self.mocks.ignored_changes[request.name] = list(request.ignoreChanges)
         return super().RegisterResource(request)
 
 
@@ -518,15 +531,32 @@ def head_of(cloud: str, mocks: CloudMocks) -> pulumi.runtime.MockResourceArgs:
     return head
 
 
+# Where an instance has its boot script, as Pulumi property paths of its inputs (the head node's on AWS is
+# in either, compressed for an elastic cluster).
+BOOT_SCRIPT_INPUTS = {
+    "aws": {"userData", "userDataBase64"},
+    "gcp": {'metadata["startup-script"]'},
+    "azure": {"osProfile.customData"},
+}
+
+
+def at_path(inputs: dict, path: str):
+    """The value at a Pulumi property path (`a.b`, `a["b-c"]`) of a resource's inputs; None if there is none."""
+    value = inputs
+    for name, key in re.findall(r'(\w+)|\["([^"]+)"\]', path):
+        value = value.get(name or key) if isinstance(value, dict) else None
+    return value
+
+
 def boot_script(cloud: str, instance: pulumi.runtime.MockResourceArgs) -> str:
-    inputs = instance.inputs
-    if cloud == "aws":
-        if "userDataBase64" in inputs:
-            return gzip.decompress(base64.b64decode(inputs["userDataBase64"])).decode()
-        return inputs["userData"]
-    if cloud == "gcp":
-        return inputs["metadata"]["startup-script"]
-    return base64.b64decode(inputs["osProfile"]["customData"]).decode()
+    [(path, script)] = [
+        (path, at_path(instance.inputs, path))
+        for path in BOOT_SCRIPT_INPUTS[cloud]
+        if at_path(instance.inputs, path) is not None
+    ]
+    if path == "userDataBase64":
+        return gzip.decompress(base64.b64decode(script)).decode()
+    return base64.b64decode(script).decode() if cloud == "azure" else script
 
 
 def written_files(script: str) -> dict[str, str]:
@@ -945,6 +975,21 @@ def test_a_resize_changes_no_machine_s_boot_script(cloud, before, after):
     assert command(small, "slurm-conf").inputs["triggers"] != command(large, "slurm-conf").inputs["triggers"]
 
 
+@pytest.mark.parametrize("cluster", [spec(), elastic()], ids=["static", "elastic"])
+def test_pulumi_keeps_the_boot_script_every_instance_was_created_with(cloud, cluster):
+    """Cloud-init runs it once: a new one (from a cluster made before, or a script changed since) would only
+    stop and start (AWS) or replace (Azure) the running machine. Templates are not instances: a new version
+    of one is for the instances launched from it next."""
+    mocks = run(cloud, cluster)
+    instances = mocks.of_type(INSTANCE[cloud])
+    assert len(instances) == 1 + cluster.floor
+    for instance in instances:
+        assert set(mocks.ignored_changes[instance.name]) == BOOT_SCRIPT_INPUTS[cloud], instance.name
+        assert boot_script(cloud, instance).startswith("#!/bin/bash\n")  # found at one of those paths
+    ignoring = {name for name, ignored in mocks.ignored_changes.items() if ignored}
+    assert ignoring == {instance.name for instance in instances}
+
+
 def test_the_head_node_gets_slurm_conf_from_a_command_of_the_stack(cloud):
     mocks = run(cloud, spec(number_of_nodes=4))
     conf = delivered_conf(mocks)
@@ -1150,15 +1195,20 @@ sleep() { :; }"""
 
 class MockedStacks:
     """Stands in for the stack runner: runs each update's program under the mocks, whose drain command
-    prints `busy`, and returns the stack's outputs."""
+    prints `busy`, and returns the stack's outputs. A refresh finds the stack's first `lost` compute nodes gone."""
 
-    def __init__(self, busy: str) -> None:
+    def __init__(self, busy: str = "", lost: int = 0) -> None:
         self.busy = busy
+        self.lost = lost
         self.updates: list[CloudMocks] = []
 
     def up(self, stack, program, config, progress, recover):
         self.updates.append(run_program(program, self.busy))
         return self.updates[-1].exports
+
+    def refresh(self, stack, program):
+        outputs = run_program(program, self.busy).exports
+        return {**outputs, "nodeIds": outputs["nodeIds"][self.lost :]}
 
 
 def test_the_pulumi_provider_drains_with_a_stack_update_and_returns_the_busy_nodes():
@@ -1188,3 +1238,21 @@ def test_the_pulumi_provider_drains_with_a_stack_update_and_returns_the_busy_nod
 )
 def test_busy_nodes_are_read_from_a_list_or_a_string_or_none(outputs, busy):
     assert busy_nodes(outputs) == busy
+
+
+@pytest.mark.parametrize(
+    "cluster, lost, problems",
+    [
+        (spec(number_of_nodes=3), 0, []),
+        (elastic(), 0, []),
+        (elastic(scaling=Scaling(0, 300)), 0, []),
+        (spec(number_of_nodes=3), 1, ["2 of 3 compute nodes exist"]),
+        (elastic(scaling=Scaling(2, 300)), 1, ["1 of the floor's 2 compute nodes exist"]),
+    ],
+    ids=["static", "elastic", "elastic-no-floor", "static-node-lost", "elastic-floor-node-lost"],
+)
+def test_the_pulumi_provider_s_health_counts_the_compute_nodes_of_the_floor(cloud, cluster, lost, problems):
+    """An elastic cluster's stack has the floor's compute nodes only: the others are up only for jobs."""
+    assert cluster.floor < cluster.number_of_nodes or cluster.scaling is None
+    provider = PulumiProvider(cloud, MockedStacks(lost=lost))
+    assert asyncio.run(provider.health(replace(cluster, region=REGION[cloud]))) == problems

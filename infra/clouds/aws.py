@@ -37,6 +37,9 @@ from infra.clouds.plan import (
 
 # Debian's own account for its official images.
 DEBIAN_IMAGES_OWNER = "136693071363"
+# An instance's boot script, which cloud-init runs once: a new one would only stop and start the instance
+# (ending its jobs), so Pulumi keeps the one it was created with. Both, as the head's may be either.
+BOOT_SCRIPT_INPUTS = ["userData", "userDataBase64"]
 
 
 def build(plan: ClusterPlan) -> None:
@@ -147,7 +150,7 @@ def build(plan: ClusterPlan) -> None:
             monitoring=True,
             tags={**instance_tags, "Name": f"{p}-{name}"},
             # Boot scripts install packages: the subnet must route to the internet first.
-            opts=opts(depends_on=[egress, nat]),
+            opts=opts(depends_on=[egress, nat], ignore_changes=BOOT_SCRIPT_INPUTS),
         )
 
     storage = aws.ebs.Volume(

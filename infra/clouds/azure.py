@@ -34,6 +34,9 @@ from infra.clouds.plan import (
 # (what creating a node needs), without the right to change the network or its security rules.
 VIRTUAL_MACHINE_CONTRIBUTOR = "9980e02c-c2be-4d73-94e8-173b1dc7cf3c"
 IMAGE = "Debian:debian-12:12:latest"
+# A VM's boot script, which cloud-init runs once: a new one would replace the VM (Azure cannot change it),
+# so Pulumi keeps the one it was created with.
+BOOT_SCRIPT_INPUTS = ["osProfile.customData"]
 
 
 def build(plan: ClusterPlan) -> None:
@@ -173,7 +176,7 @@ def build(plan: ClusterPlan) -> None:
             ),
             identity=identity,
             tags=vm_tags,
-            opts=opts(),
+            opts=opts(ignore_changes=BOOT_SCRIPT_INPUTS),
         )
 
     shared_disk = "/dev/disk/azure/scsi1/lun0"

@@ -27,6 +27,9 @@ from infra.clouds.plan import (
 )
 
 IMAGE = "debian-cloud/debian-12"
+# An instance's boot script: Pulumi keeps the one it was created with, as on the other clouds (where a new
+# one stops or replaces the instance). Here a new one would be set in place and run at the next boot only.
+BOOT_SCRIPT_INPUTS = ['metadata["startup-script"]']
 # What the head node needs to create and delete a compute node from the template (no more).
 NODE_LAUNCHER_PERMISSIONS = [
     "compute.instances.create",
@@ -113,6 +116,7 @@ def build(plan: ClusterPlan) -> None:
             )
             if account
             else None,
+            opts=pulumi.ResourceOptions(ignore_changes=BOOT_SCRIPT_INPUTS),
         )
 
     shared_disk = "/dev/disk/by-id/google-shared"

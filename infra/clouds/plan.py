@@ -5,7 +5,9 @@ Every node gets a fixed private address, so the Slurm configuration is written b
 exists and no node waits on another to learn where it is.
 
 No boot script depends on the cluster's size, so that a resize changes no machine's boot script (on AWS
-a change stops and starts the instance, and cloud-init would not run it again anyway). Slurm runs
+a change stops and starts the instance, and cloud-init would not run it again anyway). Nor does Pulumi
+update one once its machine exists (each cloud's `BOOT_SCRIPT_INPUTS`): a cluster made while boot scripts
+were otherwise, or a script changed since, stops or replaces no running machine. Slurm runs
 configless: only the head node has slurm.conf, delivered over SSH by a command of the stack
 (`slurm_conf_command`), and every slurmd takes it from slurmctld. A resize is a stack update that
 delivers the new slurm.conf; the nodes it removes were drained first (`drain_command`).

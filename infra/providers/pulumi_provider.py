@@ -55,12 +55,16 @@ class PulumiProvider:
         )
 
     async def health(self, spec: ClusterSpec) -> list[str]:
+        """What is wrong with the stack as the cloud has it. Its compute nodes are the floor's: those of an
+        elastic cluster above the floor are the head node's, up only for jobs (none at all without a floor)."""
         plan = self._plan(spec)
         current = await asyncio.to_thread(self.runner.refresh, self._stack(spec), self._program(plan))
-        missing = [key for key in ("headNode", "nodeIds", "storageId") if not current.get(key)]
+        missing = [key for key in ("headNode", "nodeIds", "storageId") if current.get(key) in (None, "")]
         problems = [f"the stack has no {key}" for key in missing]
-        if len(current.get("nodeIds") or []) != spec.number_of_nodes:
-            problems.append(f"{len(current.get('nodeIds') or [])} of {spec.number_of_nodes} compute nodes exist")
+        nodes = len(current.get("nodeIds") or [])
+        if nodes != spec.floor:
+            floor = f"the floor's {spec.floor}" if plan.elastic else str(spec.floor)
+            problems.append(f"{nodes} of {floor} compute nodes exist")
         return problems
 
     async def install_tool(self, spec: ClusterSpec, tool: ToolSpec, progress: Progress) -> None:
