@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from core.enums import ClusterStatus, Role
 from core.messages import Resize
 from core.models import CloudProvider, Cluster, ClusterRequest, ClusterService, ClusterTool, Tenant, User
-from core.providers import Scaling
+from core.providers import CLOUDS, Scaling
 from core.refusals import Refused
 from core.settings import Settings
 from services import audit, credits, nodes
@@ -171,6 +171,7 @@ def require_resizable(session: Session, user: User, ask: ClusterAsk) -> Cluster:
     ]
     if ask.tools or ask.services or ask.expires_at:
         differs.append("tools, services and expiresAt are not for a resize (add them to the cluster, or extend it)")
+    require_same_kind_of_scaling(session, cluster, Resize(ask.number_of_nodes, ask.min_nodes, ask.idle_seconds))
     if differs:
         reasons = "; ".join(differs)
         raise Refused("Invalid", f"a request that resizes a cluster changes only its size and scaling: {reasons}")
@@ -205,10 +206,24 @@ def admit_resize(
         return False
     if not approved and actor.role == Role.CAD_MANAGER and cluster.created_by_id != actor.id:
         raise Refused("NotAllowed", "only the cluster's creator or an IT manager may resize it")
+    require_same_kind_of_scaling(session, cluster, to)
     refusal = None if approved else resize_shortfall(session, cluster, to.number_of_nodes, min_runway_hours)
     if refusal is not None:
         raise Refused("Conflict", f"the cluster was not resized: {refusal}")
     return True
+
+
+def require_same_kind_of_scaling(session: Session, cluster: Cluster, to: Resize) -> None:
+    """Refuse (Invalid) making a cloud cluster static or elastic once it runs: its head node's power programs
+    are written by its boot script when it is made (infra/clouds/plan.py), so only its size and floor change."""
+    kind = session.get_one(CloudProvider, cluster.cloud_provider_id).kind
+    if kind in CLOUDS and (cluster.min_nodes is None) != (to.min_nodes is None):
+        now, asked = ("static", "elastic") if cluster.min_nodes is None else ("elastic", "static")
+        raise Refused(
+            "Invalid",
+            f"this {kind} cluster stays {now}: its head node was made {now}, so a resize cannot make it {asked}; "
+            f"change its size{' and floor' if now == 'elastic' else ''}, or make a new {asked} cluster",
+        )
 
 
 def resize_shortfall(session: Session, cluster: Cluster, number_of_nodes: int, min_runway_hours: float) -> str | None:

@@ -13,9 +13,11 @@ from sqlalchemy import select
 from temporalio.testing import ActivityEnvironment
 
 from core.messages import Resize, ResizeRef
-from core.models import Cluster
+from core.models import Cluster, User
+from core.refusals import Refused
 from harness.servers import wait_until
-from harness.world import make_tenant, request_body, wait_for_cluster
+from harness.world import insert_cluster, make_tenant, request_body, wait_for_cluster
+from services import clusters
 from tests.conftest import start_worker, wait_for_worker
 from tests.test_elastic import Collector, elastic_cluster
 
@@ -217,3 +219,27 @@ def test_a_node_that_leaves_the_floor_powers_down_once_nothing_needs_it(db, tmp_
         cluster = session.get(Cluster, cluster_id)
         assert [(n.name, n.state) for n in cluster.nodes] == [("node-0", "down"), ("node-1", "down")]
         assert cluster.nodes_up == 0
+
+
+@pytest.mark.parametrize("min_nodes, to", [(None, Resize(2, min_nodes=0, idle_seconds=60)), (1, Resize(2))])
+def test_a_cloud_cluster_is_not_made_static_or_elastic_by_a_resize(db, min_nodes, to):
+    """Its head node's power programs come with it when it is made: only its size and floor change."""
+    tenant = make_tenant(
+        db.sessions, extra_providers={"aws": {"kind": "aws", "config": {"sshCidr": "198.51.100.0/24"}}}
+    )
+    fields = {"min_nodes": min_nodes, "idle_seconds": 60 if min_nodes is not None else None}
+    cluster = insert_cluster(
+        db.sessions,
+        tenant,
+        "on-aws",
+        cloud_provider_id=uuid.UUID(tenant.providers["aws"]),
+        status="available",
+        **fields,
+    )
+    with db.sessions() as session:
+        row, it = session.get(Cluster, cluster.id), session.get(User, uuid.UUID(tenant.it.id))
+        with pytest.raises(Refused) as refused:
+            clusters.admit_resize(session, row, it, to, 0, approved=False)
+        assert refused.value.kind == "Invalid" and "this aws cluster stays" in refused.value.message
+        grown = Resize(3, min_nodes, fields["idle_seconds"])
+        assert clusters.admit_resize(session, row, it, grown, 0, approved=False)
