@@ -557,16 +557,22 @@ def test_azure_reads_each_minute_as_the_mean_over_the_vms():
     assert all(r.headers["Authorization"] == f"Bearer {TOKEN}" for r in adapter.requests)
 
 
-AUTHORIZATION_FAILED = {
-    "error": {
-        "code": "AuthorizationFailed",
-        "message": (
-            "The client '7f0c0000-0000-0000-0000-000000000000' with object id '7f0c0000-0000-0000-0000-000000000000'"
-            " does not have authorization to perform action 'Microsoft.Compute/virtualMachines/read'"
-            f" over scope '/subscriptions/{SUBSCRIPTION}/resourceGroups/{GROUP}' or the scope is invalid."
-        ),
+def authorization_failed(group: str) -> dict:
+    """Azure's answer to an identity without Microsoft.Compute/virtualMachines/read on `group`."""
+    return {
+        "error": {
+            "code": "AuthorizationFailed",
+            "message": (
+                "The client '7f0c0000-0000-0000-0000-000000000000' with object id "
+                "'7f0c0000-0000-0000-0000-000000000000' does not have authorization to perform action "
+                "'Microsoft.Compute/virtualMachines/read'"
+                f" over scope '/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}' or the scope is invalid."
+            ),
+        }
     }
-}
+
+
+AUTHORIZATION_FAILED = authorization_failed(GROUP)
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,15 @@ from infra.clouds.plan import ClusterPlan
 from infra.clouds.power import read_aws, read_azure, read_gcp, read_power
 from infra.clouds.runner import StackRunner, StackSettings
 from infra.providers.pulumi_provider import PulumiProvider
-from tests.test_cloud_monitoring import AWS_KEY_ID, AWS_SECRET, SUBSCRIPTION, TOKEN, FakeCredential, RecordedAzure
+from tests.test_cloud_monitoring import (
+    AWS_KEY_ID,
+    AWS_SECRET,
+    SUBSCRIPTION,
+    TOKEN,
+    FakeCredential,
+    RecordedAzure,
+    authorization_failed,
+)
 
 SINCE = datetime(2025, 3, 4, 10, 0, tzinfo=UTC)
 UNTIL = SINCE + timedelta(minutes=10)
@@ -505,16 +513,7 @@ def test_azure_reads_a_vm_being_created_as_powering_up_and_a_missing_one_as_down
     ]
 
 
-AUTHORIZATION_FAILED = {
-    "error": {
-        "code": "AuthorizationFailed",
-        "message": (
-            "The client '7f0c0000-0000-0000-0000-000000000000' with object id '7f0c0000-0000-0000-0000-000000000000'"
-            " does not have authorization to perform action 'Microsoft.Compute/virtualMachines/read'"
-            f" over scope '/subscriptions/{SUBSCRIPTION}/resourceGroups/{GROUP}' or the scope is invalid."
-        ),
-    }
-}
+AUTHORIZATION_FAILED = authorization_failed(GROUP)
 
 
 @pytest.mark.parametrize(
