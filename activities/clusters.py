@@ -259,8 +259,7 @@ class ClusterActivities:
         spec, provider = await asyncio.to_thread(self.load, ref.cluster_id)
         outputs = await asyncio.to_thread(self._outputs, ref.cluster_id)
         to = ref.to
-        floor = to.number_of_nodes if to.min_nodes is None else to.min_nodes
-        leaving = spec.node_names[floor : spec.floor] + spec.node_names[max(spec.floor, to.number_of_nodes) :]
+        leaving = spec.node_names[to.floor : spec.floor] + spec.node_names[max(spec.floor, to.number_of_nodes) :]
         return await _heartbeating(provider.drain(spec, outputs, leaving)) if leaving else []
 
     @activity.defn(name="ResizeCluster")

@@ -150,7 +150,7 @@ class RequestActivities:
 def _outcome(request: ClusterRequest) -> RequestState:
     resize = None
     if request.resizes_cluster_id is not None and request.status == RequestStatus.APPROVED:
-        to = Resize(request.number_of_nodes, request.min_nodes, request.idle_seconds)
+        to = Resize.of(request)
         # Keyed by the request: the step line of its resize is written once.
         key = str(uuid.uuid5(request.id, "resize"))
         resize = ResizeAsk(

@@ -123,6 +123,16 @@ class Resize:
     min_nodes: int | None = None
     idle_seconds: int | None = None
 
+    @classmethod
+    def of(cls, sized: Any) -> "Resize":
+        """The size of a cluster, request or ask as it stands (anything with these three fields)."""
+        return cls(sized.number_of_nodes, sized.min_nodes, sized.idle_seconds)
+
+    @property
+    def floor(self) -> int:
+        """How many nodes are always up at this size."""
+        return self.number_of_nodes if self.min_nodes is None else self.min_nodes
+
     def describe(self) -> str:
         if self.min_nodes is None:
             return f"{self.number_of_nodes} node(s), always up"

@@ -171,7 +171,7 @@ def require_resizable(session: Session, user: User, ask: ClusterAsk) -> Cluster:
     ]
     if ask.tools or ask.services or ask.expires_at:
         differs.append("tools, services and expiresAt are not for a resize (add them to the cluster, or extend it)")
-    require_same_kind_of_scaling(session, cluster, Resize(ask.number_of_nodes, ask.min_nodes, ask.idle_seconds))
+    require_same_kind_of_scaling(session, cluster, Resize.of(ask))
     if differs:
         reasons = "; ".join(differs)
         raise Refused("Invalid", f"a request that resizes a cluster changes only its size and scaling: {reasons}")
@@ -202,7 +202,7 @@ def admit_resize(
     manager to the self-service limit first (require_self_service)."""
     if cluster.status != ClusterStatus.AVAILABLE:
         raise Refused("Conflict", f"the cluster is {cluster.status}; only an available cluster can be resized")
-    if Resize(cluster.number_of_nodes, cluster.min_nodes, cluster.idle_seconds) == to:
+    if Resize.of(cluster) == to:
         return False
     if not approved and actor.role == Role.CAD_MANAGER and cluster.created_by_id != actor.id:
         raise Refused("NotAllowed", "only the cluster's creator or an IT manager may resize it")
